@@ -1,0 +1,3 @@
+from devpush.cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""Token routes (list, create, revoke) and `whoami`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from devpush.api.deps import PrincipalDep, SessionDep, client_ip
+from devpush.audit.service import record
+from devpush.auth import service
+from devpush.auth.authz import Action, authorize_team
+from devpush.auth.models import ApiToken, User
+from devpush.auth.schemas import TokenCreate, TokenCreated, TokenRead, UserRead
+from devpush.errors import Forbidden, NotFound
+
+router = APIRouter(tags=["tokens"])
+
+
+def _read(token: ApiToken) -> TokenRead:
+    return TokenRead(
+        id=token.id,
+        name=token.name,
+        prefix=token.prefix,
+        scopes=token.scopes,
+        team_id=token.team_id,
+        expires_at=token.expires_at,
+        last_used_at=token.last_used_at,
+        created_at=token.created_at,
+    )
+
+
+@router.get("/user", response_model=UserRead, tags=["users"])
+async def whoami(session: SessionDep, principal: PrincipalDep) -> UserRead:
+    user = await session.get(User, principal.user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return UserRead(id=user.id, email=user.email, name=user.name, is_admin=user.is_admin)
+
+
+@router.get("/tokens", response_model=list[TokenRead])
+async def list_tokens(session: SessionDep, principal: PrincipalDep) -> list[TokenRead]:
+    return [_read(t) for t in await service.list_tokens(session=session, user_id=principal.user_id)]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201)
+async def create_token(
+    body: TokenCreate, request: Request, session: SessionDep, principal: PrincipalDep
+) -> TokenCreated:
+    if "admin" not in principal.scopes:
+        raise Forbidden("only a token with the 'admin' scope may create tokens")
+    if principal.token_team_id and body.team_id != principal.token_team_id:
+        raise Forbidden("a team-limited token may only create tokens for its own team")
+    if body.team_id:
+        await authorize_team(
+            session=session, principal=principal, team_id=body.team_id, action=Action.read
+        )
+    token, plaintext = await service.create_token(
+        session=session,
+        user_id=principal.user_id,
+        name=body.name,
+        scopes=list(body.scopes),
+        team_id=body.team_id,
+        expires_days=body.expires_days,
+    )
+    await record(
+        session=session,
+        principal=principal,
+        action="token.create",
+        resource_type="token",
+        resource_id=token.id,
+        team_id=body.team_id,
+        ip=client_ip(request),
+    )
+    return TokenCreated(**_read(token).model_dump(), token=plaintext)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+async def revoke_token(
+    token_id: str, request: Request, session: SessionDep, principal: PrincipalDep
+) -> Response:
+    token = await service.revoke_token(
+        session=session, user_id=principal.user_id, token_id=token_id
+    )
+    await record(
+        session=session,
+        principal=principal,
+        action="token.revoke",
+        resource_type="token",
+        resource_id=token.id,
+        team_id=token.team_id,
+        ip=client_ip(request),
+    )
+    return Response(status_code=204)

@@ -1,0 +1,356 @@
+"""The `devpush` command: the embedded platform (`up`), one component each (`app`, `worker`,
+`monitor`), operations (`migrate`, `start|stop|restart|status`, `keys rotate`) and accounts
+(`user`, `token`). Commands only parse arguments and call services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from devpush.errors import DevpushError
+from devpush.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="devpush: git push to a running web app on your own server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage encryption keys.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+app.add_typer(keys_app, name="keys")
+
+err = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+ComponentsOpt = Annotated[
+    str,
+    typer.Option("--components", "-c", help="Comma-separated: app,worker,monitor,proxy,db,redis"),
+]
+
+
+def fail(message: str, hint: str | None = None, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    if hint:
+        err.print(f"[dim]hint:[/dim] {hint}")
+    return typer.Exit(code)
+
+
+def run_db(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run an async function against the platform's database, with friendly errors."""
+    settings = get_settings()
+    try:
+        return asyncio.run(fn(settings))
+    except DevpushError as exc:
+        raise fail(exc.message) from None
+    except OSError as exc:
+        raise fail(
+            f"cannot reach the database: {exc}",
+            "start the platform with `devpush up`, or set DEVPUSH_DATABASE_URL",
+        ) from None
+
+
+# ---- the embedded platform ---------------------------------------------------------------
+@app.command()
+def up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background")] = False,
+) -> None:
+    """Start everything on this machine: PostgreSQL, Redis, Traefik, app, worker, monitor."""
+    from devpush.embedded.launcher import Supervisor
+    from devpush.embedded.state import read_state
+
+    settings = get_settings()
+    if detach:
+        log = settings.data_path / "logs" / "devpush.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "devpush", "up"],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            state = read_state(settings)
+            if state and state.supervisor_pid == proc.pid and "monitor" in state.children:
+                out.print(f"devpush is running in the background (pid {proc.pid}); logs: {log}")
+                out.print(f"Dashboard: {settings.app_url}")
+                return
+            if proc.poll() is not None:
+                raise fail(f"devpush up exited with code {proc.returncode}", f"see {log}")
+            time.sleep(0.3)
+        raise fail("devpush did not start within 180s", f"see {log}")
+    supervisor = Supervisor(settings)
+    try:
+        supervisor.start()
+        link = run_db(_first_admin_link)
+    except (DevpushError, subprocess.SubprocessError) as exc:
+        supervisor.stop()
+        message = exc.message if isinstance(exc, DevpushError) else str(exc)
+        raise fail(message) from None
+    except BaseException:
+        supervisor.stop()
+        raise
+    out.print()
+    out.print(f"[bold green]devpush is up.[/bold green] Dashboard: {settings.app_url}")
+    out.print(f"Sign in as {settings.admin_email} (one-time link): {link}")
+    out.print("Press Ctrl-C to stop.\n")
+    raise typer.Exit(supervisor.wait())
+
+
+async def _first_admin_link(settings: Settings) -> str:
+    from devpush.operations import ensure_admin, sign_in_link
+
+    user_id = await ensure_admin(settings, settings.admin_email)
+    return await sign_in_link(settings, user_id)
+
+
+@app.command("app")
+def run_app() -> None:
+    """Run the web app (API, pages, webhooks, SSE)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "devpush.api.app:create_app",
+        factory=True,
+        host=settings.app_host,
+        port=settings.app_port,
+        workers=settings.workers,
+        proxy_headers=True,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command("worker")
+def run_worker(
+    check: Annotated[bool, typer.Option("--check", help="Exit non-zero if unhealthy")] = False,
+) -> None:
+    """Run the arq worker that executes deployment and cleanup jobs."""
+    from arq.worker import Worker, async_check_health
+
+    from devpush.platform import arq_redis_settings
+    from devpush.workers.jobs import worker_settings
+
+    settings = get_settings()
+    if check:
+        code = asyncio.run(async_check_health(arq_redis_settings(settings)))
+        if code:
+            err.print("worker unhealthy: no recent health check in Redis")
+        raise typer.Exit(code)
+    Worker(**worker_settings(settings)).run()
+
+
+@app.command("monitor")
+def run_monitor_cmd() -> None:
+    """Run the monitor: readiness probes, exits, timeouts, log shipping, reconciliation."""
+    from devpush.logsetup import configure_logging
+    from devpush.platform import build_platform
+    from devpush.workers.monitor import run_monitor
+
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def main() -> None:
+        platform = await build_platform(settings)
+        try:
+            await run_monitor(platform)
+        finally:
+            await platform.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the newest."""
+    from devpush.embedded.state import database_url
+    from devpush.migrate import upgrade
+
+    try:
+        upgrade(database_url(get_settings()))
+    except OSError as exc:
+        raise fail(
+            f"cannot reach the database: {exc}",
+            "start it with `devpush up`, or set DEVPUSH_DATABASE_URL",
+        ) from None
+    out.print("database is up to date")
+
+
+# ---- component-scoped operations on a platform started with `up --detach` ---------------
+def _components(value: str | None) -> list[str]:
+    from devpush.embedded.launcher import COMPONENTS
+
+    if not value:
+        return list(COMPONENTS)
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in COMPONENTS]
+    if unknown:
+        raise fail(
+            f"unknown components: {', '.join(unknown)}", f"choose from {', '.join(COMPONENTS)}"
+        )
+    return names
+
+
+def _control(action: str, components: str | None) -> None:
+    from devpush.embedded.launcher import send_control
+
+    names = _components(components)
+    try:
+        send_control(get_settings(), action, names)
+    except DevpushError as exc:
+        raise fail(exc.message) from None
+    time.sleep(0.5)
+
+
+@app.command()
+def start(components: ComponentsOpt = "") -> None:
+    """Start components of a running platform (or the whole platform, detached)."""
+    from devpush.embedded.state import read_state
+
+    if read_state(get_settings()) is None:
+        up(detach=True)
+        return
+    _control("start", components or None)
+    _wait_and_show(components)
+
+
+@app.command()
+def stop(components: ComponentsOpt = "") -> None:
+    """Stop components, or the whole platform when none are given."""
+    import signal
+
+    from devpush.embedded.state import read_state
+
+    settings = get_settings()
+    state = read_state(settings)
+    if state is None or not state.supervisor_pid:
+        raise fail(f"devpush is not running from {settings.data_path}")
+    if not components:
+        os.kill(state.supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _alive(state.supervisor_pid):
+            time.sleep(0.2)
+        out.print("devpush stopped")
+        return
+    _control("stop", components)
+    _wait_and_show(components)
+
+
+@app.command()
+def restart(components: ComponentsOpt = "") -> None:
+    """Restart components of a running platform."""
+    _control("restart", components or "app,worker,monitor,proxy")
+    _wait_and_show(components)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_and_show(components: str) -> None:
+    time.sleep(1.0)
+    status(components)
+
+
+@app.command()
+def status(components: ComponentsOpt = "") -> None:
+    """Show which components run, with their pids. Exits 1 if any asked for is down."""
+    from devpush.embedded.state import read_state
+
+    settings = get_settings()
+    state = read_state(settings)
+    names = _components(components or None)
+    table = Table("component", "state", "pid")
+    down = False
+    for name in names:
+        pid = state.children.get(name) if state else None
+        alive = bool(pid) and _alive(pid or 0)
+        external = (name == "db" and settings.database_url) or (
+            name == "redis" and settings.redis_url
+        )
+        label = "external" if external and not pid else ("running" if alive else "stopped")
+        down = down or label == "stopped"
+        table.add_row(name, label, str(pid or "-"))
+    out.print(table)
+    raise typer.Exit(1 if down else 0)
+
+
+# ---- accounts ---------------------------------------------------------------------------
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option("--email", help="The user's email")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user a platform admin")] = False,
+) -> None:
+    """Create a user (with a personal team)."""
+    from devpush.operations import create_account
+
+    async def create(settings: Settings) -> str:
+        return await create_account(settings, email, is_admin=admin)
+
+    user_id = run_db(create)
+    out.print(f"created user {email} ({user_id})")
+
+
+@user_app.command("link")
+def user_link(email: Annotated[str, typer.Option("--email", help="The user's email")]) -> None:
+    """Print a one-time sign-in link for a user."""
+    from devpush.operations import sign_in_link_for_email
+
+    async def link(settings: Settings) -> str:
+        return await sign_in_link_for_email(settings, email)
+
+    out.print(run_db(link))
+
+
+@token_app.command("create")
+def token_create(
+    email: Annotated[str, typer.Option("--email", help="The token's user")],
+    name: Annotated[str, typer.Option("--name", help="A name to recognise it by")] = "cli",
+    expires_days: Annotated[int | None, typer.Option("--expires-days", min=1)] = None,
+    scopes: Annotated[
+        str, typer.Option("--scopes", help="read,deploy,admin")
+    ] = "read,deploy,admin",
+) -> None:
+    """Create an API token and print it (once) alone on stdout."""
+    from devpush.operations import create_token_for_email
+
+    async def create(settings: Settings) -> str:
+        return await create_token_for_email(
+            settings, email, name=name, scopes=scopes.split(","), expires_days=expires_days
+        )
+
+    token = run_db(create)
+    typer.echo(token)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a new encryption key and re-encrypt every secret under it."""
+    from devpush.operations import rotate_keys
+
+    count = run_db(rotate_keys)
+    out.print(f"re-encrypted {count} secrets under the new key; the old key is kept for reading")
+
+
+def main() -> None:
+    app()

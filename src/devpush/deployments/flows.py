@@ -1,0 +1,489 @@
+"""The deployment flow, the one place where deployments, git, runtimes, the proxy and logs
+meet: prepare (fetch, export, detect) -> deploy (runtime) -> finalize (aliases, Traefik) ->
+completed. Each step reloads the row under a lock and returns early when the deployment has
+already moved on, so every step is idempotent and safe to run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devpush import events
+from devpush.db import session_scope, utcnow
+from devpush.deployments import service as deployments
+from devpush.deployments.models import Conclusion, Deployment, Status
+from devpush.errors import DevpushError
+from devpush.logs.store import NewLine, PostgresLogStore
+from devpush.platform import Platform
+from devpush.projects import presets
+from devpush.projects.models import Environment, Project
+from devpush.proxy import sync as proxy_sync
+from devpush.runtime.base import RuntimeHandle, RuntimeSpec
+from devpush.sources import git
+from devpush.teams.models import Team
+
+log = logging.getLogger("devpush.flows")
+store = PostgresLogStore()
+
+
+# ---- events and system log lines -------------------------------------------------------
+def status_payload(deployment: Deployment) -> dict[str, Any]:
+    return {
+        "id": deployment.id,
+        "project_id": deployment.project_id,
+        "status": deployment.status.value,
+        "conclusion": deployment.conclusion.value if deployment.conclusion else None,
+        "error": deployment.error,
+        "branch": deployment.branch,
+        "commit_sha": deployment.commit_sha,
+    }
+
+
+async def publish_status(p: Platform, deployment: Deployment) -> None:
+    payload = status_payload(deployment)
+    await events.publish_deployment(p.redis, deployment.id, "status", payload)
+    await events.publish_project(p.redis, deployment.project_id, "deployment.status", payload)
+
+
+async def system_log(p: Platform, deployment_id: str, message: str) -> None:
+    """A platform message ("Fetching…", "Build failed") as a log line of phase `system`."""
+    line = NewLine(ts=utcnow(), stream="stdout", phase="system", message=message)
+    async with session_scope(p.sessions) as session:
+        stored = await store.append(session=session, deployment_id=deployment_id, lines=[line])
+    for s in stored:
+        await events.publish_deployment(p.redis, deployment_id, "log", s.to_json())
+
+
+def _elapsed(start: datetime | None) -> float:
+    return (utcnow() - start).total_seconds() if start else 0.0
+
+
+# ---- prepare + deploy ------------------------------------------------------------------
+def injected_env(
+    p: Platform,
+    project: Project,
+    team: Team,
+    deployment: Deployment,
+    environment: Environment | None,
+    port: int,
+) -> dict[str, str]:
+    specs = deployments.alias_specs(project, deployment, environment)
+    urls = deployments.urls(p.settings, specs)
+    env = {
+        "DEVPUSH": "1",
+        "DEVPUSH_TEAM_ID": team.id,
+        "DEVPUSH_TEAM": team.slug,
+        "DEVPUSH_PROJECT_ID": project.id,
+        "DEVPUSH_PROJECT": project.slug,
+        "DEVPUSH_DEPLOYMENT_ID": deployment.id,
+        "DEVPUSH_ENVIRONMENT": environment.slug if environment else "preview",
+        "DEVPUSH_ENVIRONMENT_ID": environment.id if environment else "",
+        "DEVPUSH_BRANCH": deployment.branch,
+        "DEVPUSH_COMMIT_SHA": deployment.commit_sha or "",
+        "DEVPUSH_URL": urls.get("deployment", ""),
+        "DEVPUSH_BRANCH_URL": urls.get("branch", urls.get("pr", "")),
+        "DEVPUSH_ENVIRONMENT_URL": urls.get("environment", ""),
+    }
+    return env
+
+
+def runtime_env(
+    injected: dict[str, str], user: dict[str, str], runtime: str, port: int
+) -> dict[str, str]:
+    """User values take precedence over injected ones, except PORT and HOST, which the
+    runtime needs to reach the app (set the port through the project's `port`)."""
+    env = {**injected, **user}
+    env["PORT"] = str(port)
+    env["HOST"] = "0.0.0.0" if runtime == "docker" else "127.0.0.1"
+    return env
+
+
+def fill_config(config: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Fill empty commands from preset detection."""
+    if config.get("start_command") and "build_command" in config:
+        return config
+    preset = presets.detect(root)
+    if preset is None:
+        return config
+    filled = dict(config)
+    filled["preset"] = preset.name
+    if not filled.get("start_command"):
+        filled["start_command"] = preset.start_command
+        if "build_command" not in config:
+            filled["build_command"] = preset.build_command
+        if "pre_deploy_command" not in config and preset.pre_deploy_command:
+            filled["pre_deploy_command"] = preset.pre_deploy_command
+    return filled
+
+
+async def _claim_prepare(p: Platform, deployment_id: str) -> tuple[Deployment, Project] | None:
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployments.is_concluded(deployment) or deployment.status != Status.prepare:
+            return None
+        project = await session.get(Project, deployment.project_id)
+        if project is None:
+            return None
+        deployment.prepare_started_at = deployment.prepare_started_at or utcnow()
+        deployment.timings = {**deployment.timings, "queue": _elapsed(deployment.created_at)}
+        return deployment, project
+
+
+def _mirror(p: Platform, project_id: str) -> Path:
+    return p.settings.data_path / "git" / "mirrors" / f"{project_id}.git"
+
+
+def _workdir(p: Platform, deployment_id: str) -> Path:
+    return p.settings.data_path / "builds" / deployment_id
+
+
+async def start_deployment(p: Platform, deployment_id: str) -> None:
+    claimed = await _claim_prepare(p, deployment_id)
+    if claimed is None:
+        return
+    deployment, project = claimed
+    await publish_status(p, deployment)
+    workdir = _workdir(p, deployment_id)
+    try:
+        await _prepare_and_deploy(p, deployment, project, workdir)
+    except DevpushError as exc:
+        await fail_deployment(p, deployment_id, exc.message)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+async def _prepare_and_deploy(
+    p: Platform, deployment: Deployment, project: Project, workdir: Path
+) -> None:
+    source = project.repo_url or str(p.settings.data_path / "repos" / f"{project.id}.git")
+    started = utcnow()
+    await system_log(
+        p,
+        deployment.id,
+        f"Fetching {deployment.branch}"
+        + (f" at {deployment.commit_sha[:12]}" if deployment.commit_sha else ""),
+    )
+    commit = await git.fetch(
+        mirror=_mirror(p, project.id),
+        url=source,
+        branch=deployment.branch,
+        commit_sha=deployment.commit_sha,
+    )
+    root = await git.export(
+        mirror=_mirror(p, project.id),
+        sha=commit.sha,
+        dest=workdir / "src",
+        subdir=deployment.config.get("root_directory") or "",
+    )
+    config = fill_config(deployment.config, root)
+    await system_log(
+        p,
+        deployment.id,
+        f"Fetched commit {commit.sha[:7]}: "
+        f"{commit.message.splitlines()[0] if commit.message else ''}"[:300],
+    )
+    if not config.get("start_command"):
+        raise DevpushError(
+            "No start command: set start_command on the project, or add a recognised app "
+            "(Django, FastAPI, Flask, Python, Node or static files) to the repository"
+        )
+    async with session_scope(p.sessions) as session:
+        row = await deployments.get(session=session, deployment_id=deployment.id, lock=True)
+        if deployments.is_concluded(row):
+            return
+        row.commit_sha, row.commit_message, row.commit_author = (
+            commit.sha,
+            commit.message,
+            commit.author,
+        )
+        row.config = config
+        row.status = Status.deploy
+        row.deploy_started_at = utcnow()
+        row.timings = {**row.timings, "fetch": _elapsed(started)}
+        spec = await _spec(p, session, row, project, root)
+    await publish_status(p, row)
+    if config.get("preset"):
+        await system_log(p, row.id, f"Detected preset: {config['preset']}")
+    await _launch(p, row, spec)
+
+
+async def _spec(
+    p: Platform, session: AsyncSession, deployment: Deployment, project: Project, root: Path
+) -> RuntimeSpec:
+    team = await session.get(Team, project.team_id)
+    environment = (
+        await session.get(Environment, deployment.environment_id)
+        if deployment.environment_id
+        else None
+    )
+    assert team is not None
+    config = deployment.config
+    port = int(config.get("port") or 8000)
+    injected = injected_env(p, project, team, deployment, environment, port)
+    env = runtime_env(injected, deployments.env_snapshot(deployment), deployment.runtime, port)
+    return RuntimeSpec(
+        deployment_id=deployment.id,
+        project_id=project.id,
+        source_dir=root,
+        start_command=config["start_command"],
+        build_command=config.get("build_command") or None,
+        pre_deploy_command=config.get("pre_deploy_command") or None,
+        env=env,
+        port=port,
+        image=config.get("image"),
+        cpus=config.get("cpus"),
+        memory_mb=config.get("memory_mb"),
+        pids_limit=p.settings.default_pids,
+        labels={"devpush.team": team.id},
+    )
+
+
+async def _launch(p: Platform, deployment: Deployment, spec: RuntimeSpec) -> None:
+    runtime = p.runtimes.get(deployment.runtime)
+    started = utcnow()
+    handle = await runtime.create(spec)
+    if not await _save_handle(p, deployment.id, handle):
+        await runtime.remove(handle)
+        return
+    handle = await runtime.start(handle)
+    if not await _save_handle(p, deployment.id, handle, timing=("runtime_start", started)):
+        await runtime.remove(handle)
+        return
+    await events.nudge_monitor(p.redis, deployment.id)
+
+
+async def _save_handle(
+    p: Platform,
+    deployment_id: str,
+    handle: RuntimeHandle,
+    timing: tuple[str, datetime] | None = None,
+) -> bool:
+    """Record the runtime handle; False when the deployment was concluded meanwhile."""
+    async with session_scope(p.sessions) as session:
+        row = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployments.is_concluded(row):
+            return False
+        row.runtime_handle = handle.to_json()
+        row.upstream = handle.upstream
+        if timing:
+            row.timings = {**row.timings, timing[0]: _elapsed(timing[1])}
+        return True
+
+
+# ---- finalize / fail / cancel -----------------------------------------------------------
+async def finalize_deployment(p: Platform, deployment_id: str) -> None:
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployment.status not in (Status.deploy, Status.finalize) or not deployment.upstream:
+            return
+        deployment.status = Status.finalize
+        deployment.ready_at = deployment.ready_at or utcnow()
+    await publish_status(p, deployment)
+    started = utcnow()
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployment.status != Status.finalize:
+            return
+        project = await session.get(Project, deployment.project_id)
+        assert project is not None
+        environment = (
+            await session.get(Environment, deployment.environment_id)
+            if deployment.environment_id
+            else None
+        )
+        specs = deployments.alias_specs(project, deployment, environment)
+        await deployments.point_aliases(
+            session=session, project_id=project.id, specs=specs, deployment_id=deployment.id
+        )
+        await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
+        deployments.conclude(deployment, Conclusion.succeeded)
+        deployment.timings = {
+            **deployment.timings,
+            "route": _elapsed(started),
+            "total": _elapsed(deployment.created_at),
+        }
+    await wait_route_live(p, specs[0].value, deployment.upstream or "")
+    await publish_status(p, deployment)
+    await events.publish_project(
+        p.redis,
+        deployment.project_id,
+        "alias",
+        {"deployment_id": deployment.id, "aliases": [s.value for s in specs]},
+    )
+    await system_log(
+        p,
+        deployment.id,
+        "Deployment is live: " + ", ".join(p.settings.deploy_url(s.value) for s in specs),
+    )
+    from devpush.workers.enqueue import enqueue_cleanup
+
+    await enqueue_cleanup(p.redis, deployment.project_id)
+
+
+async def wait_route_live(p: Platform, label: str, upstream: str, timeout: float = 3.0) -> bool:
+    """Wait until Traefik has loaded the route (its API lists the router on our upstream)."""
+    url = f"http://127.0.0.1:{p.settings.traefik_api_port}/api/http/services"
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(timeout=1) as client:
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                response = await client.get(url)
+                if response.is_success and f"http://{upstream}" in response.text:
+                    return True
+            except httpx.HTTPError:
+                return False  # no Traefik API here (external proxy): nothing to wait for
+            await asyncio.sleep(0.02)
+    log.warning("route not live in time", extra={"alias": label, "upstream": upstream})
+    return False
+
+
+async def fail_deployment(p: Platform, deployment_id: str, error: str) -> None:
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployments.is_concluded(deployment):
+            return
+        deployment.status = Status.fail
+        deployment.error = error[:4000]
+    await publish_status(p, deployment)
+    await system_log(p, deployment_id, error)
+    await remove_instance(p, deployment_id)
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployments.is_concluded(deployment):
+            return
+        deployments.conclude(deployment, Conclusion.failed, error)
+    await publish_status(p, deployment)
+
+
+async def remove_instance(p: Platform, deployment_id: str, *, unless_warm: bool = False) -> bool:
+    """Remove a deployment's runtime instance and forget its handle (idempotent)."""
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id)
+        if not deployment.runtime_handle:
+            return False
+        if unless_warm and deployment.id in await deployments.warm_deployment_ids(
+            session=session, project_id=deployment.project_id
+        ):
+            return False
+        handle = RuntimeHandle.from_json(deployment.runtime_handle)
+    await p.runtimes.get(handle.backend).remove(handle)
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        deployment.runtime_handle = None
+    return True
+
+
+async def cleanup_inactive(p: Platform, project_id: str | None = None) -> list[str]:
+    """Remove instances of concluded deployments that no alias points at (now or just before)."""
+    from sqlalchemy import select
+
+    async with session_scope(p.sessions) as session:
+        stmt = select(Deployment.id).where(
+            Deployment.runtime_handle.is_not(None), Deployment.status == Status.completed
+        )
+        if project_id:
+            stmt = stmt.where(Deployment.project_id == project_id)
+        candidates = list(await session.scalars(stmt))
+        warm = await deployments.warm_deployment_ids(session=session, project_id=project_id)
+    removed = []
+    for deployment_id in candidates:
+        if deployment_id not in warm and await remove_instance(p, deployment_id, unless_warm=True):
+            removed.append(deployment_id)
+    return removed
+
+
+# ---- app-side actions: cancel, rollback, promote ----------------------------------------
+async def cancel(p: Platform, session: AsyncSession, deployment: Deployment) -> None:
+    """Conclude an in-flight deployment `canceled`, abort its job, release its instance."""
+    from devpush.errors import Conflict
+    from devpush.workers.enqueue import abort_start, enqueue_delete_container
+
+    row = await deployments.get(session=session, deployment_id=deployment.id, lock=True)
+    if deployments.is_concluded(row):
+        raise Conflict(
+            f"deployment {row.id[:7]} already concluded ({row.conclusion}); nothing to cancel"
+        )
+    deployments.conclude(row, Conclusion.canceled, "canceled by a user")
+    await session.commit()
+    await abort_start(p.redis, row.id)
+    await enqueue_delete_container(p.redis, row.id)
+    await publish_status(p, row)
+    await system_log(p, row.id, "Deployment canceled")
+
+
+async def _switch_environment(
+    p: Platform,
+    session: AsyncSession,
+    project: Project,
+    environment: Environment,
+    target: Deployment,
+) -> None:
+    from devpush.errors import Conflict
+
+    if target.conclusion != Conclusion.succeeded or not target.runtime_handle:
+        raise Conflict(f"deployment {target.id[:7]} is not running any more; redeploy it instead")
+    specs = [
+        s
+        for s in deployments.alias_specs(project, target, environment)
+        if s.environment_id == environment.id
+    ]
+    await deployments.point_aliases(
+        session=session, project_id=project.id, specs=specs, deployment_id=target.id
+    )
+    await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
+    await session.commit()
+    await wait_route_live(p, specs[0].value, target.upstream or "")
+    await events.publish_project(
+        p.redis,
+        project.id,
+        "alias",
+        {"deployment_id": target.id, "aliases": [s.value for s in specs]},
+    )
+
+
+async def rollback(
+    p: Platform, session: AsyncSession, deployment: Deployment, project: Project
+) -> Deployment:
+    """Serve an older deployment on its environment again. Called on the environment's current
+    deployment, it goes back to the previous one; called on an older one, it serves that."""
+    from devpush.errors import Conflict, Invalid
+
+    if not deployment.environment_id:
+        raise Invalid("this deployment has no environment (a preview); promote it instead")
+    environment = await session.get(Environment, deployment.environment_id)
+    assert environment is not None
+    aliases = await deployments.environment_aliases(session=session, environment_id=environment.id)
+    current = next((a for a in aliases if a.type.value == "environment"), None)
+    target = deployment
+    if current is not None and current.deployment_id == deployment.id:
+        if not current.previous_deployment_id:
+            raise Conflict("there is no previous deployment to roll back to")
+        target = await deployments.get(
+            session=session, deployment_id=current.previous_deployment_id
+        )
+    await _switch_environment(p, session, project, environment, target)
+    return target
+
+
+async def promote(
+    p: Platform, session: AsyncSession, deployment: Deployment, project: Project
+) -> Deployment:
+    """Serve this deployment (e.g. a preview) on the production environment."""
+    from sqlalchemy import select
+
+    production = await session.scalar(
+        select(Environment).where(
+            Environment.project_id == project.id, Environment.is_production.is_(True)
+        )
+    )
+    assert production is not None
+    await _switch_environment(p, session, project, production, deployment)
+    return deployment

@@ -1,0 +1,105 @@
+"""Deployments (with their config/env snapshots and runtime handle) and the aliases that
+point hostnames at them."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from devpush.db import Base, new_id, utcnow
+
+
+class Status(enum.StrEnum):
+    prepare = "prepare"
+    deploy = "deploy"
+    finalize = "finalize"
+    fail = "fail"
+    completed = "completed"
+
+
+class Conclusion(enum.StrEnum):
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+    skipped = "skipped"
+
+
+class AliasType(enum.StrEnum):
+    deployment = "deployment"
+    branch = "branch"
+    environment = "environment"
+    environment_id = "environment_id"
+    pr = "pr"
+
+
+ACTIVE_STATUSES = (Status.prepare, Status.deploy, Status.finalize, Status.fail)
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("ix_deployments_project_created", "project_id", "created_at"),
+        Index("ix_deployments_status", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("environments.id", ondelete="SET NULL")
+    )
+    branch: Mapped[str] = mapped_column(String(255))
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    commit_message: Mapped[str | None] = mapped_column(Text)
+    commit_author: Mapped[str | None] = mapped_column(String(255))
+    trigger: Mapped[str] = mapped_column(
+        String(32)
+    )  # api|cli|ui|github_push|github_pr|git_push|...
+    pr_number: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[Status] = mapped_column(Enum(Status, name="deployment_status"))
+    conclusion: Mapped[Conclusion | None] = mapped_column(
+        Enum(Conclusion, name="deployment_conclusion")
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    env_enc: Mapped[str] = mapped_column(Text)  # Fernet(JSON of {key: value}) snapshot
+    secret_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    runtime: Mapped[str] = mapped_column(String(32))
+    runtime_handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    upstream: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    prepare_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deploy_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    concluded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # Log bookkeeping, updated in the same transaction as the lines they describe:
+    # log_seq is the last sequence number used; log_offset counts runtime lines shipped.
+    log_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    log_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[AliasType] = mapped_column(Enum(AliasType, name="alias_type"))
+    value: Mapped[str] = mapped_column(String(63), unique=True)  # hostname label
+    environment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    branch: Mapped[str | None] = mapped_column(String(255))
+    deployment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), index=True
+    )
+    previous_deployment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), index=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )

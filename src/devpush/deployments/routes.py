@@ -1,0 +1,263 @@
+"""Deployment routes: create, list, show, cancel, rollback, promote, redeploy."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devpush import events
+from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.audit.service import record
+from devpush.auth.authz import Action, load_deployment, load_project
+from devpush.auth.service import Principal
+from devpush.deployments import flows, service
+from devpush.deployments.models import Deployment
+from devpush.deployments.schemas import DeploymentCreate, DeploymentPage, DeploymentRead
+from devpush.platform import Platform
+from devpush.projects.models import Project
+from devpush.workers.enqueue import abort_start, enqueue_delete_container, enqueue_start
+
+router = APIRouter(tags=["deployments"])
+
+
+async def deployment_read(
+    session: AsyncSession, p: Platform, d: Deployment, project: Project
+) -> DeploymentRead:
+    from devpush.projects.models import Environment
+
+    environment = await session.get(Environment, d.environment_id) if d.environment_id else None
+    specs = service.alias_specs(project, d, environment)
+    return DeploymentRead(
+        id=d.id,
+        project_id=d.project_id,
+        environment_id=d.environment_id,
+        branch=d.branch,
+        commit_sha=d.commit_sha,
+        commit_message=d.commit_message,
+        commit_author=d.commit_author,
+        trigger=d.trigger,
+        pr_number=d.pr_number,
+        status=d.status.value,
+        conclusion=d.conclusion.value if d.conclusion else None,
+        error=d.error,
+        runtime=d.runtime,
+        config=dict(d.config),
+        urls=service.urls(p.settings, specs),
+        created_at=d.created_at,
+        prepare_started_at=d.prepare_started_at,
+        deploy_started_at=d.deploy_started_at,
+        ready_at=d.ready_at,
+        concluded_at=d.concluded_at,
+        timings=d.timings or {},
+    )
+
+
+async def create_and_enqueue(
+    *,
+    session: AsyncSession,
+    p: Platform,
+    principal: Principal | None,
+    project: Project,
+    branch: str,
+    commit_sha: str | None,
+    trigger: str,
+    ip: str | None,
+) -> Deployment:
+    """Create a deployment, commit, enqueue it and release what it supersedes. Every trigger
+    (API, CLI, UI, webhooks, push remote) goes through here."""
+    deployment, superseded = await service.create(
+        session=session,
+        settings=p.settings,
+        project=project,
+        branch=branch,
+        trigger=trigger,
+        commit_sha=commit_sha,
+        created_by=principal.user_id if principal else None,
+    )
+    await record(
+        session=session,
+        principal=principal,
+        action="deployment.create",
+        resource_type="deployment",
+        resource_id=deployment.id,
+        team_id=project.team_id,
+        ip=ip,
+        data={"branch": branch, "trigger": trigger},
+    )
+    await session.commit()
+    await enqueue_start(p.redis, deployment.id)
+    await events.publish_project(
+        p.redis, project.id, "deployment.created", flows.status_payload(deployment)
+    )
+    for old in superseded:
+        await abort_start(p.redis, old.id)
+        await enqueue_delete_container(p.redis, old.id)
+        await flows.publish_status(p, old)
+    return deployment
+
+
+@router.post("/projects/{project_id}/deployments", response_model=DeploymentRead, status_code=201)
+async def create_deployment(
+    project_id: str,
+    body: DeploymentCreate,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+) -> DeploymentRead:
+    project = await load_project(
+        session=session, principal=principal, project_id=project_id, action=Action.deploy
+    )
+    deployment = await create_and_enqueue(
+        session=session,
+        p=platform,
+        principal=principal,
+        project=project,
+        branch=body.branch or project.production_branch,
+        commit_sha=body.commit_sha,
+        trigger="api",
+        ip=client_ip(request),
+    )
+    return await deployment_read(session, platform, deployment, project)
+
+
+@router.get("/projects/{project_id}/deployments", response_model=DeploymentPage)
+async def list_deployments(
+    project_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    branch: Annotated[str | None, Query(max_length=255)] = None,
+    environment_id: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+) -> DeploymentPage:
+    project = await load_project(
+        session=session, principal=principal, project_id=project_id, action=Action.read
+    )
+    rows, next_cursor = await service.list_page(
+        session=session,
+        project_id=project.id,
+        limit=limit,
+        cursor=cursor,
+        branch=branch,
+        environment_id=environment_id,
+        status=status,
+    )
+    return DeploymentPage(
+        items=[await deployment_read(session, platform, d, project) for d in rows],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get("/deployments/{deployment_id}", response_model=DeploymentRead)
+async def get_deployment(
+    deployment_id: str, session: SessionDep, principal: PrincipalDep, platform: PlatformDep
+) -> DeploymentRead:
+    deployment, project = await load_deployment(
+        session=session, principal=principal, deployment_id=deployment_id, action=Action.read
+    )
+    return await deployment_read(session, platform, deployment, project)
+
+
+@router.post("/deployments/{deployment_id}/cancel", response_model=DeploymentRead)
+async def cancel_deployment(
+    deployment_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+) -> DeploymentRead:
+    deployment, project = await load_deployment(
+        session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
+    )
+    await record(
+        session=session,
+        principal=principal,
+        action="deployment.cancel",
+        resource_type="deployment",
+        resource_id=deployment.id,
+        team_id=project.team_id,
+        ip=client_ip(request),
+    )
+    await flows.cancel(platform, session, deployment)
+    await session.refresh(deployment)
+    return await deployment_read(session, platform, deployment, project)
+
+
+@router.post("/deployments/{deployment_id}/rollback", response_model=DeploymentRead)
+async def rollback_deployment(
+    deployment_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+) -> DeploymentRead:
+    deployment, project = await load_deployment(
+        session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
+    )
+    await record(
+        session=session,
+        principal=principal,
+        action="deployment.rollback",
+        resource_type="deployment",
+        resource_id=deployment.id,
+        team_id=project.team_id,
+        ip=client_ip(request),
+    )
+    target = await flows.rollback(platform, session, deployment, project)
+    return await deployment_read(session, platform, target, project)
+
+
+@router.post("/deployments/{deployment_id}/promote", response_model=DeploymentRead)
+async def promote_deployment(
+    deployment_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+) -> DeploymentRead:
+    deployment, project = await load_deployment(
+        session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
+    )
+    await record(
+        session=session,
+        principal=principal,
+        action="deployment.promote",
+        resource_type="deployment",
+        resource_id=deployment.id,
+        team_id=project.team_id,
+        ip=client_ip(request),
+    )
+    target = await flows.promote(platform, session, deployment, project)
+    return await deployment_read(session, platform, target, project)
+
+
+@router.post(
+    "/deployments/{deployment_id}/redeploy", response_model=DeploymentRead, status_code=201
+)
+async def redeploy(
+    deployment_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+) -> DeploymentRead:
+    """A new deployment of the same commit, with the project's current settings and env."""
+    deployment, project = await load_deployment(
+        session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
+    )
+    new = await create_and_enqueue(
+        session=session,
+        p=platform,
+        principal=principal,
+        project=project,
+        branch=deployment.branch,
+        commit_sha=deployment.commit_sha,
+        trigger="redeploy",
+        ip=client_ip(request),
+    )
+    return await deployment_read(session, platform, new, project)

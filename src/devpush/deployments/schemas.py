@@ -1,0 +1,47 @@
+"""Deployment API shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from devpush.projects.schemas import _branch
+
+
+class DeploymentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    branch: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_branch)] | None = (
+        None
+    )
+    commit_sha: str | None = Field(None, pattern=r"^[0-9a-f]{7,64}$")
+
+
+class DeploymentRead(BaseModel):
+    id: str
+    project_id: str
+    environment_id: str | None
+    branch: str
+    commit_sha: str | None
+    commit_message: str | None
+    commit_author: str | None
+    trigger: str
+    pr_number: int | None
+    status: str
+    conclusion: str | None
+    error: str | None
+    runtime: str
+    config: dict[str, object]
+    urls: dict[str, str]
+    created_at: datetime
+    prepare_started_at: datetime | None
+    deploy_started_at: datetime | None
+    ready_at: datetime | None
+    concluded_at: datetime | None
+    timings: dict[str, float]
+
+
+class DeploymentPage(BaseModel):
+    items: list[DeploymentRead]
+    next_cursor: str | None

@@ -1,0 +1,317 @@
+"""Deployments and aliases: creation with snapshots, status transitions, alias switching,
+rollback/promote targets and listing. Touches only the deployments domain's tables (it reads
+projects through the projects service)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devpush import crypto
+from devpush.db import utcnow
+from devpush.deployments.models import (
+    ACTIVE_STATUSES,
+    Alias,
+    AliasType,
+    Conclusion,
+    Deployment,
+    Status,
+)
+from devpush.errors import Conflict, Invalid, NotFound
+from devpush.naming import label, slugify
+from devpush.projects import service as projects
+from devpush.projects.models import Environment, Project
+from devpush.settings import Settings
+
+
+@dataclass(frozen=True)
+class AliasSpec:
+    type: AliasType
+    value: str
+    environment_id: str | None = None
+    branch: str | None = None
+
+
+def default_runtime(settings: Settings) -> str:
+    if settings.runtime:
+        return settings.runtime
+    return "docker" if settings.docker_host else "process"
+
+
+def snapshot_config(project: Project, settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "port": 8000,
+        "health_path": "/",
+        "cpus": settings.default_cpus,
+        "memory_mb": settings.default_memory_mb,
+        "root_directory": "",
+    }
+    config.update(project.config)
+    config["runtime"] = project.config.get("runtime") or default_runtime(settings)
+    return config
+
+
+async def create(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    project: Project,
+    branch: str,
+    trigger: str,
+    commit_sha: str | None = None,
+    created_by: str | None = None,
+    pr_number: int | None = None,
+    environment: Environment | None = None,
+) -> tuple[Deployment, list[Deployment]]:
+    """Create a deployment with its config and env snapshot. Returns it and the older
+    deployments of the same branch it supersedes (now concluded `skipped`)."""
+    if project.status != "active":
+        raise Conflict(f"project {project.name} is {project.status}; resume it to deploy")
+    if environment is None:
+        environment = await projects.match_environment(
+            session=session, project_id=project.id, branch=branch
+        )
+    env, secret_keys = await projects.resolve_env(
+        session=session,
+        project_id=project.id,
+        environment_id=environment.id if environment else None,
+    )
+    config = snapshot_config(project, settings)
+    deployment = Deployment(
+        project_id=project.id,
+        environment_id=environment.id if environment else None,
+        branch=branch,
+        commit_sha=commit_sha,
+        trigger=trigger,
+        pr_number=pr_number,
+        status=Status.prepare,
+        config=config,
+        env_enc=crypto.encrypt_json(env),
+        secret_keys=secret_keys,
+        runtime=config["runtime"],
+        created_by=created_by,
+        timings={},
+    )
+    session.add(deployment)
+    await session.flush()
+    superseded = await supersede(session=session, deployment=deployment)
+    return deployment, superseded
+
+
+async def supersede(*, session: AsyncSession, deployment: Deployment) -> list[Deployment]:
+    """Conclude older deployments of the same project/branch still preparing or deploying."""
+    rows = await session.scalars(
+        select(Deployment)
+        .where(
+            Deployment.project_id == deployment.project_id,
+            Deployment.branch == deployment.branch,
+            Deployment.pr_number.is_(None)
+            if deployment.pr_number is None
+            else Deployment.pr_number == deployment.pr_number,
+            Deployment.id != deployment.id,
+            Deployment.status.in_((Status.prepare, Status.deploy)),
+            Deployment.created_at <= deployment.created_at,
+        )
+        .with_for_update()
+    )
+    skipped = []
+    for old in rows:
+        conclude(old, Conclusion.skipped, f"superseded by deployment {deployment.id[:7]}")
+        skipped.append(old)
+    return skipped
+
+
+def conclude(deployment: Deployment, conclusion: Conclusion, error: str | None = None) -> None:
+    deployment.status = Status.completed
+    deployment.conclusion = conclusion
+    deployment.concluded_at = utcnow()
+    if error:
+        deployment.error = error[:4000]
+
+
+def is_concluded(deployment: Deployment) -> bool:
+    return deployment.status == Status.completed
+
+
+async def get(*, session: AsyncSession, deployment_id: str, lock: bool = False) -> Deployment:
+    stmt = select(Deployment).where(Deployment.id == deployment_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    deployment = await session.scalar(stmt)
+    if deployment is None:
+        raise NotFound("no such deployment")
+    return deployment
+
+
+def env_snapshot(deployment: Deployment) -> dict[str, str]:
+    value: dict[str, str] = crypto.decrypt_json(deployment.env_enc)
+    return value
+
+
+# ---- listing ---------------------------------------------------------------------------
+def encode_cursor(deployment: Deployment) -> str:
+    raw = f"{deployment.created_at.isoformat()}|{deployment.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), ident
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("the cursor is malformed; use next_cursor from the previous page") from None
+
+
+async def list_page(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    limit: int = 20,
+    cursor: str | None = None,
+    branch: str | None = None,
+    environment_id: str | None = None,
+    status: str | None = None,
+) -> tuple[list[Deployment], str | None]:
+    stmt = select(Deployment).where(Deployment.project_id == project_id)
+    if cursor:
+        created, ident = decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(
+                Deployment.created_at < created,
+                and_(Deployment.created_at == created, Deployment.id < ident),
+            )
+        )
+    if branch:
+        stmt = stmt.where(Deployment.branch == branch)
+    if environment_id:
+        stmt = stmt.where(Deployment.environment_id == environment_id)
+    if status in {c.value for c in Conclusion}:
+        stmt = stmt.where(Deployment.conclusion == status)
+    elif status in {s.value for s in Status}:
+        stmt = stmt.where(Deployment.status == status)
+    elif status:
+        raise Invalid(f"unknown status filter {status[:40]!r}")
+    stmt = stmt.order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(stmt))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def active_ids(*, session: AsyncSession, status: Status | None = None) -> list[str]:
+    stmt = select(Deployment.id).where(
+        Deployment.status == status if status else Deployment.status.in_(ACTIVE_STATUSES)
+    )
+    return list(await session.scalars(stmt))
+
+
+# ---- aliases ---------------------------------------------------------------------------
+def alias_specs(
+    project: Project, deployment: Deployment, environment: Environment | None
+) -> list[AliasSpec]:
+    """Every hostname label a deployment is served under (DESIGN.md's table)."""
+    slug = project.slug
+    specs = [AliasSpec(AliasType.deployment, f"{slug}-id-{deployment.id[:7]}")]
+    if deployment.pr_number is not None:
+        specs.append(AliasSpec(AliasType.pr, f"{slug}-pr-{deployment.pr_number}"))
+        return specs
+    specs.append(
+        AliasSpec(
+            AliasType.branch,
+            label(slug, "branch", slugify(deployment.branch)),
+            branch=deployment.branch,
+        )
+    )
+    if environment is not None:
+        env_label = slug if environment.is_production else f"{slug}-env-{environment.slug}"
+        specs.append(AliasSpec(AliasType.environment, env_label, environment_id=environment.id))
+        specs.append(
+            AliasSpec(
+                AliasType.environment_id,
+                f"{slug}-env-id-{environment.id}",
+                environment_id=environment.id,
+            )
+        )
+    return specs
+
+
+async def point_aliases(
+    *, session: AsyncSession, project_id: str, specs: list[AliasSpec], deployment_id: str
+) -> list[Alias]:
+    """Make each alias serve `deployment_id`, keeping the one it replaces as `previous`."""
+    changed = []
+    for spec in specs:
+        alias = await session.scalar(
+            select(Alias).where(Alias.value == spec.value).with_for_update()
+        )
+        if alias is None:
+            alias = Alias(
+                project_id=project_id,
+                type=spec.type,
+                value=spec.value,
+                environment_id=spec.environment_id,
+                branch=spec.branch,
+            )
+            session.add(alias)
+        elif alias.project_id != project_id:
+            raise Conflict(f"the hostname {spec.value} belongs to another project")
+        if alias.deployment_id != deployment_id:
+            alias.previous_deployment_id = alias.deployment_id
+            alias.deployment_id = deployment_id
+            changed.append(alias)
+    await session.flush()
+    return changed
+
+
+async def project_aliases(*, session: AsyncSession, project_id: str) -> list[Alias]:
+    return list(await session.scalars(select(Alias).where(Alias.project_id == project_id)))
+
+
+async def environment_aliases(*, session: AsyncSession, environment_id: str) -> list[Alias]:
+    rows = await session.scalars(
+        select(Alias).where(
+            Alias.environment_id == environment_id,
+            Alias.type.in_((AliasType.environment, AliasType.environment_id)),
+        )
+    )
+    return list(rows)
+
+
+async def warm_deployment_ids(*, session: AsyncSession, project_id: str | None = None) -> set[str]:
+    """Deployments an alias points at now or just before: these stay running."""
+    stmt = select(Alias.deployment_id, Alias.previous_deployment_id)
+    if project_id:
+        stmt = stmt.where(Alias.project_id == project_id)
+    warm: set[str] = set()
+    for current, previous in (await session.execute(stmt)):
+        warm.update(i for i in (current, previous) if i)
+    return warm
+
+
+async def remove_aliases(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    branch: str | None = None,
+    pr_number: int | None = None,
+) -> list[str]:
+    """Drop a branch's (or a PR's) own aliases; returns their labels."""
+    conditions = [Alias.project_id == project_id]
+    if pr_number is not None:
+        conditions.append(Alias.type == AliasType.pr)
+        conditions.append(Alias.value.like(f"%-pr-{pr_number}"))
+    else:
+        conditions.append(Alias.type == AliasType.branch)
+        conditions.append(Alias.branch == branch)
+    rows = list(await session.scalars(select(Alias).where(*conditions)))
+    for alias in rows:
+        await session.delete(alias)
+    return [a.value for a in rows]
+
+
+def urls(settings: Settings, aliases: list[Alias] | list[AliasSpec]) -> dict[str, str]:
+    return {a.type.value: settings.deploy_url(a.value) for a in aliases}

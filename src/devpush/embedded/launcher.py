@@ -1,0 +1,361 @@
+"""`devpush up`: start every component as a child process, and stop every one of them again.
+
+Children run in their own process groups with PR_SET_PDEATHSIG, so a supervisor that dies
+takes its children along; Ctrl-C and SIGTERM stop them in reverse start order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from devpush.embedded import services
+from devpush.embedded.services import ChildSpec
+from devpush.embedded.state import (
+    PlatformState,
+    embedded_database_url,
+    embedded_redis_url,
+    read_state,
+    state_path,
+    write_state,
+)
+from devpush.errors import ConfigError
+from devpush.settings import Settings
+
+COMPONENTS = ("db", "redis", "proxy", "app", "worker", "monitor")
+ECHOED = ("app", "worker", "monitor")
+
+
+def _set_pdeathsig() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setpgid(0, 0)
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _wait_for(
+    check: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen[bytes],
+    log: Path | None,
+    timeout: float = 60,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise ConfigError(f"{what} exited with code {proc.returncode} while starting:\n{tail}")
+        time.sleep(0.1)
+    raise ConfigError(f"{what} did not become ready within {timeout:.0f}s")
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        components: tuple[str, ...] = COMPONENTS,
+        out: IO[str] = sys.stdout,
+    ) -> None:
+        self.settings = settings
+        self.components = components
+        self.out = out
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping = threading.Event()
+        self._control = threading.Event()
+        self.stopped: set[str] = set()
+        self.env: dict[str, str] = {}
+        self.state = PlatformState(database_url="", redis_url="")
+        self._echo_lock = threading.Lock()
+
+    # ---- starting ---------------------------------------------------------------------
+    def spawn(self, spec: ChildSpec, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        assert spec.log is not None
+        spec.log.parent.mkdir(parents=True, exist_ok=True)
+        echo = spec.name in ECHOED
+        logfile = open(spec.log, "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            spec.argv,
+            env={**env, **spec.env},
+            user=spec.user,
+            stdout=subprocess.PIPE if echo else logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - no threads hold locks here
+        )
+        if echo:
+            threading.Thread(
+                target=self._echo, args=(spec.name, proc, logfile), daemon=True
+            ).start()
+        else:
+            logfile.close()
+        self.children[spec.name] = proc
+        return proc
+
+    def _echo(self, name: str, proc: subprocess.Popen[bytes], logfile: IO[bytes]) -> None:
+        assert proc.stdout is not None
+        with logfile:
+            for raw in proc.stdout:
+                logfile.write(raw)
+                logfile.flush()
+                with self._echo_lock:
+                    self.out.write(f"{name:>8} | {raw.decode(errors='replace')}")
+                    self.out.flush()
+
+    def child_env(self, database_url: str, redis_url: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DEVPUSH_DATA_DIR"] = str(self.settings.data_path)
+        env["DEVPUSH_DATABASE_URL"] = database_url
+        env["DEVPUSH_REDIS_URL"] = redis_url
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self) -> PlatformState:
+        s = self.settings
+        s.data_path.mkdir(parents=True, exist_ok=True)
+        self._refuse_second_supervisor()
+        database_url = s.database_url or embedded_database_url(s)
+        redis_url = s.redis_url or embedded_redis_url(s)
+        self.env = self.child_env(database_url, redis_url)
+        self.state = PlatformState(
+            database_url=database_url, redis_url=redis_url, supervisor_pid=os.getpid()
+        )
+        for name in COMPONENTS:
+            if name in self.components:
+                self.start_component(name)
+        return self.state
+
+    def start_component(self, name: str) -> None:
+        s = self.settings
+        if name == "db" and not s.database_url:
+            self.say("starting PostgreSQL (embedded)")
+            spec = services.prepare_postgres(s)
+            proc = self.spawn(spec, self.env)
+            _wait_for(lambda: _port_open(s.embedded_db_port), "PostgreSQL", proc, spec.log)
+            _create_database(s.embedded_db_port)
+        elif name == "redis" and not s.redis_url:
+            self.say("starting Redis (embedded)")
+            spec = services.prepare_redis(s)
+            proc = self.spawn(spec, self.env)
+            _wait_for(lambda: _port_open(s.embedded_redis_port), "Redis", proc, spec.log)
+        elif name == "proxy":
+            self.say(f"starting Traefik on port {s.http_port}")
+            spec = services.prepare_traefik(s)
+            proc = self.spawn(spec, self.env)
+            _wait_for(lambda: _traefik_ready(s), "Traefik", proc, spec.log)
+        elif name == "app":
+            self.say("running migrations")
+            subprocess.run(
+                [sys.executable, "-m", "devpush", "migrate"], env=self.env, check=True, timeout=300
+            )
+            self.say("starting app")
+            proc = self.spawn(services.platform_child(name, s), self.env)
+            _wait_for(lambda: _app_ready(s), "the app", proc, None, timeout=90)
+        elif name in ("worker", "monitor"):
+            self.say(f"starting {name}")
+            self.spawn(services.platform_child(name, s), self.env)
+        self.stopped.discard(name)
+        write_state(s, self._with_children(self.state))
+
+    def stop_component(self, name: str, timeout: float = 15) -> None:
+        proc = self.children.pop(name, None)
+        self.stopped.add(name)
+        if proc is None or proc.poll() is not None:
+            return
+        self.say(f"stopping {name}")
+        _signal_group(proc, signal.SIGINT if name == "db" else signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(5)
+
+    def _with_children(self, state: PlatformState) -> PlatformState:
+        state.children = {name: proc.pid for name, proc in self.children.items()}
+        s = self.settings
+        state.ports = {
+            "app": s.app_port,
+            "http": s.http_port,
+            "db": s.embedded_db_port,
+            "redis": s.embedded_redis_port,
+        }
+        return state
+
+    def _refuse_second_supervisor(self) -> None:
+        old = read_state(self.settings)
+        if old and old.supervisor_pid and old.supervisor_pid != os.getpid():
+            try:
+                os.kill(old.supervisor_pid, 0)
+            except ProcessLookupError:
+                return
+            raise ConfigError(
+                f"devpush is already running from {self.settings.data_path} "
+                f"(pid {old.supervisor_pid}); stop it with `devpush stop` first"
+            )
+
+    def say(self, message: str) -> None:
+        with self._echo_lock:
+            self.out.write(f"  devpush | {message}\n")
+            self.out.flush()
+
+    # ---- running and stopping -------------------------------------------------------
+    def wait(self) -> int:
+        """Block until a signal arrives or a child dies; then stop everything.
+
+        SIGUSR1 asks for a component-scoped action written by `devpush start|stop|restart`
+        to run/control.json.
+        """
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGUSR1, lambda *_: self._control.set())
+        code = 0
+        while not self._stopping.wait(0.3):
+            if self._control.is_set():
+                self._control.clear()
+                self._run_control()
+            for name, proc in list(self.children.items()):
+                if proc.poll() is not None:
+                    self.say(f"{name} exited with code {proc.returncode}; stopping devpush")
+                    code = 1
+                    self._stopping.set()
+                    break
+        self.stop()
+        return code
+
+    def _run_control(self) -> None:
+        request = read_control(self.settings)
+        if request is None:
+            return
+        action, names = request
+        ordered = [n for n in COMPONENTS if n in names]
+        if action in ("stop", "restart"):
+            for name in reversed(ordered):
+                self.stop_component(name)
+        if action in ("start", "restart"):
+            for name in ordered:
+                if name not in self.children:
+                    try:
+                        self.start_component(name)
+                    except (ConfigError, subprocess.SubprocessError) as exc:
+                        self.say(f"could not start {name}: {exc}")
+        write_state(self.settings, self._with_children(self.state))
+
+    def stop(self) -> None:
+        self.say("stopping deployments run by the process runtime")
+        stop_process_instances(self.settings)
+        for name in reversed(list(self.children)):
+            self.stop_component(name)
+        state = read_state(self.settings)
+        if state and state.supervisor_pid == os.getpid():
+            state_path(self.settings).unlink(missing_ok=True)
+
+
+def control_path(settings: Settings) -> Path:
+    return settings.data_path / "run" / "control.json"
+
+
+def read_control(settings: Settings) -> tuple[str, list[str]] | None:
+    path = control_path(settings)
+    try:
+        data = json.loads(path.read_text())
+        path.unlink()
+        return str(data["action"]), [str(n) for n in data["components"]]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def send_control(settings: Settings, action: str, components: list[str]) -> None:
+    """Ask a running supervisor to start, stop or restart some components."""
+    state = read_state(settings)
+    if not state or not state.supervisor_pid:
+        raise ConfigError(
+            f"devpush is not running from {settings.data_path}; start it with `devpush up --detach`"
+        )
+    path = control_path(settings)
+    path.write_text(json.dumps({"action": action, "components": components}))
+    os.kill(state.supervisor_pid, signal.SIGUSR1)
+
+
+def stop_process_instances(settings: Settings) -> None:
+    """Apps run by the process runtime are ours too: stop them with the platform."""
+    import asyncio
+
+    from devpush.runtime.process import ProcessRuntime
+
+    root = settings.data_path / "runtime" / "process"
+    if not root.exists():
+        return
+
+    async def stop_all() -> None:
+        runtime = ProcessRuntime(root=root, protected_paths=[], allow_unsandboxed=True)
+        for handle in await runtime.list():
+            await runtime.stop(handle)
+
+    asyncio.run(stop_all())
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _create_database(port: int) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=port, user="postgres", database="postgres"
+        )
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'devpush'")
+            if not exists:
+                await conn.execute("CREATE DATABASE devpush")
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            asyncio.run(create())
+            return
+        except (OSError, asyncpg.CannotConnectNowError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _traefik_ready(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{settings.traefik_api_port}/ping", timeout=1).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def _app_ready(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{settings.app_port}/health", timeout=2).is_success
+    except httpx.HTTPError:
+        return False

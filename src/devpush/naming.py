@@ -1,0 +1,27 @@
+"""Slugs and hostname labels: turning user-chosen names (and hostile branch names) into
+DNS-safe labels. Pure functions, fuzzed by the security suite."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_NON_LABEL = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(value: str, *, max_length: int = 40) -> str:
+    """Lowercase ASCII letters, digits and single dashes; never empty."""
+    slug = _NON_LABEL.sub("-", value.lower()).strip("-")
+    slug = slug[:max_length].strip("-")
+    return slug or "x"
+
+
+def label(*parts: str, max_length: int = 63) -> str:
+    """Join slugified parts into one DNS label (<= 63 chars). A label that had to be shortened
+    gets a short hash suffix so that two long names do not collide."""
+    raw = "-".join(parts)
+    joined = "-".join(slugify(p, max_length=200) for p in parts)
+    if len(joined) <= max_length:
+        return joined
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:6]
+    return f"{joined[: max_length - 7].rstrip('-')}-{digest}"

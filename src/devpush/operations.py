@@ -1,0 +1,112 @@
+"""Server-side operations behind the CLI (`user`, `token`, `keys rotate`, `up`'s first admin).
+Each opens a short-lived engine on the platform's database and calls the domain services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from cryptography.fernet import Fernet
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devpush import crypto
+from devpush.auth import service as auth
+from devpush.db import make_engine, make_sessionmaker
+from devpush.embedded.state import database_url
+from devpush.errors import NotFound
+from devpush.settings import Settings
+from devpush.teams import service as teams
+
+
+@asynccontextmanager
+async def transaction(settings: Settings) -> AsyncIterator[AsyncSession]:
+    engine = make_engine(database_url(settings), pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def _create(session: AsyncSession, email: str, is_admin: bool) -> str:
+    user = await auth.create_user(session=session, email=email, is_admin=is_admin)
+    await teams.create_team(session=session, owner_id=user.id, name=user.name, personal=True)
+    return user.id
+
+
+async def create_account(settings: Settings, email: str, *, is_admin: bool = False) -> str:
+    """A user with a personal team."""
+    async with transaction(settings) as session:
+        return await _create(session, email, is_admin)
+
+
+async def ensure_admin(settings: Settings, email: str) -> str:
+    async with transaction(settings) as session:
+        user = await auth.get_user_by_email(session=session, email=email)
+        if user is None:
+            return await _create(session, email, True)
+        user.is_admin = True
+        return user.id
+
+
+async def sign_in_link(settings: Settings, user_id: str) -> str:
+    async with transaction(settings) as session:
+        token = await auth.create_sign_in_link(session=session, user_id=user_id)
+    return f"{settings.app_url}/auth/link/{token}"
+
+
+async def _user_id(session: AsyncSession, email: str) -> str:
+    user = await auth.get_user_by_email(session=session, email=email)
+    if user is None:
+        raise NotFound(f"no user with email {email}; create one with `devpush user create`")
+    return user.id
+
+
+async def sign_in_link_for_email(settings: Settings, email: str) -> str:
+    async with transaction(settings) as session:
+        user_id = await _user_id(session, email)
+    return await sign_in_link(settings, user_id)
+
+
+async def create_token_for_email(
+    settings: Settings, email: str, *, name: str, scopes: list[str], expires_days: int | None
+) -> str:
+    async with transaction(settings) as session:
+        user_id = await _user_id(session, email)
+        _, plaintext = await auth.create_token(
+            session=session, user_id=user_id, name=name, scopes=scopes, expires_days=expires_days
+        )
+        return plaintext
+
+
+def _encrypted_columns() -> list[tuple[type, str]]:
+    from devpush.deployments.models import Deployment
+    from devpush.github.models import GithubInstallation
+    from devpush.projects.models import EnvVar, Project
+
+    return [
+        (EnvVar, "value_enc"),
+        (Deployment, "env_enc"),
+        (Project, "repo_credentials_enc"),
+        (GithubInstallation, "token_enc"),
+    ]
+
+
+async def rotate_keys(settings: Settings) -> int:
+    """Put a new key first (file-held keys) and re-encrypt every secret under it."""
+    if not settings.encryption_keys:
+        keys = crypto.load_keys(settings)
+        crypto.write_keys(settings, [Fernet.generate_key().decode(), *keys])
+    crypto.get_fernet.cache_clear()
+    count = 0
+    async with transaction(settings) as session:
+        for model, column in _encrypted_columns():
+            col = getattr(model, column)
+            rows = (await session.execute(select(model.id, col).where(col.is_not(None)))).all()  # type: ignore[attr-defined]
+            for row_id, token in rows:
+                await session.execute(
+                    update(model).where(model.id == row_id).values({column: crypto.rotate(token)})  # type: ignore[attr-defined]
+                )
+                count += 1
+    return count

@@ -1,0 +1,48 @@
+"""The services one process needs (settings, database, Redis, runtimes), built once at start by
+the app's lifespan, the worker's on_startup or the monitor, and handed on explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from devpush.db import make_engine, make_sessionmaker
+from devpush.embedded.state import database_url, redis_url
+from devpush.runtime import Runtimes
+from devpush.settings import Settings
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    runtimes: Runtimes
+
+    async def close(self) -> None:
+        await self.runtimes.close()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def arq_redis_settings(settings: Settings) -> RedisSettings:
+    rs = RedisSettings.from_dsn(redis_url(settings))
+    rs.conn_timeout = 2
+    rs.conn_retries = 3
+    return rs
+
+
+async def build_platform(settings: Settings, *, pool_size: int = 5) -> Platform:
+    engine = make_engine(database_url(settings), pool_size=pool_size)
+    redis = await create_pool(arq_redis_settings(settings))
+    return Platform(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        redis=redis,
+        runtimes=Runtimes(settings),
+    )

@@ -1,0 +1,150 @@
+"""Project API shapes, with the validation that keeps hostile input out."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+REPO_URL = re.compile(r"^(https://|http://|ssh://|file:///|git@[A-Za-z0-9.-]+:)[^\s\x00]+$")
+
+
+def _no_control(value: str) -> str:
+    if any(ord(c) < 32 and c not in "\t" for c in value) or "\x7f" in value:
+        raise ValueError("must not contain control characters (newlines, NUL, ...)")
+    return value
+
+
+def _branch(value: str) -> str:
+    _no_control(value)
+    bad = (" ", "~", "^", ":", "?", "[", "\\", "..", "@{", "//")
+    if (
+        not value
+        or value.startswith(("-", "/", "."))
+        or value.endswith(("/", ".", ".lock"))
+        or any(b in value for b in bad)
+    ):
+        raise ValueError("is not a valid git branch name")
+    return value
+
+
+def _pattern(value: str) -> str:
+    _no_control(value)
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _root_dir(value: str) -> str:
+    _no_control(value)
+    parts = [p for p in value.strip("/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ValueError("must stay inside the repository (no '..')")
+    return "/".join(parts)
+
+
+def _health_path(value: str) -> str:
+    _no_control(value)
+    if not value.startswith("/") or " " in value:
+        raise ValueError("must be a URL path starting with '/'")
+    return value
+
+
+def _repo_url(value: str) -> str:
+    if not REPO_URL.match(value):
+        raise ValueError("must be an https://, ssh://, git@host: or file:/// git URL")
+    return value
+
+
+Command = Annotated[str, Field(max_length=4096), AfterValidator(_no_control)]
+Branch = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_branch)]
+EnvValue = Annotated[str, Field(max_length=65536)]
+RepoUrl = Annotated[str, Field(max_length=2048), AfterValidator(_repo_url)]
+ProjectName = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+]
+
+
+class EnvironmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    branch_pattern: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_pattern)]
+
+
+class ProjectConfig(BaseModel):
+    """Settings shared by create and update; None means "detect" (create) or "keep" (update)."""
+
+    model_config = ConfigDict(extra="forbid")
+    production_branch: Branch | None = None
+    build_command: Command | None = None
+    pre_deploy_command: Command | None = None
+    start_command: Command | None = None
+    root_directory: Annotated[str, Field(max_length=255), AfterValidator(_root_dir)] | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    health_path: Annotated[str, Field(max_length=255), AfterValidator(_health_path)] | None = None
+    cpus: float | None = Field(None, gt=0, le=64)
+    memory_mb: int | None = Field(None, ge=32, le=262144)
+    runtime: Literal["docker", "process"] | None = None
+    image: str | None = Field(None, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+    env_vars: dict[str, EnvValue] | None = None
+    environments: list[EnvironmentIn] | None = Field(None, max_length=20)
+    preview_deployments: bool | None = None
+    log_retention_days: int | None = Field(None, ge=1, le=3650)
+
+    @field_validator("env_vars")
+    @classmethod
+    def _env_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, val in (value or {}).items():
+            if not ENV_KEY.match(key):
+                raise ValueError(f"{key[:40]!r} is not a valid variable name (A-Z, 0-9, _)")
+            if "\x00" in val:
+                raise ValueError(f"the value of {key} contains a NUL byte")
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _unique_envs(cls, value: list[EnvironmentIn] | None) -> list[EnvironmentIn] | None:
+        names = [e.name for e in value or []]
+        if len(names) != len(set(names)):
+            raise ValueError("environment names must be unique")
+        if "production" in names:
+            raise ValueError("'production' is implicit: it follows production_branch")
+        return value
+
+
+class ProjectCreate(ProjectConfig):
+    name: ProjectName
+    repo_url: RepoUrl | None = None
+
+
+class ProjectUpdate(ProjectConfig):
+    name: ProjectName | None = None
+    repo_url: RepoUrl | None = None
+
+
+class EnvironmentRead(BaseModel):
+    id: str
+    name: str
+    slug: str
+    branch_pattern: str
+    is_production: bool
+    url: str
+
+
+class ProjectRead(BaseModel):
+    id: str
+    team_id: str
+    name: str
+    slug: str
+    repo_url: str | None
+    production_branch: str
+    config: dict[str, object]
+    env_var_keys: list[str]
+    environments: list[EnvironmentRead]
+    preview_deployments: bool
+    status: str
+    url: str
+    created_at: datetime

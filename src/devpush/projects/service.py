@@ -1,0 +1,248 @@
+"""Projects, environments and env vars. Env var values are Fernet-encrypted at rest."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devpush import crypto
+from devpush.errors import Conflict, NotFound
+from devpush.naming import slugify
+from devpush.projects.models import Environment, EnvVar, Project
+from devpush.projects.schemas import EnvironmentIn, ProjectCreate, ProjectUpdate
+
+CONFIG_KEYS = (
+    "build_command",
+    "pre_deploy_command",
+    "start_command",
+    "root_directory",
+    "port",
+    "health_path",
+    "cpus",
+    "memory_mb",
+    "runtime",
+    "image",
+)
+
+
+async def _free_slug(session: AsyncSession, name: str) -> str:
+    base = slugify(name, max_length=30)
+    slug, n = base, 1
+    while await session.scalar(select(Project.id).where(Project.slug == slug)):
+        n += 1
+        slug = f"{base[:26]}-{n}"
+    return slug
+
+
+def _config_from(body: ProjectCreate | ProjectUpdate) -> dict[str, Any]:
+    return {k: getattr(body, k) for k in CONFIG_KEYS if getattr(body, k) is not None}
+
+
+async def create_project(*, session: AsyncSession, team_id: str, body: ProjectCreate) -> Project:
+    if await session.scalar(
+        select(Project.id).where(Project.team_id == team_id, Project.name == body.name)
+    ):
+        raise Conflict(f"this team already has a project named {body.name!r}")
+    project = Project(
+        team_id=team_id,
+        name=body.name,
+        slug=await _free_slug(session, body.name),
+        repo_url=body.repo_url,
+        production_branch=body.production_branch or "main",
+        config=_config_from(body),
+        preview_deployments=True if body.preview_deployments is None else body.preview_deployments,
+        log_retention_days=body.log_retention_days,
+    )
+    session.add(project)
+    await session.flush()
+    session.add(
+        Environment(
+            project_id=project.id,
+            name="production",
+            slug="production",
+            branch_pattern=project.production_branch,
+            is_production=True,
+        )
+    )
+    await _replace_environments(session, project.id, body.environments or [])
+    await set_env_vars(session=session, project_id=project.id, values=body.env_vars or {})
+    await session.flush()
+    return project
+
+
+async def _replace_environments(
+    session: AsyncSession, project_id: str, environments: list[EnvironmentIn]
+) -> None:
+    existing = {
+        e.slug: e
+        for e in await session.scalars(
+            select(Environment).where(
+                Environment.project_id == project_id, Environment.is_production.is_(False)
+            )
+        )
+    }
+    wanted = {e.name: e for e in environments}
+    for slug, env in existing.items():
+        if slug not in wanted:
+            await session.delete(env)
+    for position, env_in in enumerate(environments, start=1):
+        row = existing.get(env_in.name)
+        if row is None:
+            session.add(
+                Environment(
+                    project_id=project_id,
+                    name=env_in.name,
+                    slug=env_in.name,
+                    branch_pattern=env_in.branch_pattern,
+                    position=position,
+                )
+            )
+        else:
+            row.branch_pattern = env_in.branch_pattern
+            row.position = position
+
+
+async def update_project(
+    *, session: AsyncSession, project: Project, body: ProjectUpdate
+) -> Project:
+    if body.name is not None and body.name != project.name:
+        if await session.scalar(
+            select(Project.id).where(Project.team_id == project.team_id, Project.name == body.name)
+        ):
+            raise Conflict(f"this team already has a project named {body.name!r}")
+        project.name = body.name
+    if "repo_url" in body.model_fields_set:
+        project.repo_url = body.repo_url
+    if body.production_branch is not None:
+        project.production_branch = body.production_branch
+        production = await session.scalar(
+            select(Environment).where(
+                Environment.project_id == project.id, Environment.is_production.is_(True)
+            )
+        )
+        if production is not None:
+            production.branch_pattern = body.production_branch
+    config = dict(project.config)
+    for key in CONFIG_KEYS:
+        if key in body.model_fields_set:
+            value = getattr(body, key)
+            if value is None or value == "":
+                config.pop(key, None)
+            else:
+                config[key] = value
+    project.config = config
+    if body.preview_deployments is not None:
+        project.preview_deployments = body.preview_deployments
+    if "log_retention_days" in body.model_fields_set:
+        project.log_retention_days = body.log_retention_days
+    if body.environments is not None:
+        await _replace_environments(session, project.id, body.environments)
+    if body.env_vars is not None:
+        await set_env_vars(session=session, project_id=project.id, values=body.env_vars)
+    await session.flush()
+    return project
+
+
+async def get_project(*, session: AsyncSession, project_id: str) -> Project:
+    project = await session.get(Project, project_id)
+    if project is None or project.status == "deleting":
+        raise NotFound("no such project")
+    return project
+
+
+async def list_projects(*, session: AsyncSession, team_id: str) -> list[Project]:
+    rows = await session.scalars(
+        select(Project)
+        .where(Project.team_id == team_id, Project.status != "deleting")
+        .order_by(Project.created_at)
+    )
+    return list(rows)
+
+
+async def list_environments(*, session: AsyncSession, project_id: str) -> list[Environment]:
+    rows = await session.scalars(
+        select(Environment)
+        .where(Environment.project_id == project_id)
+        .order_by(Environment.is_production.desc(), Environment.position)
+    )
+    return list(rows)
+
+
+def pattern_matches(pattern: str, branch: str) -> bool:
+    """`*` matches any run of characters (including '/'); everything else is literal."""
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, branch) is not None
+
+
+async def match_environment(
+    *, session: AsyncSession, project_id: str, branch: str
+) -> Environment | None:
+    """The first environment whose pattern matches: production first, then in order."""
+    for env in await list_environments(session=session, project_id=project_id):
+        if pattern_matches(env.branch_pattern, branch):
+            return env
+    return None
+
+
+async def set_env_vars(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    values: dict[str, str],
+    environment_id: str | None = None,
+    secret: bool = False,
+    replace: bool = True,
+) -> None:
+    """Set variables (encrypted). With `replace`, variables not in `values` are removed."""
+    scope = (EnvVar.project_id == project_id) & (
+        EnvVar.environment_id.is_(None)
+        if environment_id is None
+        else EnvVar.environment_id == environment_id
+    )
+    existing = {v.key: v for v in await session.scalars(select(EnvVar).where(scope))}
+    if replace:
+        stale = [k for k in existing if k not in values]
+        if stale:
+            await session.execute(delete(EnvVar).where(scope, EnvVar.key.in_(stale)))
+    for key, value in values.items():
+        row = existing.get(key)
+        if row is None:
+            session.add(
+                EnvVar(
+                    project_id=project_id,
+                    environment_id=environment_id,
+                    key=key,
+                    value_enc=crypto.encrypt(value),
+                    secret=secret,
+                )
+            )
+        else:
+            row.value_enc = crypto.encrypt(value)
+            row.secret = secret or row.secret
+
+
+async def env_var_keys(*, session: AsyncSession, project_id: str) -> list[str]:
+    rows = await session.scalars(
+        select(EnvVar.key).where(EnvVar.project_id == project_id).distinct().order_by(EnvVar.key)
+    )
+    return list(rows)
+
+
+async def resolve_env(
+    *, session: AsyncSession, project_id: str, environment_id: str | None
+) -> tuple[dict[str, str], list[str]]:
+    """Decrypted variables for a deployment: global ones, overridden by the environment's.
+    Returns (values, keys marked secret)."""
+    rows = list(await session.scalars(select(EnvVar).where(EnvVar.project_id == project_id)))
+    values: dict[str, str] = {}
+    secret: set[str] = set()
+    for row in sorted(rows, key=lambda r: r.environment_id is not None):
+        if row.environment_id not in (None, environment_id):
+            continue
+        values[row.key] = crypto.decrypt(row.value_enc)
+        if row.secret:
+            secret.add(row.key)
+    return values, sorted(secret)

@@ -1,0 +1,245 @@
+"""Traefik configuration: the static file for embedded mode, and the dynamic files (file
+provider, one per project plus one for the platform) derived from the database.
+
+Rendering is pure (`render_project(...) -> dict`); writing validates the render, writes a temp
+file and swaps it in with os.replace, and skips the write when nothing changed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devpush.errors import ConfigError
+from devpush.settings import Settings
+
+PLATFORM_FILE = "_platform.yml"
+_NAME = re.compile(r"[^a-z0-9-]")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Hostnames served by one upstream (one deployment)."""
+
+    key: str  # deployment id
+    upstream: str  # host:port
+    hostnames: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Redirect:
+    hostname: str
+    target: str  # hostname to redirect to, same path
+
+
+@dataclass(frozen=True)
+class ProjectRoutes:
+    slug: str
+    routes: tuple[Route, ...] = ()
+    redirects: tuple[Redirect, ...] = ()
+    tls_hostnames: frozenset[str] = field(default_factory=frozenset)
+
+
+def _rule(hostnames: tuple[str, ...] | list[str]) -> str:
+    for host in hostnames:
+        if not re.fullmatch(r"[a-z0-9.-]+", host):
+            raise ConfigError(f"refusing to route the invalid hostname {host!r}")
+    return " || ".join(f"Host(`{h}`)" for h in sorted(hostnames))
+
+
+def _entrypoints(settings: Settings) -> list[str]:
+    return ["websecure"] if settings.https_port else ["web"]
+
+
+def _tls(settings: Settings) -> dict[str, Any] | None:
+    if not settings.https_port:
+        return None
+    return {"certResolver": settings.cert_resolver} if settings.cert_resolver else {}
+
+
+def render_project(project: ProjectRoutes, settings: Settings) -> dict[str, Any]:
+    routers: dict[str, Any] = {}
+    services: dict[str, Any] = {}
+    middlewares: dict[str, Any] = {}
+    tls = _tls(settings)
+    for route in project.routes:
+        if not route.hostnames:
+            continue
+        name = _NAME.sub("-", f"{project.slug}-{route.key}")
+        router: dict[str, Any] = {
+            "rule": _rule(route.hostnames),
+            "service": name,
+            "entryPoints": _entrypoints(settings),
+            "priority": 100,
+        }
+        if tls is not None:
+            router["tls"] = tls
+        routers[name] = router
+        services[name] = {
+            "loadBalancer": {
+                "servers": [{"url": f"http://{route.upstream}"}],
+                "passHostHeader": True,
+            }
+        }
+    for redirect in project.redirects:
+        name = _NAME.sub("-", f"{project.slug}-redirect-{redirect.hostname}")
+        scheme = settings.url_scheme
+        middlewares[name] = {
+            "redirectRegex": {
+                "regex": r"^https?://[^/]+(.*)$",
+                "replacement": f"{scheme}://{redirect.target}${{1}}",
+                "permanent": True,
+            }
+        }
+        router = {
+            "rule": _rule([redirect.hostname]),
+            "service": "noop@internal",
+            "middlewares": [name],
+            "entryPoints": _entrypoints(settings),
+            "priority": 100,
+        }
+        if tls is not None:
+            router["tls"] = tls
+        routers[name] = router
+    http: dict[str, Any] = {}
+    if routers:
+        http["routers"] = routers
+    if services:
+        http["services"] = services
+    if middlewares:
+        http["middlewares"] = middlewares
+    return {"http": http} if http else {}
+
+
+def render_platform(settings: Settings) -> dict[str, Any]:
+    """The dashboard router, and the catch-all that sends unknown deployment hostnames to the
+    app's "deployment not found" page."""
+    app = {
+        "loadBalancer": {
+            "servers": [{"url": f"http://127.0.0.1:{settings.app_port}"}],
+            "passHostHeader": True,
+        }
+    }
+    domain = re.escape(settings.deploy_domain)
+    routers: dict[str, Any] = {
+        "devpush-app": {
+            "rule": _rule([settings.app_hostname]),
+            "service": "devpush-app",
+            "entryPoints": _entrypoints(settings),
+            "priority": 50,
+        },
+        "devpush-catchall": {
+            "rule": f"HostRegexp(`^.+\\.{domain}$`)",
+            "service": "devpush-app",
+            "entryPoints": _entrypoints(settings),
+            "priority": 1,
+        },
+    }
+    tls = _tls(settings)
+    if tls is not None:
+        for router in routers.values():
+            router["tls"] = tls
+    return {"http": {"routers": routers, "services": {"devpush-app": app}}}
+
+
+def render_static(settings: Settings) -> dict[str, Any]:
+    entrypoints: dict[str, Any] = {
+        "web": {"address": f"{settings.http_host}:{settings.http_port}"},
+        "traefik": {"address": f"127.0.0.1:{settings.traefik_api_port}"},
+    }
+    if settings.https_port:
+        entrypoints["websecure"] = {"address": f"{settings.http_host}:{settings.https_port}"}
+        entrypoints["web"]["http"] = {
+            "redirections": {"entryPoint": {"to": "websecure", "scheme": "https"}}
+        }
+    static: dict[str, Any] = {
+        "entryPoints": entrypoints,
+        "ping": {"entryPoint": "traefik"},
+        "providers": {
+            "providersThrottleDuration": "50ms",
+            "file": {"directory": str(settings.traefik_dynamic_dir), "watch": True},
+        },
+        "log": {"level": "WARN"},
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+    }
+    if settings.https_port and settings.cert_resolver and settings.acme_email:
+        static["certificatesResolvers"] = {
+            settings.cert_resolver: {
+                "acme": {
+                    "email": settings.acme_email,
+                    "storage": str(settings.data_path / "traefik" / "acme.json"),
+                    "httpChallenge": {"entryPoint": "web"},
+                }
+            }
+        }
+    return static
+
+
+def _validate(data: dict[str, Any]) -> None:
+    http = data.get("http", {})
+    services = set(http.get("services", {}))
+    for name, router in http.get("routers", {}).items():
+        target = router.get("service", "")
+        if not target.endswith("@internal") and target not in services:
+            raise ConfigError(f"router {name} points at the missing service {target}")
+
+
+def write_atomic(path: Path, data: dict[str, Any]) -> bool:
+    """Write YAML to `path` unless it already holds exactly this; True when it changed."""
+    _validate(data)
+    text = yaml.safe_dump(data, sort_keys=True)
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def project_file(settings: Settings, slug: str) -> Path:
+    return settings.traefik_dynamic_dir / f"project-{slug}.yml"
+
+
+def write_project(settings: Settings, project: ProjectRoutes) -> bool:
+    data = render_project(project, settings)
+    path = project_file(settings, project.slug)
+    if not data:
+        return remove_project(settings, project.slug)
+    return write_atomic(path, data)
+
+
+def remove_project(settings: Settings, slug: str) -> bool:
+    path = project_file(settings, slug)
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def write_platform_config(settings: Settings) -> Path:
+    path = settings.traefik_dynamic_dir / PLATFORM_FILE
+    write_atomic(path, render_platform(settings))
+    return path
+
+
+def write_static_config(settings: Settings) -> Path:
+    path = settings.data_path / "traefik" / "traefik.yml"
+    write_atomic(path, render_static(settings))
+    return path
+
+
+def read_dynamic(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every project file, by slug (tests and the reconciler compare it with the database)."""
+    result: dict[str, dict[str, Any]] = {}
+    for path in sorted(settings.traefik_dynamic_dir.glob("project-*.yml")):
+        result[path.stem.removeprefix("project-")] = yaml.safe_load(path.read_text()) or {}
+    return result

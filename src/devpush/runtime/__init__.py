@@ -1,0 +1,56 @@
+"""Runtime backends by name. The choice is explicit: the project's `runtime` setting, then
+DEVPUSH_RUNTIME, then docker when a Docker/Podman socket is configured, else process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from devpush.errors import ConfigError
+from devpush.settings import Settings
+
+if TYPE_CHECKING:
+    from devpush.runtime.base import Runtime
+
+
+class Runtimes:
+    """Lazily built runtime backends, one per name, for one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._built: dict[str, Runtime] = {}
+
+    def get(self, name: str) -> Runtime:
+        if name not in self._built:
+            self._built[name] = self._build(name)
+        return self._built[name]
+
+    def _build(self, name: str) -> Runtime:
+        s = self.settings
+        if name == "docker":
+            if not s.docker_host:
+                raise ConfigError(
+                    "the docker runtime needs DEVPUSH_DOCKER_HOST "
+                    "(e.g. unix:///run/podman/podman.sock)"
+                )
+            from devpush.runtime.docker import DockerRuntime
+
+            return DockerRuntime(
+                url=s.docker_host, network=s.runner_network, default_image=s.runner_image
+            )
+        if name == "process":
+            from devpush.runtime.process import ProcessRuntime
+
+            return ProcessRuntime(
+                root=s.data_path / "runtime" / "process",
+                protected_paths=[s.data_path],
+                allow_unsandboxed=s.allow_unsandboxed,
+            )
+        raise ConfigError(f"unknown runtime {name!r}; use docker or process")
+
+    def available(self) -> list[str]:
+        return ["docker", "process"] if self.settings.docker_host else ["process"]
+
+    async def close(self) -> None:
+        for runtime in self._built.values():
+            await runtime.close()
+        self._built.clear()

@@ -1,0 +1,119 @@
+"""The runtime protocol: how a deployment's build, pre-deploy and app run, wherever that is.
+
+Contract (every backend keeps it; tests/integration/runtime checks it for each):
+
+- `create(spec)` allocates the instance and copies `spec.source_dir` into it. Nothing runs yet.
+  The instance is labelled with `spec.labels` (devpush ids only, never secrets).
+- `start(handle)` runs, inside the instance, the shared `entrypoint.sh`: build command, then
+  pre-deploy command, then the start command. It returns the handle with `upstream`
+  ("host:port" the proxy and the readiness probe use) filled in.
+- `status(handle)` says whether the instance is building, running the app, or has exited (with
+  the exit code and the phase it was in), or is missing.
+- `logs(handle, follow=...)` yields every output line from the beginning, tagged with its stream
+  and phase (the entrypoint prints `::devpush phase=<phase>` markers, which are not yielded).
+- `stop` and `remove` are idempotent: a missing instance is not an error.
+- `list()` returns every instance this backend manages (found by label/directory), so the
+  monitor can remove those with no live deployment.
+- Backend errors are raised as `devpush.errors.RuntimeFailure` with a message for people.
+
+The app's instance outlives the worker that started it: killing the worker never kills apps.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+ENTRYPOINT = Path(__file__).with_name("entrypoint.sh")
+PHASE_MARKER = "::devpush phase="
+
+
+class Phase(enum.StrEnum):
+    build = "build"
+    pre_deploy = "pre_deploy"
+    runtime = "runtime"
+
+
+class InstanceState(enum.StrEnum):
+    created = "created"  # created, not started
+    building = "building"  # running the build or pre-deploy command
+    running = "running"  # the start command is running
+    exited = "exited"  # the entrypoint ended; see exit_code and phase
+    missing = "missing"  # no such instance
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    deployment_id: str
+    project_id: str
+    source_dir: Path  # prepared source tree on the worker's side (root_directory applied)
+    start_command: str
+    build_command: str | None = None
+    pre_deploy_command: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # includes PORT
+    port: int = 8000
+    image: str | None = None  # docker: the runner image
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids_limit: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuntimeHandle:
+    backend: str
+    id: str  # container id, or instance directory name
+    deployment_id: str
+    upstream: str | None = None  # "host:port"
+    data: dict[str, Any] = field(default_factory=dict)  # backend specifics (pid, ...)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> RuntimeHandle:
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    state: InstanceState
+    phase: Phase | None = None  # the phase running now, or the one it exited in
+    exit_code: int | None = None
+    error: str | None = None  # backend's own explanation, e.g. "OOM killed"
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    ts: datetime
+    stream: str  # stdout|stderr
+    phase: Phase
+    message: str  # one line without its newline; invalid UTF-8 replaced
+
+
+class Runtime(Protocol):
+    """One backend that runs deployments. See the module docstring for the contract."""
+
+    name: str
+
+    async def create(self, spec: RuntimeSpec) -> RuntimeHandle: ...
+
+    async def start(self, handle: RuntimeHandle) -> RuntimeHandle: ...
+
+    async def status(self, handle: RuntimeHandle) -> InstanceStatus: ...
+
+    def logs(self, handle: RuntimeHandle, *, follow: bool) -> AsyncIterator[LogRecord]: ...
+
+    async def stop(self, handle: RuntimeHandle, *, timeout: float = 5.0) -> None: ...
+
+    async def remove(self, handle: RuntimeHandle) -> None: ...
+
+    async def list(self) -> list[RuntimeHandle]: ...
+
+    async def describe(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,137 @@
+"""The arq worker: deployment and cleanup jobs. Jobs take ids, are idempotent, have timeouts,
+and can be aborted (cancel). `worker_settings()` builds the WorkerSettings at run time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from arq import cron, func
+from arq.worker import Function
+
+from devpush.deployments import flows
+from devpush.logsetup import configure_logging
+from devpush.platform import Platform, arq_redis_settings, build_platform
+from devpush.projects import teardown
+from devpush.settings import Settings, get_settings
+
+HEARTBEAT_TTL_MS = 6000
+
+
+def platform_of(ctx: dict[str, Any]) -> Platform:
+    platform: Platform = ctx["platform"]
+    return platform
+
+
+def heartbeat_key(deployment_id: str) -> str:
+    return f"devpush:preparing:{deployment_id}"
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(p: Platform, deployment_id: str) -> AsyncIterator[None]:
+    """While a worker prepares a deployment, it keeps a short-lived key alive; the monitor
+    concludes deployments whose key is gone (the worker died)."""
+    key = heartbeat_key(deployment_id)
+
+    async def beat() -> None:
+        while True:
+            await p.redis.set(key, "1", px=HEARTBEAT_TTL_MS)
+            await asyncio.sleep(HEARTBEAT_TTL_MS / 3000)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await p.redis.delete(key)
+
+
+async def start_deployment(ctx: dict[str, Any], deployment_id: str) -> None:
+    p = platform_of(ctx)
+    async with heartbeat(p, deployment_id):
+        await flows.start_deployment(p, deployment_id)
+
+
+async def finalize_deployment(ctx: dict[str, Any], deployment_id: str) -> None:
+    await flows.finalize_deployment(platform_of(ctx), deployment_id)
+
+
+async def fail_deployment(ctx: dict[str, Any], deployment_id: str, error: str) -> None:
+    await flows.fail_deployment(platform_of(ctx), deployment_id, error)
+
+
+async def delete_container(ctx: dict[str, Any], deployment_id: str) -> None:
+    await flows.remove_instance(platform_of(ctx), deployment_id, unless_warm=True)
+
+
+async def cleanup_inactive_containers(ctx: dict[str, Any], project_id: str | None = None) -> None:
+    await flows.cleanup_inactive(platform_of(ctx), project_id)
+
+
+async def cleanup_all(ctx: dict[str, Any]) -> None:
+    await flows.cleanup_inactive(platform_of(ctx), None)
+
+
+async def delete_project(ctx: dict[str, Any], project_id: str) -> None:
+    await teardown.delete_project(platform_of(ctx), project_id)
+
+
+async def delete_team(ctx: dict[str, Any], team_id: str) -> None:
+    await teardown.delete_team(platform_of(ctx), team_id)
+
+
+async def delete_user(ctx: dict[str, Any], user_id: str) -> None:
+    await teardown.delete_user(platform_of(ctx), user_id)
+
+
+def functions(settings: Settings) -> list[Function]:
+    timeout = settings.job_timeout
+    return [
+        func(start_deployment, timeout=settings.build_timeout + 120, keep_result=0, max_tries=3),
+        func(finalize_deployment, timeout=60, keep_result=0, max_tries=5),
+        func(fail_deployment, timeout=120, keep_result=0, max_tries=5),
+        func(delete_container, timeout=120, keep_result=0, max_tries=5),
+        func(cleanup_inactive_containers, timeout=timeout, keep_result=0, max_tries=3),
+        func(delete_project, timeout=timeout, keep_result=0, max_tries=5),
+        func(delete_team, timeout=timeout, keep_result=0, max_tries=5),
+        func(delete_user, timeout=timeout, keep_result=0, max_tries=5),
+    ]
+
+
+def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        configure_logging(settings)
+        ctx["platform"] = await build_platform(settings)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "platform" in ctx:
+            await platform_of(ctx).close()
+
+    return {
+        "functions": functions(settings),
+        "cron_jobs": [
+            cron(
+                cleanup_all,
+                minute=set(range(0, 60, 10)),
+                run_at_startup=False,
+                unique=True,
+                timeout=settings.job_timeout,
+            )
+        ],
+        "redis_settings": arq_redis_settings(settings),
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "poll_delay": 0.05,
+        "allow_abort_jobs": True,
+        "max_jobs": 10,
+        "job_timeout": settings.job_timeout,
+        "keep_result": 0,
+        "health_check_interval": 5,
+        "handle_signals": True,
+    }

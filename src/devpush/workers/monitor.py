@@ -1,0 +1,346 @@
+"""The monitor: watches deployments that are deploying or serving.
+
+For each one (under a Redis lock, so any number of monitors can run) it ships the runtime's
+output into the log store and onto the deployment's Redis Stream, polls the instance, probes
+readiness with backoff (50 ms up to 1 s) once the app phase starts, and enqueues finalize or
+fail. It reconciles at start and periodically: deployments whose worker died are concluded, and
+runtime instances with no live deployment are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy import select
+
+from devpush import events
+from devpush.db import session_scope, utcnow
+from devpush.deployments import flows
+from devpush.deployments import service as deployments
+from devpush.deployments.models import Conclusion, Deployment, Status
+from devpush.errors import DevpushError
+from devpush.logs.shipper import Shipper
+from devpush.platform import Platform
+from devpush.runtime.base import InstanceState, Phase, RuntimeHandle
+from devpush.workers.enqueue import enqueue_fail, enqueue_finalize
+from devpush.workers.jobs import heartbeat_key
+
+log = logging.getLogger("devpush.monitor")
+LOCK_TTL_MS = 15_000
+STALE_PREPARE_S = 8.0
+
+
+@dataclass
+class Outcome:
+    ready: bool = False
+    error: str | None = None
+
+
+@dataclass
+class Monitor:
+    p: Platform
+    instance_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    watching: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=2.0))
+
+    # ---- the main loop ------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.reconcile()
+        last_reconcile = asyncio.get_running_loop().time()
+        last_id = "$"
+        while not stop.is_set():
+            await self.pick_up()
+            now = asyncio.get_running_loop().time()
+            if now - last_reconcile >= self.p.settings.reconcile_interval:
+                await self.reconcile()
+                last_reconcile = now
+            last_id = await self._wait_for_nudge(last_id, stop)
+        for task in self.watching.values():
+            task.cancel()
+        await asyncio.gather(*self.watching.values(), return_exceptions=True)
+        await self.http.aclose()
+
+    async def _wait_for_nudge(self, last_id: str, stop: asyncio.Event) -> str:
+        """Block on the monitor stream for up to 1 s (new deployments nudge it)."""
+        try:
+            result = await self.p.redis.xread(
+                {events.MONITOR_STREAM: last_id}, block=1000, count=100
+            )
+        except (OSError, ConnectionError) as exc:
+            log.warning("redis unavailable", extra={"error": str(exc)})
+            await asyncio.sleep(1)
+            return last_id
+        if result:
+            _, messages = result[0]
+            return str(
+                messages[-1][0].decode() if isinstance(messages[-1][0], bytes) else messages[-1][0]
+            )
+        return last_id
+
+    async def pick_up(self) -> None:
+        """Start watching every deploying or serving deployment no monitor holds."""
+        async with session_scope(self.p.sessions) as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(Deployment.id).where(
+                            Deployment.runtime_handle.is_not(None),
+                            Deployment.upstream.is_not(None),
+                            Deployment.status.in_((Status.deploy, Status.completed)),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for deployment_id in rows:
+            if deployment_id in self.watching:
+                continue
+            if await self._lock(deployment_id):
+                task = asyncio.create_task(self.watch(deployment_id))
+                self.watching[deployment_id] = task
+                task.add_done_callback(functools.partial(self._forget, deployment_id))
+
+    def _forget(self, deployment_id: str, _task: asyncio.Task[None]) -> None:
+        self.watching.pop(deployment_id, None)
+
+    # ---- locking -------------------------------------------------------------------------
+    def _lock_key(self, deployment_id: str) -> str:
+        return f"devpush:watch:{deployment_id}"
+
+    async def _lock(self, deployment_id: str) -> bool:
+        return bool(
+            await self.p.redis.set(
+                self._lock_key(deployment_id), self.instance_id, nx=True, px=LOCK_TTL_MS
+            )
+        )
+
+    async def _renew(self, deployment_id: str) -> bool:
+        key = self._lock_key(deployment_id)
+        holder = await self.p.redis.get(key)
+        if holder is not None and holder.decode() != self.instance_id:
+            return False
+        await self.p.redis.set(key, self.instance_id, px=LOCK_TTL_MS)
+        return True
+
+    # ---- watching one deployment -------------------------------------------------------
+    async def watch(self, deployment_id: str) -> None:
+        try:
+            await self._watch(deployment_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("watch failed", extra={"deployment_id": deployment_id})
+        finally:
+            with contextlib.suppress(Exception):
+                await self.p.redis.delete(self._lock_key(deployment_id))
+
+    async def _load(self, deployment_id: str) -> Deployment | None:
+        async with session_scope(self.p.sessions) as session:
+            return await session.get(Deployment, deployment_id)
+
+    async def _watch(self, deployment_id: str) -> None:
+        deployment = await self._load(deployment_id)
+        if deployment is None or not deployment.runtime_handle:
+            return
+        handle = RuntimeHandle.from_json(deployment.runtime_handle)
+        runtime = self.p.runtimes.get(handle.backend)
+        shipper = Shipper(self.p, deployment, runtime, handle)
+        ship = asyncio.create_task(shipper.run())
+        try:
+            if deployment.status == Status.deploy:
+                outcome = await self._until_ready(deployment, handle)
+                if outcome.error:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(ship), 2.0)
+                    await enqueue_fail(self.p.redis, deployment_id, outcome.error)
+                    return
+                if not outcome.ready:
+                    return
+                await enqueue_finalize(self.p.redis, deployment_id)
+            await self._while_serving(deployment_id, ship)
+        finally:
+            ship.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ship
+            await shipper.flush()
+
+    async def _until_ready(self, deployment: Deployment, handle: RuntimeHandle) -> Outcome:
+        s = self.p.settings
+        runtime = self.p.runtimes.get(handle.backend)
+        health = deployment.config.get("health_path") or "/"
+        url = f"http://{handle.upstream}{health}"
+        interval = s.probe_min_interval
+        loop = asyncio.get_running_loop()
+        build_deadline = (
+            loop.time() + s.build_timeout - flows._elapsed(deployment.deploy_started_at)
+        )
+        ready_deadline: float | None = None
+        last_answer = "no answer"
+        last_check = loop.time()
+        while True:
+            if loop.time() - last_check > 1.0:
+                last_check = loop.time()
+                if not await self._renew(deployment.id) or await self._concluded(deployment.id):
+                    return Outcome()
+            status = await runtime.status(handle)
+            if status.state in (InstanceState.exited, InstanceState.missing):
+                return Outcome(error=exit_message(status.phase, status.exit_code, status.error))
+            if status.phase == Phase.runtime and status.state == InstanceState.running:
+                if ready_deadline is None:
+                    ready_deadline = loop.time() + s.deploy_timeout
+                    interval = s.probe_min_interval
+                answer = await self._probe(url)
+                if answer is None:
+                    return Outcome(ready=True)
+                last_answer = answer
+                if loop.time() > ready_deadline:
+                    return Outcome(
+                        error=(
+                            f"The app did not answer 2xx/3xx on {health} within "
+                            f"{s.deploy_timeout:.0f}s (last: {last_answer}). Check that it listens "
+                            "on $HOST:$PORT and that health_path is right."
+                        )
+                    )
+            elif loop.time() > build_deadline:
+                return Outcome(
+                    error=f"The build took longer than {s.build_timeout:.0f}s "
+                    "(DEVPUSH_BUILD_TIMEOUT) and was stopped."
+                )
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, s.probe_max_interval)
+
+    async def _probe(self, url: str) -> str | None:
+        """None when ready (2xx/3xx); otherwise what was answered."""
+        try:
+            response = await self.http.get(url, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        if 200 <= response.status_code < 400:
+            return None
+        return f"HTTP {response.status_code}"
+
+    async def _concluded(self, deployment_id: str) -> bool:
+        row = await self._load(deployment_id)
+        return row is None or row.status == Status.completed
+
+    async def _while_serving(self, deployment_id: str, ship: asyncio.Task[None]) -> None:
+        """Keep shipping logs while the instance lives and this monitor holds the lock."""
+        while not ship.done():
+            await asyncio.sleep(2)
+            if not await self._renew(deployment_id):
+                return
+            row = await self._load(deployment_id)
+            if row is None or not row.runtime_handle:
+                return
+            if row.status == Status.completed and row.conclusion != Conclusion.succeeded:
+                return
+
+    # ---- reconciliation -----------------------------------------------------------------
+    async def reconcile(self) -> None:
+        try:
+            await self._reconcile_stale_prepares()
+            await self._reconcile_stuck_finalize()
+            await self._reconcile_orphans()
+        except (DevpushError, OSError) as exc:
+            log.warning("reconcile incomplete", extra={"error": str(exc)})
+
+    async def _reconcile_stale_prepares(self) -> None:
+        """A deployment in `prepare` whose worker stopped heart-beating is concluded."""
+        async with session_scope(self.p.sessions) as session:
+            rows = list(
+                await session.scalars(
+                    select(Deployment).where(
+                        Deployment.status == Status.prepare,
+                        Deployment.prepare_started_at.is_not(None),
+                    )
+                )
+            )
+        for row in rows:
+            assert row.prepare_started_at is not None
+            if (utcnow() - row.prepare_started_at).total_seconds() < STALE_PREPARE_S:
+                continue
+            if await self.p.redis.exists(heartbeat_key(row.id)):
+                continue
+            await flows.fail_deployment(
+                self.p,
+                row.id,
+                "The worker preparing this deployment stopped (killed or crashed). "
+                "Redeploy to try again.",
+            )
+
+    async def _reconcile_stuck_finalize(self) -> None:
+        """finalize/fail states whose job vanished are enqueued again (jobs are idempotent)."""
+        async with session_scope(self.p.sessions) as session:
+            rows = list(
+                await session.execute(
+                    select(Deployment.id, Deployment.status, Deployment.error).where(
+                        Deployment.status.in_((Status.finalize, Status.fail))
+                    )
+                )
+            )
+        for deployment_id, status, error in rows:
+            if status == Status.finalize:
+                await enqueue_finalize(self.p.redis, deployment_id)
+            else:
+                await enqueue_fail(self.p.redis, deployment_id, error or "failed")
+
+    async def _reconcile_orphans(self) -> None:
+        """Runtime instances with no live deployment are removed."""
+        async with session_scope(self.p.sessions) as session:
+            live = set(
+                await session.scalars(
+                    select(Deployment.id).where(Deployment.runtime_handle.is_not(None))
+                )
+            )
+            warm = await deployments.warm_deployment_ids(session=session)
+        for name in self.p.runtimes.available():
+            runtime = self.p.runtimes.get(name)
+            try:
+                handles = await runtime.list()
+            except DevpushError as exc:
+                log.warning("cannot list runtime", extra={"runtime": name, "error": str(exc)})
+                continue
+            for handle in handles:
+                if handle.deployment_id in live or handle.deployment_id in warm:
+                    continue
+                if await self._recently_created(handle.deployment_id):
+                    continue
+                log.info("removing orphan instance", extra={"deployment_id": handle.deployment_id})
+                await runtime.remove(handle)
+
+    async def _recently_created(self, deployment_id: str) -> bool:
+        """An instance whose handle the worker has not saved yet is not an orphan."""
+        row = await self._load(deployment_id)
+        if row is None or row.status == Status.completed:
+            return False
+        return await self.p.redis.exists(heartbeat_key(deployment_id)) > 0
+
+
+def exit_message(phase: Phase | None, exit_code: int | None, error: str | None) -> str:
+    code = f"exit code {exit_code}" if exit_code is not None else "no exit code"
+    detail = f" ({error})" if error else ""
+    if phase == Phase.build:
+        return f"Build failed: {code}{detail}. See the build log above."
+    if phase == Phase.pre_deploy:
+        return f"Pre-deploy command failed: {code}{detail}."
+    if phase == Phase.runtime:
+        return f"The app exited during start-up: {code}{detail}. See the runtime log."
+    return f"The instance stopped: {code}{detail}."
+
+
+async def run_monitor(p: Platform) -> None:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await Monitor(p).run(stop)

@@ -1,0 +1,151 @@
+"""Real PostgreSQL and Redis for the tests.
+
+DEVPUSH_TEST_DATABASE_URL / DEVPUSH_TEST_REDIS_URL are used when set (a fresh database is
+created on that server for the run); otherwise both are started with the embedded launcher.
+Every test gets empty tables and an empty Redis database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+
+os.environ.setdefault("DEVPUSH_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+
+from devpush.platform import Platform, build_platform  # noqa: E402
+from devpush.settings import Settings  # noqa: E402
+
+TABLES = (
+    "audit_events, log_lines, aliases, domains, deployments, env_vars, environments, projects, "
+    "api_tokens, sign_in_links, user_identities, team_invites, team_members, teams, users, "
+    "github_installations"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"embedded {what} exited with {proc.returncode}")
+        time.sleep(0.1)
+    raise RuntimeError(f"embedded {what} did not start")
+
+
+@pytest.fixture(scope="session")
+def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("embedded")
+
+
+@pytest.fixture(scope="session")
+def database_url(embedded_dir: Path) -> Iterator[str]:
+    from devpush.embedded import services
+    from devpush.migrate import upgrade
+
+    external = os.environ.get("DEVPUSH_TEST_DATABASE_URL")
+    proc = None
+    if external:
+        base = external.replace("postgresql+asyncpg://", "postgresql://")
+        server, _, _ = base.rpartition("/")
+        admin_url = f"{server}/postgres"
+    else:
+        port = free_port()
+        spec = services.prepare_postgres(
+            Settings(data_dir=embedded_dir, embedded_db_port=port)  # type: ignore[call-arg]
+        )
+        spec.log = embedded_dir / "postgres.log"
+        proc = subprocess.Popen(spec.argv, user=spec.user, stdout=open(spec.log, "ab"),
+                                stderr=subprocess.STDOUT)
+        _wait_port(port, proc, "PostgreSQL")
+        server = f"postgresql://postgres@127.0.0.1:{port}"
+        admin_url = f"{server}/postgres"
+    name = f"devpush_test_{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        for _ in range(50):
+            try:
+                conn = await asyncpg.connect(admin_url)
+                break
+            except (OSError, asyncpg.CannotConnectNowError):
+                await asyncio.sleep(0.2)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    asyncio.run(create())
+    url = f"{server.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    upgrade(url)
+    yield url
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_url)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    if proc is None:
+        asyncio.run(drop())
+    else:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_dir: Path) -> Iterator[str]:
+    from devpush.embedded import services
+
+    external = os.environ.get("DEVPUSH_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    port = free_port()
+    spec = services.prepare_redis(
+        Settings(data_dir=embedded_dir, embedded_redis_port=port)  # type: ignore[call-arg]
+    )
+    proc = subprocess.Popen(spec.argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    _wait_port(port, proc, "Redis")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key="test-secret",
+        allow_unsandboxed=False,
+        runtime="process",
+    )
+
+
+@pytest.fixture
+async def platform(settings: Settings) -> AsyncIterator[Platform]:
+    p = await build_platform(settings)
+    async with p.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+    await p.redis.flushdb()
+    try:
+        yield p
+    finally:
+        await p.close()
