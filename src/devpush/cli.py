@@ -227,7 +227,7 @@ def start(components: ComponentsOpt = "") -> None:
         up(detach=True)
         return
     _control("start", components or None)
-    _wait_and_show(components)
+    _wait_and_show(components, "running")
 
 
 @app.command()
@@ -249,14 +249,15 @@ def stop(components: ComponentsOpt = "") -> None:
         out.print("devpush stopped")
         return
     _control("stop", components)
-    _wait_and_show(components)
+    _wait_and_show(components, "stopped")
 
 
 @app.command()
 def restart(components: ComponentsOpt = "") -> None:
     """Restart components of a running platform."""
-    _control("restart", components or "app,worker,monitor,proxy")
-    _wait_and_show(components)
+    components = components or "app,worker,monitor,proxy"
+    _control("restart", components)
+    _wait_and_show(components, "running")
 
 
 def _alive(pid: int) -> bool:
@@ -267,32 +268,57 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wait_and_show(components: str) -> None:
-    time.sleep(1.0)
-    status(components)
+def _wait_and_show(components: str, expect: str) -> None:
+    """Wait until the components reach `expect` (running|stopped), show them, exit non-zero
+    if they did not."""
+    names = _components(components or None)
+    deadline = time.monotonic() + 60
+    states = _states(names)
+    while time.monotonic() < deadline and any(
+        v not in (expect, "external") for v in states.values()
+    ):
+        time.sleep(0.3)
+        states = _states(names)
+    _print_states(states)
+    if any(v not in (expect, "external") for v in states.values()):
+        raise fail(f"some components are not {expect}", "see <data dir>/logs/ for their logs")
+
+
+def _states(names: list[str]) -> dict[str, str]:
+    from devpush.embedded.state import read_state
+
+    settings = get_settings()
+    state = read_state(settings)
+    result = {}
+    for name in names:
+        pid = state.children.get(name) if state else None
+        external = (name == "db" and settings.database_url) or (
+            name == "redis" and settings.redis_url
+        )
+        if external and not pid:
+            result[name] = "external"
+        else:
+            result[name] = "running" if pid and _alive(pid) else "stopped"
+    return result
+
+
+def _print_states(states: dict[str, str]) -> None:
+    from devpush.embedded.state import read_state
+
+    state = read_state(get_settings())
+    table = Table("component", "state", "pid")
+    for name, label in states.items():
+        pid = state.children.get(name) if state else None
+        table.add_row(name, label, str(pid or "-"))
+    out.print(table)
 
 
 @app.command()
 def status(components: ComponentsOpt = "") -> None:
     """Show which components run, with their pids. Exits 1 if any asked for is down."""
-    from devpush.embedded.state import read_state
-
-    settings = get_settings()
-    state = read_state(settings)
-    names = _components(components or None)
-    table = Table("component", "state", "pid")
-    down = False
-    for name in names:
-        pid = state.children.get(name) if state else None
-        alive = bool(pid) and _alive(pid or 0)
-        external = (name == "db" and settings.database_url) or (
-            name == "redis" and settings.redis_url
-        )
-        label = "external" if external and not pid else ("running" if alive else "stopped")
-        down = down or label == "stopped"
-        table.add_row(name, label, str(pid or "-"))
-    out.print(table)
-    raise typer.Exit(1 if down else 0)
+    states = _states(_components(components or None))
+    _print_states(states)
+    raise typer.Exit(1 if "stopped" in states.values() else 0)
 
 
 # ---- accounts ---------------------------------------------------------------------------

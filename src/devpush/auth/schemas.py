@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 Scope = Literal["read", "deploy", "admin"]
 
 
 def _all_scopes() -> list[Scope]:
     return ["read", "deploy", "admin"]
-
-
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class TokenCreate(BaseModel):

@@ -287,7 +287,7 @@ async def warm_deployment_ids(*, session: AsyncSession, project_id: str | None =
     if project_id:
         stmt = stmt.where(Alias.project_id == project_id)
     warm: set[str] = set()
-    for current, previous in (await session.execute(stmt)):
+    for current, previous in await session.execute(stmt):
         warm.update(i for i in (current, previous) if i)
     return warm
 

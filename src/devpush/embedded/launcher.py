@@ -83,6 +83,7 @@ class Supervisor:
         self._stopping = threading.Event()
         self._control = threading.Event()
         self.stopped: set[str] = set()
+        self.restarts: dict[str, list[float]] = {}
         self.env: dict[str, str] = {}
         self.state = PlatformState(database_url="", redis_url="")
         self._echo_lock = threading.Lock()
@@ -233,13 +234,29 @@ class Supervisor:
                 self._control.clear()
                 self._run_control()
             for name, proc in list(self.children.items()):
-                if proc.poll() is not None:
-                    self.say(f"{name} exited with code {proc.returncode}; stopping devpush")
-                    code = 1
-                    self._stopping.set()
-                    break
+                if proc.poll() is not None and not self._stopping.is_set():
+                    if not self._restart_crashed(name, proc.returncode):
+                        code = 1
+                        self._stopping.set()
         self.stop()
         return code
+
+    def _restart_crashed(self, name: str, returncode: int | None) -> bool:
+        """Restart a child that died on its own, unless it keeps dying (5 times a minute)."""
+        now = time.monotonic()
+        recent = [t for t in self.restarts.get(name, []) if now - t < 60] + [now]
+        self.restarts[name] = recent
+        if len(recent) > 5:
+            self.say(f"{name} keeps exiting (code {returncode}); stopping devpush")
+            return False
+        self.say(f"{name} exited with code {returncode}; restarting it")
+        self.children.pop(name, None)
+        try:
+            self.start_component(name)
+        except (ConfigError, subprocess.SubprocessError) as exc:
+            self.say(f"could not restart {name}: {exc}")
+            return False
+        return True
 
     def _run_control(self) -> None:
         request = read_control(self.settings)

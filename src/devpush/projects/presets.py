@@ -35,9 +35,9 @@ def _requirements(root: Path) -> str:
 
 def _pip_install(root: Path) -> str | None:
     if (root / "requirements.txt").exists():
-        return "pip install --no-cache-dir -r requirements.txt"
+        return "python3 -m pip install --no-cache-dir -r requirements.txt"
     if (root / "pyproject.toml").exists():
-        return "pip install --no-cache-dir ."
+        return "python3 -m pip install --no-cache-dir ."
     return None
 
 
@@ -60,8 +60,8 @@ def _django(root: Path) -> Preset | None:
     if package and "gunicorn" in _requirements(root):
         start = f"gunicorn {package}.wsgi --bind $HOST:$PORT"
     else:
-        start = "python manage.py runserver $HOST:$PORT --noreload"
-    return Preset("django", _pip_install(root), start, "python manage.py migrate --noinput")
+        start = "python3 manage.py runserver $HOST:$PORT --noreload"
+    return Preset("django", _pip_install(root), start, "python3 manage.py migrate --noinput")
 
 
 def _fastapi(root: Path) -> Preset | None:
@@ -82,7 +82,7 @@ def _flask(root: Path) -> Preset | None:
     if "gunicorn" in _requirements(root):
         start = f"gunicorn {module}:{var} --bind $HOST:$PORT"
     else:
-        start = f"python -m flask --app {module}:{var} run --host $HOST --port $PORT"
+        start = f"python3 -m flask --app {module}:{var} run --host $HOST --port $PORT"
     return Preset("flask", _pip_install(root), start)
 
 
@@ -97,7 +97,7 @@ def _python(root: Path) -> Preset | None:
             "gunicorn wsgi:application --bind $HOST:$PORT"
             if "gunicorn" in reqs
             else (
-                'python -c "import os,wsgi;from wsgiref.simple_server import make_server;'
+                'python3 -c "import os,wsgi;from wsgiref.simple_server import make_server;'
                 "make_server(os.environ['HOST'],int(os.environ['PORT']),wsgi.application)"
                 '.serve_forever()"'
             )
@@ -105,7 +105,7 @@ def _python(root: Path) -> Preset | None:
         return Preset("python-wsgi", _pip_install(root), server)
     for entry in ("main.py", "app.py", "server.py"):
         if (root / entry).exists():
-            return Preset("python", _pip_install(root), f"python {entry}")
+            return Preset("python", _pip_install(root), f"python3 {entry}")
     return None
 
 

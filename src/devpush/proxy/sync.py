@@ -21,10 +21,8 @@ async def project_routes(
     ids = {a.deployment_id for a in aliases if a.deployment_id}
     upstreams = (
         dict(
-            (
-                await session.execute(
-                    select(Deployment.id, Deployment.upstream).where(Deployment.id.in_(ids))
-                )
+            await session.execute(
+                select(Deployment.id, Deployment.upstream).where(Deployment.id.in_(ids))
             )
         )
         if ids

@@ -1,0 +1,262 @@
+"""The deploy pipeline end to end, on both runtimes: a commit becomes a live URL through
+Traefik; redeploys switch with no error; rollback, promote, cancel; failures; hostile input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from devpush.embedded.state import read_state
+from devpush.settings import Settings
+from tests.e2e.apps import Api, commit, git, make_repo
+from tests.e2e.platform import RunningPlatform
+
+pytestmark = pytest.mark.e2e
+
+
+class RequestLoop:
+    """Requests a URL through Traefik continuously, counting failures."""
+
+    def __init__(self, api: Api, url: str) -> None:
+        self.api, self.url = api, url
+        self.bodies: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = self.api.serve(self.url)
+                if response.status_code == 200:
+                    self.bodies.append(response.text)
+                else:
+                    self.errors.append(f"HTTP {response.status_code}")
+            except httpx.HTTPError as exc:
+                self.errors.append(repr(exc))
+            time.sleep(0.01)
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_deploy_redeploy_and_rollback(api: Api, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", body="A")
+    project = api.project(
+        repo, "shop", environments=[{"name": "staging", "branch_pattern": "release/*"}]
+    )
+    first = api.wait(api.deploy(project["id"])["id"])
+    assert first["conclusion"] == "succeeded", first
+    urls = first["urls"]
+    assert set(urls) == {"deployment", "branch", "environment", "environment_id"}
+    for url in urls.values():
+        assert api.body(url) == "A"
+
+    commit(repo, "B")
+    with RequestLoop(api, urls["environment"]) as loop:
+        second = api.wait(api.deploy(project["id"])["id"])
+        time.sleep(0.3)
+    assert second["conclusion"] == "succeeded", second
+    assert loop.errors == [], loop.errors[:5]
+    assert "A" in loop.bodies and loop.bodies[-1] == "B"
+    for kind in ("branch", "environment", "environment_id"):
+        assert api.body(second["urls"][kind]) == "B"
+    assert api.body(first["urls"]["deployment"]) == "A"  # the previous one stays warm
+
+    started = time.monotonic()
+    rolled = api.post(f"/api/v1/deployments/{second['id']}/rollback", expect=200)
+    assert rolled["id"] == first["id"]
+    assert api.body(urls["environment"]) == "A"
+    assert time.monotonic() - started < 1.0
+    listing = api.get(f"/api/v1/projects/{project['id']}/deployments")
+    assert [d["id"] for d in listing["items"]] == [second["id"], first["id"]]
+
+
+def test_promote_preview_branch_and_custom_env(api: Api, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", body="prod")
+    project = api.project(
+        repo, "promo", environments=[{"name": "staging", "branch_pattern": "release/*"}]
+    )
+    assert api.wait(api.deploy(project["id"])["id"])["conclusion"] == "succeeded"
+    git(repo, "checkout", "-q", "-b", "release/1.0")
+    commit(repo, "staging build")
+    staged = api.wait(api.deploy(project["id"], branch="release/1.0")["id"])
+    assert staged["conclusion"] == "succeeded", staged
+    assert staged["urls"]["environment"].startswith("http://promo-env-staging.")
+    assert api.body(staged["urls"]["environment"]) == "staging build"
+    git(repo, "checkout", "-q", "-b", "feature/x")
+    commit(repo, "preview")
+    preview = api.wait(api.deploy(project["id"], branch="feature/x")["id"])
+    assert preview["conclusion"] == "succeeded"
+    assert "environment" not in preview["urls"]
+    assert api.body(preview["urls"]["branch"]) == "preview"
+    production_url = next(
+        e["url"]
+        for e in api.get(f"/api/v1/projects/{project['id']}")["environments"]
+        if e["is_production"]
+    )
+    assert api.body(production_url) == "prod"
+    api.post(f"/api/v1/deployments/{preview['id']}/promote", expect=200)
+    assert api.body(production_url) == "preview"
+
+
+def test_build_failure_keeps_old_deployment_serving(api: Api, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", body="good")
+    project = api.project(repo, "buildfail")
+    good = api.wait(api.deploy(project["id"])["id"])
+    assert good["conclusion"] == "succeeded"
+    api.http.patch(
+        f"/api/v1/projects/{project['id']}", json={"build_command": "echo compiling; exit 2"}
+    ).raise_for_status()
+    commit(repo, "bad")
+    bad = api.wait(api.deploy(project["id"])["id"])
+    assert bad["conclusion"] == "failed"
+    assert "Build failed: exit code 2" in bad["error"]
+    assert api.body(good["urls"]["environment"]) == "good"
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "expected"),
+    [
+        ("exits", {"EXIT_AT_START": "1"}, "exited during start-up: exit code 4"),
+        ("unhealthy", {"FAIL_HEALTH": "1"}, "did not answer 2xx/3xx on /health"),
+    ],
+)
+def test_app_failures_conclude_failed(
+    api: Api, tmp_path: Path, name: str, env: dict[str, str], expected: str
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    project = api.project(repo, name, env_vars=env, health_path="/health")
+    result = api.wait(api.deploy(project["id"])["id"])
+    assert result["conclusion"] == "failed", result
+    assert expected in result["error"]
+
+
+def test_slow_start_still_succeeds(api: Api, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", body="slow")
+    project = api.project(repo, "slow", env_vars={"START_DELAY": "3"})
+    result = api.wait(api.deploy(project["id"])["id"])
+    assert result["conclusion"] == "succeeded", result
+    assert api.body(result["urls"]["deployment"]) == "slow"
+
+
+def test_cancel_during_build(api: Api, deploy_platform: RunningPlatform, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    project = api.project(repo, "cancel", build_command="echo building; sleep 60")
+    deployment = api.deploy(project["id"])
+    api.wait_status(deployment["id"], "deploy")
+    time.sleep(0.5)
+    canceled = api.post(f"/api/v1/deployments/{deployment['id']}/cancel", expect=200)
+    assert canceled["conclusion"] == "canceled"
+    result = api.wait(deployment["id"])
+    assert result["conclusion"] == "canceled"
+    again = api.http.post(f"/api/v1/deployments/{deployment['id']}/cancel")
+    assert again.status_code == 409
+    assert_no_instance(deploy_platform, deployment["id"])
+
+
+def test_superseded_push_is_skipped(api: Api, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", body="one")
+    project = api.project(repo, "super", build_command="sleep 2")
+    first = api.deploy(project["id"])
+    commit(repo, "two")
+    second = api.deploy(project["id"])
+    assert api.wait(first["id"])["conclusion"] == "skipped"
+    result = api.wait(second["id"])
+    assert result["conclusion"] == "succeeded"
+    assert api.body(result["urls"]["environment"]) == "two"
+
+
+def test_hostile_branch_name(api: Api, tmp_path: Path) -> None:
+    marker = Path("/tmp/pwned")
+    marker.unlink(missing_ok=True)
+    branch = "feat/$(touch /tmp/pwned)"
+    repo = make_repo(tmp_path / "repo", body="hostile")
+    git(repo, "checkout", "-q", "-b", branch)
+    project = api.project(repo, "hostile")
+    result = api.wait(api.deploy(project["id"], branch=branch)["id"])
+    assert result["conclusion"] == "succeeded", result
+    branch_url = result["urls"]["branch"]
+    assert branch_url.startswith("http://hostile-branch-feat-touch-tmp-pwned.")
+    assert api.body(branch_url) == "hostile"
+    assert not marker.exists()
+    bad = api.http.post(
+        f"/api/v1/projects/{project['id']}/deployments", json={"branch": "main\n; rm -rf /"}
+    )
+    assert bad.status_code == 422
+
+
+def test_worker_killed_mid_deploy_is_concluded(
+    api: Api, deploy_platform: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo", body="survivor")
+    project = api.project(repo, "crash", build_command="sleep 1")
+    deployment = api.deploy(project["id"])
+    state = read_state(Settings(data_dir=deploy_platform.data_dir))  # type: ignore[call-arg]
+    assert state is not None
+    os.kill(state.children["worker"], signal.SIGKILL)
+    result = api.wait(deployment["id"], timeout=120)
+    assert result["conclusion"] in ("succeeded", "failed"), result
+    if result["conclusion"] == "failed":
+        assert "worker" in result["error"]
+        assert_no_instance(deploy_platform, deployment["id"])
+    else:
+        assert api.body(result["urls"]["deployment"]) == "survivor"
+    # the supervisor restarted the worker: the next deployment goes through
+    commit(repo, "after")
+    assert api.wait(api.deploy(project["id"])["id"])["conclusion"] == "succeeded"
+
+
+def test_unknown_host_gets_not_found_page(api: Api) -> None:
+    response = api.serve("http://ghost-id-0000000.localhost")
+    assert response.status_code == 404
+    assert "Deployment not found" in response.text
+
+
+def assert_no_instance(platform: RunningPlatform, deployment_id: str, timeout: float = 30) -> None:
+    """No process or container of the deployment remains."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leftovers = []
+        if platform.env.get("DEVPUSH_RUNTIME") == "docker":
+            out = subprocess.run(
+                [
+                    "podman",
+                    "ps",
+                    "-a",
+                    "--filter",
+                    f"label=devpush.deployment={deployment_id}",
+                    "--format",
+                    "{{.ID}}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+            leftovers = out.split()
+        else:
+            instance = platform.data_dir / "runtime" / "process" / deployment_id
+            leftovers = [
+                p.pid
+                for p in psutil.process_iter(["cwd"])
+                if (p.info.get("cwd") or "").startswith(str(instance))
+            ]
+            if instance.exists():
+                leftovers.append(str(instance))
+        if not leftovers:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"instance of {deployment_id} left behind: {leftovers}")
