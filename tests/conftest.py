@@ -74,8 +74,9 @@ def database_url(embedded_dir: Path) -> Iterator[str]:
             Settings(data_dir=embedded_dir, embedded_db_port=port)  # type: ignore[call-arg]
         )
         spec.log = embedded_dir / "postgres.log"
-        proc = subprocess.Popen(spec.argv, user=spec.user, stdout=open(spec.log, "ab"),
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            spec.argv, user=spec.user, stdout=open(spec.log, "ab"), stderr=subprocess.STDOUT
+        )
         _wait_port(port, proc, "PostgreSQL")
         server = f"postgresql://postgres@127.0.0.1:{port}"
         admin_url = f"{server}/postgres"

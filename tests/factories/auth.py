@@ -23,13 +23,15 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-async def make_account(p: Platform, email: str, *, scopes: list[str] | None = None,
-                       expires_days: int | None = None) -> Account:
+async def make_account(
+    p: Platform, email: str, *, scopes: list[str] | None = None, expires_days: int | None = None
+) -> Account:
     async with session_scope(p.sessions) as session:
         user = await auth.create_user(session=session, email=email)
         team = await teams.create_team(session=session, owner_id=user.id, name=f"{user.name} team")
-        _, token = await auth.create_token(session=session, user_id=user.id, scopes=scopes,
-                                           expires_days=expires_days)
+        _, token = await auth.create_token(
+            session=session, user_id=user.id, scopes=scopes, expires_days=expires_days
+        )
         return Account(user_id=user.id, team_id=team.id, team_slug=team.slug, token=token)
 
 

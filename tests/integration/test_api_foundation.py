@@ -6,13 +6,13 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import func, select, update
+from tests.factories.auth import Account, token_for
 
 from devpush.api.app import create_app
 from devpush.auth.models import ApiToken
 from devpush.db import session_scope, utcnow
 from devpush.platform import Platform, build_platform
 from devpush.teams.models import Team
-from tests.factories.auth import Account, token_for
 
 
 async def test_token_lists_own_teams(client: httpx.AsyncClient, alice: Account) -> None:
@@ -34,29 +34,39 @@ async def test_missing_wrong_and_expired_tokens_get_401(
     assert junk.status_code == 401
     expiring = await token_for(platform, alice.user_id, expires_days=1)
     async with session_scope(platform.sessions) as session:
-        await session.execute(update(ApiToken).where(ApiToken.expires_at.is_not(None))
-                              .values(expires_at=utcnow() - timedelta(seconds=1)))
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.expires_at.is_not(None))
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     expired = await client.get("/api/v1/teams", headers={"Authorization": f"Bearer {expiring}"})
     assert expired.status_code == 401
     assert "expired" in expired.json()["error"]["message"]
 
 
-async def test_revoked_token_is_refused_at_once(client: httpx.AsyncClient, platform: Platform,
-                                                alice: Account) -> None:
+async def test_revoked_token_is_refused_at_once(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
     second = await token_for(platform, alice.user_id, name="ci")
     headers = {"Authorization": f"Bearer {second}"}
     assert (await client.get("/api/v1/teams", headers=headers)).status_code == 200
     tokens = (await client.get("/api/v1/tokens", headers=alice.headers)).json()
     ci = next(t for t in tokens if t["name"] == "ci")
     assert "token" not in ci and "token_hash" not in ci
-    assert (await client.delete(f"/api/v1/tokens/{ci['id']}", headers=alice.headers)).status_code == 204
+    assert (
+        await client.delete(f"/api/v1/tokens/{ci['id']}", headers=alice.headers)
+    ).status_code == 204
     assert (await client.get("/api/v1/teams", headers=headers)).status_code == 401
 
 
-async def test_other_teams_resources_are_404(client: httpx.AsyncClient, alice: Account,
-                                             bob: Account) -> None:
-    for path in (f"/api/v1/teams/{bob.team_id}", f"/api/v1/teams/{bob.team_slug}/members",
-                 f"/api/v1/teams/{bob.team_id}/projects"):
+async def test_other_teams_resources_are_404(
+    client: httpx.AsyncClient, alice: Account, bob: Account
+) -> None:
+    for path in (
+        f"/api/v1/teams/{bob.team_id}",
+        f"/api/v1/teams/{bob.team_slug}/members",
+        f"/api/v1/teams/{bob.team_id}/projects",
+    ):
         response = await client.get(path, headers=alice.headers)
         assert response.status_code == 404, path
         assert response.json()["error"]["code"] == "not_found"
@@ -86,24 +96,29 @@ async def test_malformed_bodies_get_422_and_change_nothing(
         assert response.status_code == 422, body
         error = response.json()["error"]
         assert error["code"] == "invalid" and error["message"]
-    response = await client.post("/api/v1/teams", content=b"{not json",
-                                 headers={**alice.headers, "Content-Type": "application/json"})
+    response = await client.post(
+        "/api/v1/teams",
+        content=b"{not json",
+        headers={**alice.headers, "Content-Type": "application/json"},
+    )
     assert response.status_code == 422
     async with session_scope(platform.sessions) as session:
         assert await session.scalar(select(func.count()).select_from(Team)) == before
 
 
-async def test_token_creation_validates_scopes(client: httpx.AsyncClient, platform: Platform,
-                                               alice: Account) -> None:
+async def test_token_creation_validates_scopes(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
     bad = await client.post("/api/v1/tokens", json={"scopes": ["root"]}, headers=alice.headers)
     assert bad.status_code == 422
     read_only = await token_for(platform, alice.user_id, scopes=["read"])
-    refused = await client.post("/api/v1/tokens", json={"name": "x"},
-                                headers={"Authorization": f"Bearer {read_only}"})
+    refused = await client.post(
+        "/api/v1/tokens", json={"name": "x"}, headers={"Authorization": f"Bearer {read_only}"}
+    )
     assert refused.status_code == 403
-    created = await client.post("/api/v1/tokens", json={"name": "deploy-bot",
-                                                        "scopes": ["deploy"]},
-                                headers=alice.headers)
+    created = await client.post(
+        "/api/v1/tokens", json={"name": "deploy-bot", "scopes": ["deploy"]}, headers=alice.headers
+    )
     assert created.status_code == 201
     assert created.json()["token"].startswith("dp_")
 
@@ -134,8 +149,9 @@ async def test_health_503_when_database_down(platform: Platform) -> None:
     broken = await build_platform(down)
     app = create_app(down)
     app.state.platform = broken
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://localhost") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+    ) as c:
         response = await c.get("/health")
     await broken.close()
     assert response.status_code == 503
