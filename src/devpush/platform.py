@@ -9,7 +9,7 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from devpush.db import make_engine, make_sessionmaker
+from devpush.db import all_models, make_engine, make_sessionmaker
 from devpush.embedded.state import database_url, redis_url
 from devpush.runtime import Runtimes
 from devpush.settings import Settings
@@ -37,6 +37,7 @@ def arq_redis_settings(settings: Settings) -> RedisSettings:
 
 
 async def build_platform(settings: Settings, *, pool_size: int = 5) -> Platform:
+    all_models()
     engine = make_engine(database_url(settings), pool_size=pool_size)
     redis = await create_pool(arq_redis_settings(settings))
     return Platform(

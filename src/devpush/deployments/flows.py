@@ -156,6 +156,12 @@ async def start_deployment(p: Platform, deployment_id: str) -> None:
         await _prepare_and_deploy(p, deployment, project, workdir)
     except DevpushError as exc:
         await fail_deployment(p, deployment_id, exc.message)
+    except Exception as exc:
+        log.exception("deployment preparation crashed", extra={"deployment_id": deployment_id})
+        await fail_deployment(
+            p, deployment_id, f"Internal error while preparing: {type(exc).__name__}: {exc}"[:500]
+        )
+        raise
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 

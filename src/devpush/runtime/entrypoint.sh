@@ -19,6 +19,7 @@ finish() {
 phase() {
     printf '%s\n' "$1" > "$state/phase"
     printf '::devpush phase=%s\n' "$1"
+    printf '::devpush phase=%s\n' "$1" >&2
 }
 
 cd "${DEVPUSH_APP_DIR:-/app}" || finish 125

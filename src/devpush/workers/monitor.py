@@ -29,7 +29,7 @@ from devpush.errors import DevpushError
 from devpush.logs.shipper import Shipper
 from devpush.platform import Platform
 from devpush.runtime.base import InstanceState, Phase, RuntimeHandle
-from devpush.workers.enqueue import enqueue_fail, enqueue_finalize
+from devpush.workers.enqueue import enqueue_fail, enqueue_finalize, enqueue_start
 from devpush.workers.jobs import heartbeat_key
 
 log = logging.getLogger("devpush.monitor")
@@ -253,18 +253,17 @@ class Monitor:
             log.warning("reconcile incomplete", extra={"error": str(exc)})
 
     async def _reconcile_stale_prepares(self) -> None:
-        """A deployment in `prepare` whose worker stopped heart-beating is concluded."""
+        """A deployment in `prepare` whose worker stopped heart-beating is concluded; one
+        that no worker took up is enqueued again (the job id deduplicates)."""
         async with session_scope(self.p.sessions) as session:
             rows = list(
-                await session.scalars(
-                    select(Deployment).where(
-                        Deployment.status == Status.prepare,
-                        Deployment.prepare_started_at.is_not(None),
-                    )
-                )
+                await session.scalars(select(Deployment).where(Deployment.status == Status.prepare))
             )
         for row in rows:
-            assert row.prepare_started_at is not None
+            if row.prepare_started_at is None:
+                if (utcnow() - row.created_at).total_seconds() > STALE_PREPARE_S:
+                    await enqueue_start(self.p.redis, row.id)
+                continue
             if (utcnow() - row.prepare_started_at).total_seconds() < STALE_PREPARE_S:
                 continue
             if await self.p.redis.exists(heartbeat_key(row.id)):

@@ -1,0 +1,995 @@
+"""The `process` runtime: each deployment runs as a local process tree, sandboxed by bubblewrap.
+
+An instance lives in `root/<deployment_id>/`: `app/` (the copied source, the app's working
+directory), `state/` (the entrypoint writes `phase` and `exit_code` there), `logs/stdout.log`,
+`logs/stderr.log`, and `instance.json` (pid, port, limits and a spec summary, never env values).
+The app gets its own port on 127.0.0.1, runs in its own session so that it outlives the worker,
+and is limited by cgroups where this machine lets us write them (v2, else v1), else by setrlimit.
+
+Sandbox (when `bwrap` is installed): its own mount, pid, ipc, uts and cgroup namespaces, the
+host network. It sees read-only /usr (+ the /bin, /lib symlinks) and a few /etc entries, its
+own `app/` at /app and `state/` at /devpush/state, a private /tmp, and nothing else. When the
+worker is root, bwrap runs privileged and the app drops to uid/gid 65534 (`nobody`) with no
+capabilities; otherwise bwrap uses a user namespace and the app keeps the worker's uid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from devpush.errors import RuntimeFailure
+from devpush.runtime.base import (
+    ENTRYPOINT,
+    PHASE_MARKER,
+    InstanceState,
+    InstanceStatus,
+    LogRecord,
+    Phase,
+    RuntimeHandle,
+    RuntimeSpec,
+)
+
+NO_BWRAP_MESSAGE = (
+    "bubblewrap (bwrap) is not installed, so the process runtime cannot sandbox apps; "
+    "install the 'bubblewrap' package, or set DEVPUSH_ALLOW_UNSANDBOXED=1 to run apps unsandboxed"
+)
+SANDBOX_UID = 65534  # nobody
+MiB = 1024 * 1024
+MAX_LINE = 64 * 1024  # longer log lines are cut
+_READ_CHUNK = 1024 * 1024
+_POLL = 0.025  # idle poll of log files and process state; live logs target < 100 ms
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What python3, node and sh need from /etc (plus /etc/python3*); the rest of /etc (platform
+# config) stays hidden. Top-level entries only: bwrap would create a nested one's parents 0700.
+_ETC_ENTRIES = (
+    "alternatives ca-certificates gai.conf group host.conf hosts ld.so.cache ld.so.conf"
+    " ld.so.conf.d localtime mime.types nsswitch.conf os-release passwd protocols resolv.conf"
+    " services ssl"
+).split()
+_COMMANDS = (
+    ("DEVPUSH_BUILD_COMMAND", Phase.build),
+    ("DEVPUSH_PRE_DEPLOY_COMMAND", Phase.pre_deploy),
+    ("DEVPUSH_START_COMMAND", Phase.runtime),
+)
+# Runs as root before anything else in the instance: moves this very process into the cgroups
+# named before "--" (so every child starts inside them), then execs the rest of the arguments.
+# A constant script; the paths arrive as arguments.
+_JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+_CONTROLLERS = ("memory", "cpu", "pids")
+_PHASES = {phase.value for phase in Phase}
+_STALE_STAGING = 3600.0  # seconds after which a `.new-*` directory is a crashed create()
+_CPU_PERIOD_US = 100_000
+# Aliases, because inside ProcessRuntime the name `list` is the protocol's method.
+_Argv = list[str]
+_Handles = list[RuntimeHandle]
+
+
+# ---------------------------------------------------------------------------------------------
+# instance.json
+
+
+@dataclass
+class _Instance:
+    """What `instance.json` records: enough for any worker, after any restart, to find the app."""
+
+    deployment_id: str
+    project_id: str
+    labels: dict[str, str]
+    created_at: str
+    spec: dict[str, Any]  # a summary: limits and env var names, never env values
+    sandbox: str | None = None  # "bubblewrap" or "unsandboxed", from start() on
+    user: str | None = None
+    pid: int | None = None  # the root of the instance's process tree
+    create_time: float | None = None  # with pid, identifies the process (pids are reused)
+    port: int | None = None
+    started_at: str | None = None
+    limits: str | None = None  # "cgroup v2", "cgroup v1" or "rlimit"
+    cgroups: dict[str, str] = field(default_factory=dict)  # controller -> cgroup directory
+    stopped: bool = False  # stop() was asked for
+
+    @classmethod
+    def new(cls, spec: RuntimeSpec) -> _Instance:
+        summary = {
+            "image": spec.image,
+            "port": spec.port,
+            "cpus": spec.cpus,
+            "memory_mb": spec.memory_mb,
+            "pids_limit": spec.pids_limit,
+            "env_keys": sorted(spec.env),
+        }
+        return cls(
+            deployment_id=spec.deployment_id,
+            project_id=spec.project_id,
+            labels=dict(spec.labels),
+            created_at=_now().isoformat(),
+            spec=summary,
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> _Instance | None:
+        path = directory / "instance.json"
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            raise RuntimeFailure(f"{path} is unreadable: {exc}") from exc
+
+    def save(self, directory: Path) -> None:
+        tmp = directory / f".instance.json.{secrets.token_hex(4)}"
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, directory / "instance.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# cgroups
+
+
+@dataclass(frozen=True)
+class _Cgroups:
+    """Where instance cgroups go on this machine, and which controllers they get."""
+
+    version: int
+    parents: dict[str, Path]  # controller -> directory that holds the instance cgroups
+
+    @property
+    def label(self) -> str:
+        return f"cgroup v{self.version}"
+
+    def create(self, instance_id: str, spec: RuntimeSpec) -> dict[str, str]:
+        # v1 cgroups go next to the worker's own (inside whatever limits the host gave it);
+        # v2 forbids controllers in a group that holds processes, hence one devpush/ parent.
+        name = instance_id if self.version == 2 else f"devpush-{instance_id}"
+        dirs = {ctrl: parent / name for ctrl, parent in self.parents.items()}
+        for directory in set(dirs.values()):
+            directory.mkdir(parents=True, exist_ok=True)
+            if _read(directory / "cgroup.procs").split():  # never share: stop() kills it all
+                raise RuntimeFailure(f"cgroup {directory} is in use by another instance")
+        if self.version == 2:
+            _limit_v2(dirs, spec)
+        else:
+            _limit_v1(dirs, spec)
+        return {ctrl: str(directory) for ctrl, directory in dirs.items()}
+
+
+def _limit_v2(dirs: dict[str, Path], spec: RuntimeSpec) -> None:
+    if spec.memory_mb and "memory" in dirs:
+        _write(dirs["memory"] / "memory.max", str(spec.memory_mb * MiB))
+        if (dirs["memory"] / "memory.swap.max").exists():
+            _write(dirs["memory"] / "memory.swap.max", "0")
+    if spec.cpus and "cpu" in dirs:
+        _write(dirs["cpu"] / "cpu.max", f"{_cpu_quota(spec.cpus)} {_CPU_PERIOD_US}")
+    if spec.pids_limit and "pids" in dirs:
+        _write(dirs["pids"] / "pids.max", str(spec.pids_limit))
+
+
+def _limit_v1(dirs: dict[str, Path], spec: RuntimeSpec) -> None:
+    if spec.memory_mb and "memory" in dirs:
+        _write(dirs["memory"] / "memory.limit_in_bytes", str(spec.memory_mb * MiB))
+        if (dirs["memory"] / "memory.memsw.limit_in_bytes").exists():  # no swapping past it
+            _write(dirs["memory"] / "memory.memsw.limit_in_bytes", str(spec.memory_mb * MiB))
+    if spec.cpus and "cpu" in dirs:
+        _write(dirs["cpu"] / "cpu.cfs_period_us", str(_CPU_PERIOD_US))
+        _write(dirs["cpu"] / "cpu.cfs_quota_us", str(_cpu_quota(spec.cpus)))
+    if spec.pids_limit and "pids" in dirs:
+        _write(dirs["pids"] / "pids.max", str(spec.pids_limit))
+
+
+def _cpu_quota(cpus: float) -> int:
+    return max(1000, int(cpus * _CPU_PERIOD_US))
+
+
+def _detect_cgroups(fs_root: Path) -> _Cgroups | None:
+    """The cgroups we can create here with at least the memory controller, or None."""
+    if (fs_root / "cgroup.controllers").is_file():
+        return _detect_v2(fs_root)
+    return _detect_v1(fs_root)
+
+
+def _detect_v2(fs_root: Path) -> _Cgroups | None:
+    parent = fs_root / "devpush"
+    available = _read(fs_root / "cgroup.controllers").split()
+    wanted = [ctrl for ctrl in _CONTROLLERS if ctrl in available]
+    try:
+        parent.mkdir(exist_ok=True)
+        for group in (fs_root, parent):
+            enabled = _read(group / "cgroup.subtree_control").split()
+            for ctrl in wanted:
+                if ctrl not in enabled:
+                    # The kernel may refuse one (e.g. a delegated tree); the re-read below decides.
+                    with contextlib.suppress(OSError):
+                        _write(group / "cgroup.subtree_control", f"+{ctrl}")
+        enabled = _read(parent / "cgroup.subtree_control").split()
+    except OSError:
+        return None
+    if "memory" not in enabled:
+        return None
+    return _Cgroups(2, {ctrl: parent for ctrl in wanted if ctrl in enabled})
+
+
+def _detect_v1(fs_root: Path) -> _Cgroups | None:
+    own: dict[str, str] = {}
+    for line in _read(Path("/proc/self/cgroup")).splitlines():
+        _, controllers, path = line.split(":", 2)
+        for ctrl in controllers.split(","):
+            own[ctrl] = path
+    parents: dict[str, Path] = {}
+    for ctrl in _CONTROLLERS:
+        parent = fs_root / ctrl / own.get(ctrl, "/").lstrip("/")
+        if ctrl in own and (parent / "cgroup.procs").is_file() and os.access(parent, os.W_OK):
+            parents[ctrl] = parent
+    return _Cgroups(1, parents) if "memory" in parents else None
+
+
+def _cgroup_members(dirs: dict[str, str]) -> set[int]:
+    pids: set[int] = set()
+    for directory in set(dirs.values()):
+        with contextlib.suppress(FileNotFoundError):
+            pids.update(int(pid) for pid in _read(Path(directory) / "cgroup.procs").split())
+    return pids
+
+
+def _cgroup_kill(dirs: dict[str, str]) -> None:
+    for directory in set(dirs.values()):
+        kill = Path(directory) / "cgroup.kill"  # v2, Linux 5.14+: kills the whole group at once
+        if kill.exists():
+            _write(kill, "1")
+    for _ in range(100):
+        pids = _cgroup_members(dirs)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+    raise RuntimeFailure(f"processes {sorted(_cgroup_members(dirs))} survived SIGKILL")
+
+
+def _cgroup_oom_killed(dirs: dict[str, str]) -> bool:
+    if "memory" not in dirs:
+        return False
+    for name in ("memory.events", "memory.oom_control"):  # v2, v1
+        with contextlib.suppress(FileNotFoundError):
+            for line in _read(Path(dirs["memory"]) / name).splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+    return False
+
+
+def _cgroup_remove(dirs: dict[str, str]) -> None:
+    for directory in set(dirs.values()):
+        for attempt in range(100):  # the kernel may still be tearing down the last processes
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if attempt == 99:
+                    raise RuntimeFailure(f"cannot remove cgroup {directory}: {exc}") from exc
+                time.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# logs
+
+
+class _LogFile:
+    """Reads one log file incrementally into records: phase markers applied, long lines cut."""
+
+    def __init__(self, path: Path, stream: str) -> None:
+        self.path = path
+        self.stream = stream
+        self.phase = Phase.build  # lines before any marker belong to the build
+        self._file: Any = None
+        self._partial = b""
+        self._cutting = False  # the rest of an over-long line is being dropped
+
+    def read(self, *, final: bool = False) -> list[LogRecord]:
+        """New complete lines; with final=True the whole rest of the file, last line included."""
+        records: list[LogRecord] = []
+        while True:
+            chunk = self._read_chunk()
+            self._split(chunk, records)
+            if not chunk or (records and not final):
+                break
+        if final and self._partial and not self._cutting:
+            self._emit(self._partial, records)
+        if final:
+            self._partial, self._cutting = b"", False
+        return records
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def _read_chunk(self) -> bytes:
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb", buffering=0)  # open until close()
+            except FileNotFoundError:
+                return b""
+        return self._file.read(_READ_CHUNK) or b""
+
+    def _split(self, chunk: bytes, records: list[LogRecord]) -> None:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if self._cutting:  # the tail of a line already cut
+                self._cutting = False
+                continue
+            self._emit(line, records)
+        if len(self._partial) > MAX_LINE:
+            if not self._cutting:
+                self._emit(self._partial, records)
+            self._partial, self._cutting = b"", True
+
+    def _emit(self, line: bytes, records: list[LogRecord]) -> None:
+        message = line[:MAX_LINE].decode("utf-8", errors="replace")
+        if message.startswith(PHASE_MARKER):
+            value = message[len(PHASE_MARKER) :].strip()
+            if value in _PHASES:
+                self.phase = Phase(value)
+                return
+        records.append(LogRecord(ts=_now(), stream=self.stream, phase=self.phase, message=message))
+
+
+# ---------------------------------------------------------------------------------------------
+# the runtime
+
+
+class ProcessRuntime:
+    """Runs deployments as local processes. See base.py for the contract."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        protected_paths: list[Path],
+        allow_unsandboxed: bool,
+        port_range: tuple[int, int] = (20000, 29999),
+        bwrap: str | None = "bwrap",
+        cgroup_root: Path | None = Path("/sys/fs/cgroup"),
+    ) -> None:
+        """`bwrap` is looked up on PATH (None: act as if it were not installed);
+        `cgroup_root=None` turns cgroups off (setrlimit is used instead)."""
+        self._root = Path(root).absolute()
+        self._protected = [Path(p).absolute() for p in protected_paths] + [self._root]
+        self._allow_unsandboxed = allow_unsandboxed
+        self._port_range = port_range
+        self._bwrap = shutil.which(bwrap) if bwrap else None
+        self._setpriv = shutil.which("setpriv")
+        self._prlimit = shutil.which("prlimit")
+        self._privileged = os.geteuid() == 0  # bwrap runs as root, the app drops to nobody
+        self._cgroup_root = cgroup_root
+        self._cgroups: _Cgroups | None = None
+        self._cgroups_detected = False
+        self._sandbox_checked = False
+        self._specs: dict[str, RuntimeSpec] = {}  # created, not yet started; env lives only here
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    async def create(self, spec: RuntimeSpec) -> RuntimeHandle:
+        """Copies the source into a new instance. A leftover instance with the same deployment
+        id (a retried job) is stopped and replaced."""
+        instance_id = _check_id(spec.deployment_id)
+        self._require_sandbox()
+        if not spec.source_dir.is_dir():
+            raise RuntimeFailure(f"source directory {spec.source_dir} does not exist")
+        if (self._root / instance_id).exists():
+            await self.remove(self._bare_handle(instance_id))
+        instance = _Instance.new(spec)
+        await asyncio.to_thread(self._populate, spec, instance)
+        self._specs[instance_id] = spec
+        return self._handle(instance)
+
+    async def start(self, handle: RuntimeHandle) -> RuntimeHandle:
+        instance_id = _check_id(handle.id)
+        self._require_sandbox()
+        instance = self._load(instance_id)
+        if instance is None:
+            raise RuntimeFailure(f"instance {instance_id} does not exist; create it first")
+        if self._process(instance) is not None:
+            return self._handle(instance)  # already running: starting twice is harmless
+        spec = self._specs.get(instance_id)
+        if spec is None:
+            raise RuntimeFailure(
+                f"instance {instance_id} has no pending spec (the env is never stored, and is"
+                " dropped once started); create it again"
+            )
+        proc = await asyncio.to_thread(self._spawn, instance, spec)
+        _reap_when_done(proc)
+        del self._specs[instance_id]  # the env (secrets) is not kept longer than needed
+        return self._handle(instance)
+
+    async def status(self, handle: RuntimeHandle) -> InstanceStatus:
+        instance = self._load(_check_id(handle.id))
+        if instance is None:
+            return InstanceStatus(InstanceState.missing)
+        if instance.pid is None:
+            return InstanceStatus(InstanceState.created)
+        state_dir = self._root / instance.deployment_id / "state"
+        phase = _read_phase(state_dir)
+        if self._process(instance) is not None:
+            running = phase is Phase.runtime
+            return InstanceStatus(
+                InstanceState.running if running else InstanceState.building, phase=phase
+            )
+        exit_code = _read_exit_code(state_dir)
+        error = None
+        if instance.cgroups and _cgroup_oom_killed(instance.cgroups):
+            error = "OOM killed"
+        elif exit_code is None:
+            error = "stopped" if instance.stopped else "the process disappeared"
+        return InstanceStatus(InstanceState.exited, phase=phase, exit_code=exit_code, error=error)
+
+    async def logs(self, handle: RuntimeHandle, *, follow: bool) -> AsyncIterator[LogRecord]:
+        instance_id = _check_id(handle.id)
+        log_dir = self._root / instance_id / "logs"
+        files = [
+            _LogFile(log_dir / "stdout.log", "stdout"),
+            _LogFile(log_dir / "stderr.log", "stderr"),
+        ]
+        try:
+            while True:
+                records = [record for file in files for record in file.read()]
+                for record in records:
+                    yield record
+                if records:
+                    continue
+                if not follow or not self._alive(instance_id):
+                    # Final pass: what was written between the last read and the exit.
+                    for file in files:
+                        for record in file.read(final=True):
+                            yield record
+                    return
+                await asyncio.sleep(_POLL)
+        finally:
+            for file in files:
+                file.close()
+
+    async def stop(self, handle: RuntimeHandle, *, timeout: float = 5.0) -> None:
+        """SIGTERM to every process of the instance, SIGKILL after `timeout`. Idempotent."""
+        instance = self._load(_check_id(handle.id))
+        if instance is not None and instance.pid is not None:
+            await asyncio.to_thread(self._stop, instance, timeout)
+
+    async def remove(self, handle: RuntimeHandle) -> None:
+        """Stops the instance and deletes its directory and cgroups. Idempotent."""
+        instance_id = _check_id(handle.id)
+        try:
+            instance = self._load(instance_id)
+        except RuntimeFailure:
+            instance = None  # unreadable instance.json: nothing to stop, delete what is there
+        if instance is not None and instance.pid is not None:
+            await asyncio.to_thread(self._stop, instance, 5.0)
+        await asyncio.to_thread(self._delete, instance_id, instance)
+        self._specs.pop(instance_id, None)
+
+    async def list(self) -> _Handles:
+        return await asyncio.to_thread(self._list)
+
+    async def describe(self) -> dict[str, Any]:
+        cgroups = await asyncio.to_thread(self._limits)
+        sandbox = "unsandboxed"
+        if self._bwrap:
+            version = await asyncio.to_thread(_run, [self._bwrap, "--version"])
+            sandbox = f"{version.stdout.strip()} ({self._bwrap})"
+        if cgroups is not None:
+            limits, enforced = cgroups.label, sorted(cgroups.parents)
+        else:
+            limits = "rlimit"
+            enforced = ["memory (RLIMIT_DATA, per process)"] if self._prlimit else []
+        return {
+            "backend": self.name,
+            "root": str(self._root),
+            "sandbox": sandbox,
+            "app_user": self._app_user(),
+            "limits": limits,
+            "limits_enforced": enforced,
+            "port_range": list(self._port_range),
+        }
+
+    async def close(self) -> None:
+        # Apps outlive the runtime on purpose; only the unstarted specs (and their env) go.
+        self._specs.clear()
+
+    # -- create and start ----------------------------------------------------------------------
+
+    def _populate(self, spec: RuntimeSpec, instance: _Instance) -> None:
+        self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = self._root / f".new-{instance.deployment_id}-{secrets.token_hex(4)}"
+        try:
+            staging.mkdir(mode=0o700)
+            # symlinks=True: a link in the repository is copied as a link, never followed
+            # (following it as root would copy host files into the app).
+            shutil.copytree(spec.source_dir, staging / "app", symlinks=True)
+            (staging / "state").mkdir()
+            (staging / "logs").mkdir(mode=0o700)
+            if self._bwrap and self._privileged:
+                _chown_tree(staging / "app", SANDBOX_UID)
+                _chown_tree(staging / "state", SANDBOX_UID)
+            instance.save(staging)
+            os.rename(staging, self._root / instance.deployment_id)
+        except (OSError, shutil.Error) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RuntimeFailure(f"cannot create instance {instance.deployment_id}: {exc}") from exc
+
+    def _spawn(self, instance: _Instance, spec: RuntimeSpec) -> subprocess.Popen[bytes]:
+        self._check_sandbox()
+        directory = self._root / instance.deployment_id
+        for name in ("phase", "exit_code"):  # a start retried after a failure starts afresh
+            with contextlib.suppress(FileNotFoundError):
+                (directory / "state" / name).unlink()
+        cgroups = self._limits()
+        if instance.cgroups:  # a fresh cgroup (its OOM counter starts at 0)
+            _cgroup_remove(instance.cgroups)
+        with self._lock():
+            port = self._free_port(instance.deployment_id)
+            try:
+                cgroup_dirs = cgroups.create(instance.deployment_id, spec) if cgroups else {}
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot set up the cgroup: {exc}") from exc
+            proc = self._popen(directory, spec, port, cgroup_dirs)
+            instance.pid = proc.pid
+            instance.create_time = _create_time(proc.pid)
+            instance.port = port
+            instance.started_at = _now().isoformat()
+            instance.sandbox = "bubblewrap" if self._bwrap else "unsandboxed"
+            instance.user = self._app_user()
+            instance.limits = cgroups.label if cgroups else "rlimit"
+            instance.cgroups = cgroup_dirs
+            instance.stopped = False
+            instance.save(directory)
+        return proc
+
+    def _popen(
+        self, directory: Path, spec: RuntimeSpec, port: int, cgroup_dirs: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        argv: list[str] = []
+        if cgroup_dirs:
+            procs = sorted({str(Path(d) / "cgroup.procs") for d in cgroup_dirs.values()})
+            argv += ["/bin/sh", "-c", _JOIN_CGROUPS, "devpush-join", *procs, "--"]
+        elif spec.memory_mb and self._prlimit:
+            argv += [self._prlimit, f"--data={spec.memory_mb * MiB}", "--"]
+        if self._bwrap:
+            argv += self._bwrap_argv(directory, spec)
+            env = _app_env(spec, port=port, app_dir="/app", state_dir="/devpush/state")
+        else:
+            argv += ["/bin/sh", str(ENTRYPOINT)]
+            env = _app_env(
+                spec, port=port, app_dir=str(directory / "app"), state_dir=str(directory / "state")
+            )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        stdout = os.open(directory / "logs" / "stdout.log", flags, 0o600)
+        stderr = os.open(directory / "logs" / "stderr.log", flags, 0o600)
+        try:
+            return subprocess.Popen(
+                argv,
+                env=env,
+                cwd=directory / "app",
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,  # its own session: the app outlives the worker
+            )
+        except (OSError, ValueError) as exc:
+            if cgroup_dirs:
+                _cgroup_remove(cgroup_dirs)
+            raise RuntimeFailure(f"cannot start instance {directory.name}: {exc}") from exc
+        finally:
+            os.close(stdout)
+            os.close(stderr)
+
+    def _bwrap_argv(self, directory: Path, spec: RuntimeSpec) -> _Argv:
+        assert self._bwrap is not None
+        argv = [self._bwrap, *self._namespace_flags()]
+        visible: list[Path] = []
+        for name in _SYSTEM_DIRS:
+            path = Path(name)
+            if path.is_symlink():  # merged /usr: /bin -> usr/bin
+                argv += ["--symlink", os.readlink(path), name]
+            elif path.is_dir():
+                argv += ["--ro-bind", name, name]
+                visible.append(path.resolve())
+        argv += ["--perms", "0755", "--dir", "/etc"]
+        for entry in [*_ETC_ENTRIES, *sorted(p.name for p in Path("/etc").glob("python3*"))]:
+            argv += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+            visible.append(Path("/etc", entry).resolve())
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        if spec.memory_mb:  # /tmp is memory: cap it too (cgroups charge it, rlimits do not)
+            argv += ["--size", str(spec.memory_mb * MiB)]
+        argv += ["--perms", "01777", "--tmpfs", "/tmp"]
+        argv += _mask_protected(self._protected, visible)
+        argv += ["--bind", str(directory / "app"), "/app"]
+        argv += ["--perms", "0755", "--dir", "/devpush"]
+        argv += ["--bind", str(directory / "state"), "/devpush/state"]
+        argv += ["--ro-bind", str(ENTRYPOINT), "/devpush/entrypoint.sh"]
+        argv += ["--chdir", "/app", *self._drop_privileges(), "/bin/sh", "/devpush/entrypoint.sh"]
+        return argv
+
+    def _namespace_flags(self) -> _Argv:
+        # --as-pid-1: the entrypoint is the namespace's init, so nothing in the sandbox can
+        # outlive it. No --die-with-parent: the app must outlive the worker that started it.
+        flags = ["--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts"]
+        flags += ["--hostname", "devpush", "--unshare-cgroup-try", "--new-session"]
+        if self._privileged:  # just enough for setpriv to drop to nobody, then nothing
+            flags += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            flags += ["--cap-add", "CAP_SETPCAP"]
+        else:
+            flags += ["--unshare-user", "--disable-userns"]
+        return flags
+
+    def _drop_privileges(self) -> _Argv:
+        if not self._privileged:
+            return []
+        assert self._setpriv is not None
+        ids = [f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups"]
+        caps = ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+        return [self._setpriv, *ids, *caps, "--"]
+
+    def _free_port(self, instance_id: str) -> int:
+        """A port free on 127.0.0.1 and not promised to another instance (under the lock)."""
+        low, high = self._port_range
+        taken = set()
+        for entry in self._root.iterdir():
+            if entry.name != instance_id and _ID.fullmatch(entry.name):
+                with contextlib.suppress(RuntimeFailure):
+                    other = _Instance.load(entry)
+                    if other is not None and other.port is not None:
+                        taken.add(other.port)
+        # A random start spreads ports out, so a just-freed port is rarely handed out again
+        # while a stale proxy route may still point at it.
+        count = high - low + 1
+        first = random.randrange(count)
+        for offset in range(count):
+            port = low + (first + offset) % count
+            if port not in taken and _port_is_free(port):
+                return port
+        raise RuntimeFailure(f"no free port left in {low}-{high} on 127.0.0.1")
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serializes port choices across workers sharing this root."""
+        with open(self._root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- sandbox and limits --------------------------------------------------------------------
+
+    def _require_sandbox(self) -> None:
+        if self._bwrap is None and not self._allow_unsandboxed:
+            raise RuntimeFailure(NO_BWRAP_MESSAGE)
+        if self._bwrap and self._privileged and self._setpriv is None:
+            raise RuntimeFailure(
+                "setpriv (package 'util-linux') is needed to run apps as an unprivileged user"
+            )
+
+    def _check_sandbox(self) -> None:
+        """Once: can bubblewrap really build the sandbox here (namespaces, privilege drop)?"""
+        if self._bwrap is None or self._sandbox_checked:
+            return
+        argv = [self._bwrap, *self._namespace_flags(), "--ro-bind", "/", "/"]
+        argv += ["--proc", "/proc", "--dev", "/dev", *self._drop_privileges(), "true"]
+        result = _run(argv)
+        if result.returncode != 0:
+            raise RuntimeFailure(
+                f"bubblewrap cannot create a sandbox on this machine: {result.stderr.strip()}"
+            )
+        self._sandbox_checked = True
+
+    def _limits(self) -> _Cgroups | None:
+        if not self._cgroups_detected:
+            if self._cgroup_root is not None:
+                self._cgroups = _detect_cgroups(self._cgroup_root)
+            self._cgroups_detected = True
+        return self._cgroups
+
+    def _app_user(self) -> str:
+        if self._bwrap and self._privileged:
+            return f"{SANDBOX_UID}:{SANDBOX_UID}"
+        return f"{os.geteuid()}:{os.getegid()} (the worker's)"
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def _process(self, instance: _Instance) -> psutil.Process | None:
+        """The instance's root process if it still runs (same pid and start time, no zombie)."""
+        if instance.pid is None or instance.create_time is None:
+            return None
+        try:
+            proc = psutil.Process(instance.pid)
+            if abs(proc.create_time() - instance.create_time) > 0.01:
+                return None  # the pid was reused
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+    def _alive(self, instance_id: str) -> bool:
+        instance = self._load(instance_id)
+        return instance is not None and self._process(instance) is not None
+
+    def _stop(self, instance: _Instance, timeout: float) -> None:
+        root = self._process(instance)
+        if root is not None:
+            instance.stopped = True
+            instance.save(self._root / instance.deployment_id)
+            if instance.sandbox == "unsandboxed":  # also what left the tree but kept the group
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(root.pid, signal.SIGTERM)
+        # The tree is looked at again and again: a process born after the first SIGTERM (the
+        # entrypoint moving on to the next phase) gets its own SIGTERM too.
+        seen: set[psutil.Process] = set()
+        signalled: set[psutil.Process] = set()
+        deadline = time.monotonic() + timeout
+        while True:
+            seen.update(_instance_processes(root, instance.cgroups))
+            alive = [proc for proc in seen if _is_alive(proc)]
+            if not alive or time.monotonic() >= deadline:
+                break
+            for proc in alive:
+                # bwrap's outer process leaves by itself once the sandbox's init (the
+                # entrypoint) has gone; unsandboxed, the root process is the entrypoint.
+                if proc not in signalled and (proc != root or instance.sandbox == "unsandboxed"):
+                    _signal(proc, signal.SIGTERM)
+                    signalled.add(proc)
+            time.sleep(0.02)
+        for proc in alive:
+            _signal(proc, signal.SIGKILL)
+        if instance.cgroups:
+            _cgroup_kill(instance.cgroups)
+        survivors = _wait_gone(alive, 5.0)
+        if survivors:
+            pids = sorted(proc.pid for proc in survivors)
+            raise RuntimeFailure(f"processes {pids} of {instance.deployment_id} survived SIGKILL")
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _load(self, instance_id: str) -> _Instance | None:
+        return _Instance.load(self._root / instance_id)
+
+    def _delete(self, instance_id: str, instance: _Instance | None) -> None:
+        directory = self._root / instance_id
+        if directory.exists():
+            # Renamed first so that a crash mid-delete leaves no half instance behind.
+            trash = self._root / f".trash-{instance_id}-{secrets.token_hex(4)}"
+            os.rename(directory, trash)
+            shutil.rmtree(trash)
+        if instance is not None and instance.cgroups:
+            _cgroup_remove(instance.cgroups)
+
+    def _list(self) -> _Handles:
+        if not self._root.is_dir():
+            return []
+        handles = []
+        for entry in sorted(self._root.iterdir()):
+            if _is_leftover(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+            if not entry.is_dir() or not _ID.fullmatch(entry.name):
+                continue
+            try:
+                instance = _Instance.load(entry)
+            except RuntimeFailure:
+                instance = None
+            handles.append(self._handle(instance) if instance else self._bare_handle(entry.name))
+        return handles
+
+    def _handle(self, instance: _Instance) -> RuntimeHandle:
+        upstream = f"127.0.0.1:{instance.port}" if instance.port and instance.pid else None
+        directory = self._root / instance.deployment_id
+        return RuntimeHandle(
+            backend=self.name,
+            id=instance.deployment_id,
+            deployment_id=instance.deployment_id,
+            upstream=upstream,
+            data={"dir": str(directory), "pid": instance.pid, "port": instance.port},
+        )
+
+    def _bare_handle(self, instance_id: str) -> RuntimeHandle:
+        return RuntimeHandle(backend=self.name, id=instance_id, deployment_id=instance_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _app_env(spec: RuntimeSpec, *, port: int, app_dir: str, state_dir: str) -> dict[str, str]:
+    """The app's whole environment: never the worker's own (it holds the platform's secrets)."""
+    env = {"PATH": _PATH, "HOME": app_dir, "LANG": "C.UTF-8"}
+    env.update(spec.env)
+    commands = (spec.build_command, spec.pre_deploy_command, spec.start_command)
+    for (name, _phase), command in zip(_COMMANDS, commands, strict=True):
+        env.pop(name, None)  # never taken from the user's env vars
+        if command is not None:
+            env[name] = command  # the entrypoint marks each phase on stdout and stderr
+    env.update(PORT=str(port), DEVPUSH_APP_DIR=app_dir, DEVPUSH_STATE_DIR=state_dir)
+    return env
+
+
+def _mask_protected(protected: list[Path], visible: list[Path]) -> list[str]:
+    """bwrap arguments hiding each protected path that lies inside a visible host directory."""
+    argv: list[str] = []
+    for path in protected:
+        real = path.resolve()
+        if not any(real.is_relative_to(root) for root in visible) or not real.exists():
+            continue
+        if real.is_dir():
+            argv += ["--tmpfs", str(real)]
+        else:
+            argv += ["--ro-bind", "/dev/null", str(real)]
+    return argv
+
+
+def _reap_when_done(proc: subprocess.Popen[bytes]) -> None:
+    """Reaps the child when it exits, without a thread per app (apps run for months)."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # no pidfd (Linux < 5.3, seccomp): a thread does the waiting
+        threading.Thread(target=proc.wait, daemon=True).start()
+        return
+
+    def reap() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        proc.poll()
+
+    loop.add_reader(pidfd, reap)
+
+
+def _instance_processes(
+    root: psutil.Process | None, cgroups: dict[str, str]
+) -> list[psutil.Process]:
+    procs: dict[int, psutil.Process] = {}
+    if root is not None:
+        procs[root.pid] = root
+        with contextlib.suppress(psutil.Error):
+            procs.update((child.pid, child) for child in root.children(recursive=True))
+    for pid in _cgroup_members(cgroups):
+        if pid not in procs:
+            with contextlib.suppress(psutil.Error):
+                procs[pid] = psutil.Process(pid)
+    return list(procs.values())
+
+
+def _signal(proc: psutil.Process, signum: int) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):  # psutil refuses reused pids itself
+        proc.send_signal(signum)
+
+
+def _is_alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [proc for proc in procs if _is_alive(proc)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _read_state_file(path: Path) -> str | None:
+    """Reads a file the app can write to: no symlink, no FIFO, no more than a few bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 64).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(fd)
+
+
+def _read_phase(state_dir: Path) -> Phase | None:
+    value = _read_state_file(state_dir / "phase")
+    return Phase(value) if value in _PHASES else None
+
+
+def _read_exit_code(state_dir: Path) -> int | None:
+    value = _read_state_file(state_dir / "exit_code")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _is_leftover(entry: Path) -> bool:
+    """Left by a crash: a `.trash-*` directory (mid-delete) or an old `.new-*` (mid-create)."""
+    if entry.name.startswith(".trash-"):
+        return True
+    if entry.name.startswith(".new-"):
+        with contextlib.suppress(FileNotFoundError):
+            return time.time() - entry.stat().st_mtime > _STALE_STAGING
+    return False
+
+
+def _chown_tree(top: Path, uid: int) -> None:
+    os.lchown(top, uid, uid)
+    for directory, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(directory, name), uid, uid)
+
+
+def _check_id(instance_id: str) -> str:
+    if not _ID.fullmatch(instance_id):
+        raise RuntimeFailure(f"{instance_id!r} is not a valid instance id")
+    return instance_id
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+            env={"PATH": _PATH},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeFailure(f"{argv[0]} failed: {exc}") from exc
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
