@@ -183,20 +183,23 @@ def test_superseded_push_is_skipped(api: Api, tmp_path: Path) -> None:
 def test_hostile_branch_name(api: Api, tmp_path: Path) -> None:
     marker = Path("/tmp/pwned")
     marker.unlink(missing_ok=True)
-    branch = "feat/$(touch /tmp/pwned)"
+    # git refuses spaces in branch names, so ${IFS} stands in for the space a shell would need
+    branch = "feat/$(touch${IFS}/tmp/pwned)"
     repo = make_repo(tmp_path / "repo", body="hostile")
     git(repo, "checkout", "-q", "-b", branch)
     project = api.project(repo, "hostile")
     result = api.wait(api.deploy(project["id"], branch=branch)["id"])
     assert result["conclusion"] == "succeeded", result
     branch_url = result["urls"]["branch"]
-    assert branch_url.startswith("http://hostile-branch-feat-touch-tmp-pwned.")
+    assert branch_url.startswith("http://hostile-branch-feat-touch-ifs-tmp-pwned.")
     assert api.body(branch_url) == "hostile"
     assert not marker.exists()
-    bad = api.http.post(
-        f"/api/v1/projects/{project['id']}/deployments", json={"branch": "main\n; rm -rf /"}
-    )
-    assert bad.status_code == 422
+    for bad_branch in ("main\n; rm -rf /", "feat/$(touch /tmp/pwned)", "-x", "a..b", "x" * 300):
+        bad = api.http.post(
+            f"/api/v1/projects/{project['id']}/deployments", json={"branch": bad_branch}
+        )
+        assert bad.status_code == 422, bad_branch
+        assert bad.json()["error"]["message"]
 
 
 def test_worker_killed_mid_deploy_is_concluded(

@@ -26,6 +26,7 @@ from devpush.platform import Platform
 from devpush.projects import presets
 from devpush.projects.models import Environment, Project
 from devpush.proxy import sync as proxy_sync
+from devpush.proxy import traefik
 from devpush.runtime.base import RuntimeHandle, RuntimeSpec
 from devpush.sources import git
 from devpush.teams.models import Team
@@ -107,20 +108,20 @@ def runtime_env(
 
 
 def fill_config(config: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Fill empty commands from preset detection."""
-    if config.get("start_command") and "build_command" in config:
+    """Fill the commands from preset detection when no start command is set (a build or
+    pre-deploy command the user set is kept)."""
+    if config.get("start_command"):
         return config
     preset = presets.detect(root)
     if preset is None:
         return config
     filled = dict(config)
     filled["preset"] = preset.name
-    if not filled.get("start_command"):
-        filled["start_command"] = preset.start_command
-        if "build_command" not in config:
-            filled["build_command"] = preset.build_command
-        if "pre_deploy_command" not in config and preset.pre_deploy_command:
-            filled["pre_deploy_command"] = preset.pre_deploy_command
+    filled["start_command"] = preset.start_command
+    if "build_command" not in config:
+        filled["build_command"] = preset.build_command
+    if "pre_deploy_command" not in config and preset.pre_deploy_command:
+        filled["pre_deploy_command"] = preset.pre_deploy_command
     return filled
 
 
@@ -310,13 +311,14 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
             session=session, project_id=project.id, specs=specs, deployment_id=deployment.id
         )
         await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
+        # Succeeded means served: wait for Traefik to load the route before committing.
+        await wait_route_live(p, project.slug, deployment.id, specs[-1].value)
         deployments.conclude(deployment, Conclusion.succeeded)
         deployment.timings = {
             **deployment.timings,
             "route": _elapsed(started),
             "total": _elapsed(deployment.created_at),
         }
-    await wait_route_live(p, specs[0].value, deployment.upstream or "")
     await publish_status(p, deployment)
     await events.publish_project(
         p.redis,
@@ -334,20 +336,26 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
     await enqueue_cleanup(p.redis, deployment.project_id)
 
 
-async def wait_route_live(p: Platform, label: str, upstream: str, timeout: float = 3.0) -> bool:
-    """Wait until Traefik has loaded the route (its API lists the router on our upstream)."""
-    url = f"http://127.0.0.1:{p.settings.traefik_api_port}/api/http/services"
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_route_live(
+    p: Platform, slug: str, deployment_id: str, label: str, timeout: float = 3.0
+) -> bool:
+    """Wait until Traefik serves `label` from the deployment's router (read from Traefik's
+    loopback API). Without that API (an external proxy) there is nothing to wait for."""
+    router = traefik.router_name(slug, deployment_id)
+    host = f"Host(`{label}.{p.settings.deploy_domain}`)"
+    url = f"http://127.0.0.1:{p.settings.traefik_api_port}/api/http/routers/{router}@file"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     async with httpx.AsyncClient(timeout=1) as client:
-        while asyncio.get_running_loop().time() < deadline:
+        while loop.time() < deadline:
             try:
                 response = await client.get(url)
-                if response.is_success and f"http://{upstream}" in response.text:
-                    return True
             except httpx.HTTPError:
-                return False  # no Traefik API here (external proxy): nothing to wait for
-            await asyncio.sleep(0.02)
-    log.warning("route not live in time", extra={"alias": label, "upstream": upstream})
+                return False
+            if response.is_success and host in response.json().get("rule", ""):
+                return True
+            await asyncio.sleep(0.01)
+    log.warning("route not live in time", extra={"router": router, "host": host})
     return False
 
 
@@ -445,8 +453,8 @@ async def _switch_environment(
         session=session, project_id=project.id, specs=specs, deployment_id=target.id
     )
     await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
+    await wait_route_live(p, project.slug, target.id, specs[0].value)
     await session.commit()
-    await wait_route_live(p, specs[0].value, target.upstream or "")
     await events.publish_project(
         p.redis,
         project.id,

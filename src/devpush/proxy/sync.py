@@ -19,15 +19,10 @@ async def project_routes(
 ) -> traefik.ProjectRoutes:
     aliases = list(await session.scalars(select(Alias).where(Alias.project_id == project.id)))
     ids = {a.deployment_id for a in aliases if a.deployment_id}
-    upstreams = (
-        dict(
-            await session.execute(
-                select(Deployment.id, Deployment.upstream).where(Deployment.id.in_(ids))
-            )
-        )
-        if ids
-        else {}
+    rows = await session.execute(
+        select(Deployment.id, Deployment.upstream).where(Deployment.id.in_(ids))
     )
+    upstreams = {dep_id: upstream for dep_id, upstream in rows}
     hosts: dict[str, set[str]] = defaultdict(set)
     env_alias: dict[str, str] = {}
     for alias in aliases:

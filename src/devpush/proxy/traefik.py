@@ -45,6 +45,10 @@ class ProjectRoutes:
     tls_hostnames: frozenset[str] = field(default_factory=frozenset)
 
 
+def router_name(slug: str, key: str) -> str:
+    return _NAME.sub("-", f"{slug}-{key}")
+
+
 def _rule(hostnames: tuple[str, ...] | list[str]) -> str:
     for host in hostnames:
         if not re.fullmatch(r"[a-z0-9.-]+", host):
@@ -70,7 +74,7 @@ def render_project(project: ProjectRoutes, settings: Settings) -> dict[str, Any]
     for route in project.routes:
         if not route.hostnames:
             continue
-        name = _NAME.sub("-", f"{project.slug}-{route.key}")
+        name = router_name(project.slug, route.key)
         router: dict[str, Any] = {
             "rule": _rule(route.hostnames),
             "service": name,
@@ -160,6 +164,9 @@ def render_static(settings: Settings) -> dict[str, Any]:
     static: dict[str, Any] = {
         "entryPoints": entrypoints,
         "ping": {"entryPoint": "traefik"},
+        # Read-only API on the loopback-only "traefik" entrypoint: lets finalize confirm that
+        # a route is live before it reports success.
+        "api": {"insecure": True, "dashboard": False},
         "providers": {
             "providersThrottleDuration": "50ms",
             "file": {"directory": str(settings.traefik_dynamic_dir), "watch": True},
