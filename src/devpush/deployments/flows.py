@@ -17,6 +17,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush import events
+from devpush.auth.service import Principal
 from devpush.db import session_scope, utcnow
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Deployment, Status
@@ -414,7 +415,56 @@ async def cleanup_inactive(p: Platform, project_id: str | None = None) -> list[s
     return removed
 
 
-# ---- app-side actions: cancel, rollback, promote ----------------------------------------
+# ---- app-side actions: create, cancel, rollback, promote ----------------------------------------
+async def create_and_enqueue(
+    *,
+    session: AsyncSession,
+    p: Platform,
+    principal: Principal | None,
+    pr_number: int | None = None,
+    project: Project,
+    branch: str,
+    commit_sha: str | None,
+    trigger: str,
+    ip: str | None,
+) -> Deployment:
+    """Create a deployment, commit, enqueue it and release what it supersedes. Every trigger
+    (API, CLI, UI, webhooks, push remote) goes through here."""
+    from devpush.audit.service import record
+    from devpush.workers.enqueue import abort_start, enqueue_delete_container, enqueue_start
+
+    deployment, superseded = await deployments.create(
+        session=session,
+        settings=p.settings,
+        project=project,
+        branch=branch,
+        trigger=trigger,
+        commit_sha=commit_sha,
+        created_by=principal.user_id if principal else None,
+        pr_number=pr_number,
+    )
+    await record(
+        session=session,
+        principal=principal,
+        action="deployment.create",
+        resource_type="deployment",
+        resource_id=deployment.id,
+        team_id=project.team_id,
+        ip=ip,
+        data={"branch": branch, "trigger": trigger},
+    )
+    await session.commit()
+    await enqueue_start(p.redis, deployment.id)
+    await events.publish_project(
+        p.redis, project.id, "deployment.created", status_payload(deployment)
+    )
+    for old in superseded:
+        await abort_start(p.redis, old.id)
+        await enqueue_delete_container(p.redis, old.id)
+        await publish_status(p, old)
+    return deployment
+
+
 async def cancel(p: Platform, session: AsyncSession, deployment: Deployment) -> None:
     """Conclude an in-flight deployment `canceled`, abort its job, release its instance."""
     from devpush.errors import Conflict

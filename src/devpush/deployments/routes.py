@@ -7,17 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush import events
 from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_deployment, load_project
-from devpush.auth.service import Principal
 from devpush.deployments import flows, service
 from devpush.deployments.models import Deployment
 from devpush.deployments.schemas import DeploymentCreate, DeploymentPage, DeploymentRead
 from devpush.platform import Platform
 from devpush.projects.models import Project
-from devpush.workers.enqueue import abort_start, enqueue_delete_container, enqueue_start
 
 router = APIRouter(tags=["deployments"])
 
@@ -54,50 +51,6 @@ async def deployment_read(
     )
 
 
-async def create_and_enqueue(
-    *,
-    session: AsyncSession,
-    p: Platform,
-    principal: Principal | None,
-    project: Project,
-    branch: str,
-    commit_sha: str | None,
-    trigger: str,
-    ip: str | None,
-) -> Deployment:
-    """Create a deployment, commit, enqueue it and release what it supersedes. Every trigger
-    (API, CLI, UI, webhooks, push remote) goes through here."""
-    deployment, superseded = await service.create(
-        session=session,
-        settings=p.settings,
-        project=project,
-        branch=branch,
-        trigger=trigger,
-        commit_sha=commit_sha,
-        created_by=principal.user_id if principal else None,
-    )
-    await record(
-        session=session,
-        principal=principal,
-        action="deployment.create",
-        resource_type="deployment",
-        resource_id=deployment.id,
-        team_id=project.team_id,
-        ip=ip,
-        data={"branch": branch, "trigger": trigger},
-    )
-    await session.commit()
-    await enqueue_start(p.redis, deployment.id)
-    await events.publish_project(
-        p.redis, project.id, "deployment.created", flows.status_payload(deployment)
-    )
-    for old in superseded:
-        await abort_start(p.redis, old.id)
-        await enqueue_delete_container(p.redis, old.id)
-        await flows.publish_status(p, old)
-    return deployment
-
-
 @router.post("/projects/{project_id}/deployments", response_model=DeploymentRead, status_code=201)
 async def create_deployment(
     project_id: str,
@@ -110,7 +63,7 @@ async def create_deployment(
     project = await load_project(
         session=session, principal=principal, project_id=project_id, action=Action.deploy
     )
-    deployment = await create_and_enqueue(
+    deployment = await flows.create_and_enqueue(
         session=session,
         p=platform,
         principal=principal,
@@ -250,7 +203,7 @@ async def redeploy(
     deployment, project = await load_deployment(
         session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
     )
-    new = await create_and_enqueue(
+    new = await flows.create_and_enqueue(
         session=session,
         p=platform,
         principal=principal,

@@ -1,0 +1,463 @@
+"""The docker runtime: one container per deployment, driven through the Docker Engine API.
+
+Production talks to Docker through a socket proxy; tests talk to Podman's Docker-compatible API.
+The container joins the runner network and the proxy reaches it at `<container IP>:<port>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import struct
+import tarfile
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import aiodocker
+import aiohttp
+from aiodocker.containers import DockerContainer
+from aiodocker.exceptions import DockerError
+
+from devpush.errors import RuntimeFailure
+from devpush.runtime.base import (
+    ENTRYPOINT,
+    PHASE_MARKER,
+    InstanceState,
+    InstanceStatus,
+    LogRecord,
+    Phase,
+    RuntimeHandle,
+    RuntimeSpec,
+)
+
+RUNNER_UID = 10001
+APP_DIR = "/app"
+STATE_DIR = "/devpush/state"
+MAX_LINE_BYTES = 64 * 1024
+MIB = 1024 * 1024
+
+LABEL_MANAGED = "devpush.managed"
+LABEL_DEPLOYMENT = "devpush.deployment"
+LABEL_PROJECT = "devpush.project"
+LABEL_PORT = "devpush.port"
+
+# "2024-05-01T12:34:56Z " (Podman) or "2024-05-01T12:34:56.123456789Z " (Docker)
+_TIMESTAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d) ")
+_LOG_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+
+
+class DockerRuntime:
+    """Runs each deployment in its own container. See `devpush.runtime.base` for the contract."""
+
+    name = "docker"
+
+    def __init__(self, *, url: str, network: str, default_image: str) -> None:
+        self.url = url
+        self.network = network
+        self.default_image = default_image
+        self._client: aiodocker.Docker | None = None  # built on first use, inside the loop
+
+    def _docker(self) -> aiodocker.Docker:
+        if self._client is None:
+            timeout = aiohttp.ClientTimeout(total=120, sock_connect=10)
+            self._client = aiodocker.Docker(url=self.url, timeout=timeout)
+        return self._client
+
+    def _container(self, handle: RuntimeHandle) -> DockerContainer:
+        return self._docker().containers.container(handle.id)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn engine and transport errors into RuntimeFailure with a message for people."""
+        try:
+            yield
+        except DockerError as exc:
+            raise RuntimeFailure(f"{action}: {self._explain(exc)}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise RuntimeFailure(f"{action}: the container engine failed ({reason})") from exc
+
+    def _explain(self, exc: DockerError) -> str:
+        message = str(exc.message).strip()
+        if exc.status == 900:
+            return f"cannot reach the container engine at {self.url}"
+        if "network" in message.lower() and "not found" in message.lower():
+            return (
+                f"runner network {self.network} is missing; create it with "
+                f"scripts/podman-setup.sh or `docker network create {self.network}` ({message})"
+            )
+        return f"{message} (HTTP {exc.status})"
+
+    async def create(self, spec: RuntimeSpec) -> RuntimeHandle:
+        image = spec.image or self.default_image
+        name = f"devpush-{spec.deployment_id}"
+        source_dir = spec.source_dir.resolve()
+        if not source_dir.is_dir():
+            raise RuntimeFailure(f"source directory {source_dir} does not exist")
+        docker = self._docker()
+        with self._errors(f"creating container {name}"):
+            await self._require_image(image)
+            # A job that runs twice finds its own container: replace it with a fresh one.
+            await self._delete(docker.containers.container(name))
+            config = _container_config(spec, image=image, network=self.network)
+            try:
+                container = await docker.containers.create(config, name=name)
+            except DockerError as exc:
+                if exc.status != 409:
+                    raise
+                await self._delete(docker.containers.container(name))  # lost a race
+                container = await docker.containers.create(config, name=name)
+            archive = await asyncio.to_thread(_source_archive, source_dir)
+            try:
+                await container.put_archive("/", archive)
+            except BaseException:
+                await self._delete(container)
+                raise
+            finally:
+                archive.close()
+        data = {"name": name, "project_id": spec.project_id, "port": spec.port}
+        return RuntimeHandle(
+            backend=self.name, id=container.id, deployment_id=spec.deployment_id, data=data
+        )
+
+    async def _require_image(self, image: str) -> None:
+        # Checked up front: an engine may otherwise try to pull the image from a registry.
+        try:
+            await self._docker().images.inspect(image)
+        except DockerError as exc:
+            if exc.status == 404:
+                raise RuntimeFailure(
+                    f"runner image {image} is missing; build it with scripts/podman-setup.sh "
+                    "(CI) or from runners/ (see runners/README.md)"
+                ) from exc
+            raise
+
+    async def start(self, handle: RuntimeHandle) -> RuntimeHandle:
+        container = self._container(handle)
+        with self._errors(f"starting container {handle.id[:12]}"):
+            try:
+                await container.start()  # an already running container answers 304: fine
+                info = await container.show()
+            except DockerError as exc:
+                if exc.status == 404:
+                    raise RuntimeFailure(f"container {handle.id[:12]} is missing") from exc
+                raise
+        return replace(handle, upstream=self._upstream(info))
+
+    def _upstream(self, info: dict[str, Any]) -> str | None:
+        """`IP:port` on the runner network, or None when the container has no address now."""
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = (networks.get(self.network) or {}).get("IPAddress")
+        labels = (info.get("Config") or {}).get("Labels") or info.get("Labels") or {}
+        port = labels.get(LABEL_PORT)
+        return f"{ip}:{port}" if ip and port else None
+
+    async def status(self, handle: RuntimeHandle) -> InstanceStatus:
+        container = self._container(handle)
+        with self._errors(f"inspecting container {handle.id[:12]}"):
+            for attempt in range(3):
+                try:
+                    info = await container.show()
+                except DockerError as exc:
+                    if exc.status == 404:
+                        return InstanceStatus(state=InstanceState.missing)
+                    raise
+                state: dict[str, Any] = info.get("State") or {}
+                if not state.get("Running") and state.get("Status") in ("created", "configured"):
+                    return InstanceStatus(InstanceState.created, error=state.get("Error") or None)
+                try:
+                    phase = await _read_phase(container)
+                    break
+                except (DockerError, tarfile.TarError) as exc:
+                    # Podman cannot copy out of a container that is exiting at this very moment
+                    # (HTTP 500 or an empty tar); inspected again, it is seen stopped.
+                    if (isinstance(exc, DockerError) and exc.status != 500) or attempt == 2:
+                        raise RuntimeFailure(
+                            f"reading the phase of container {handle.id[:12]} failed: {exc}"
+                        ) from exc
+                    await asyncio.sleep(0.05)
+        return _status(info, phase or Phase.build)
+
+    async def logs(self, handle: RuntimeHandle, *, follow: bool) -> AsyncIterator[LogRecord]:
+        params = {"stdout": True, "stderr": True, "follow": follow, "timestamps": True}
+        parser = _LogParser()
+        with self._errors(f"reading logs of container {handle.id[:12]}"):
+            try:
+                # The raw multiplexed stream: aiodocker's log() merges stdout and stderr.
+                query = self._docker()._query(
+                    f"containers/{handle.id}/logs", params=params, timeout=_LOG_TIMEOUT
+                )
+                async with query as response:
+                    async for stream, payload in _frames(response.content):
+                        for record in parser.feed(stream, payload):
+                            yield record
+            except DockerError as exc:
+                if exc.status == 404:
+                    raise RuntimeFailure(f"container {handle.id[:12]} is missing") from exc
+                raise
+        for record in parser.flush():
+            yield record
+
+    async def stop(self, handle: RuntimeHandle, *, timeout: float = 5.0) -> None:
+        with self._errors(f"stopping container {handle.id[:12]}"):
+            try:
+                await self._container(handle).stop(t=math.ceil(timeout))
+            except DockerError as exc:
+                if exc.status not in (304, 404):
+                    raise
+
+    async def remove(self, handle: RuntimeHandle) -> None:
+        with self._errors(f"removing container {handle.id[:12]}"):
+            await self._delete(self._container(handle))
+
+    @staticmethod
+    async def _delete(container: DockerContainer) -> None:
+        try:
+            await container.delete(force=True, v=True)
+        except DockerError as exc:
+            if exc.status != 404:
+                raise
+
+    async def list(self) -> list[RuntimeHandle]:
+        filters = {"label": [f"{LABEL_MANAGED}=true"]}
+        with self._errors("listing containers"):
+            containers = await self._docker().containers.list(all=True, filters=filters)
+        handles = []
+        for container in containers:
+            fields = ("Labels", "State", "Names", "NetworkSettings")
+            info = {k: container[k] for k in fields if k in container}
+            labels = info.get("Labels") or {}
+            running = info.get("State") == "running"
+            handles.append(
+                RuntimeHandle(
+                    backend=self.name,
+                    id=container.id,
+                    deployment_id=labels.get(LABEL_DEPLOYMENT, ""),
+                    upstream=self._upstream(info) if running else None,
+                    data={
+                        "name": (info.get("Names") or [""])[0].lstrip("/"),
+                        "project_id": labels.get(LABEL_PROJECT, ""),
+                        "port": int(labels.get(LABEL_PORT) or 0),
+                    },
+                )
+            )
+        return handles
+
+    async def describe(self) -> dict[str, Any]:
+        with self._errors("asking the container engine for its version"):
+            version = await self._docker().version()
+        return {
+            "backend": self.name,
+            "url": self.url,
+            "network": self.network,
+            "default_image": self.default_image,
+            "engine": {
+                "version": version.get("Version"),
+                "api_version": version.get("ApiVersion"),
+                "os": version.get("Os"),
+                "arch": version.get("Arch"),
+                "kernel": version.get("KernelVersion"),
+                "components": [c.get("Name") for c in version.get("Components") or []],
+            },
+        }
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+
+def _status(info: dict[str, Any], phase: Phase) -> InstanceStatus:
+    """An inspected, started container's status."""
+    state: dict[str, Any] = info.get("State") or {}
+    if state.get("Running"):
+        running = phase is Phase.runtime
+        return InstanceStatus(
+            InstanceState.running if running else InstanceState.building, phase=phase
+        )
+    error = state.get("Error") or None
+    limit_mb = ((info.get("HostConfig") or {}).get("Memory") or 0) // MIB
+    if state.get("OOMKilled"):
+        error = f"out of memory (limit {limit_mb} MiB)" if limit_mb else "out of memory"
+    elif state.get("ExitCode") == 137 and limit_mb:
+        # Podman on cgroup v1 does not always set OOMKilled when the kernel's OOM killer
+        # struck; SIGKILL under a memory limit is most often that.
+        error = f"killed (SIGKILL), probably out of memory (limit {limit_mb} MiB)"
+    return InstanceStatus(
+        InstanceState.exited, phase=phase, exit_code=state.get("ExitCode"), error=error
+    )
+
+
+def _container_config(spec: RuntimeSpec, *, image: str, network: str) -> dict[str, Any]:
+    commands = {
+        "DEVPUSH_BUILD_COMMAND": spec.build_command,
+        "DEVPUSH_PRE_DEPLOY_COMMAND": spec.pre_deploy_command,
+        "DEVPUSH_START_COMMAND": spec.start_command,
+    }
+    env = {k: v for k, v in spec.env.items() if k not in commands}
+    env |= {k: v for k, v in commands.items() if v is not None}
+    env |= {"DEVPUSH_APP_DIR": APP_DIR, "DEVPUSH_STATE_DIR": STATE_DIR}
+    labels = {
+        **spec.labels,
+        LABEL_MANAGED: "true",
+        LABEL_DEPLOYMENT: spec.deployment_id,
+        LABEL_PROJECT: spec.project_id,
+        LABEL_PORT: str(spec.port),
+    }
+    host: dict[str, Any] = {
+        "NetworkMode": network,
+        "SecurityOpt": ["no-new-privileges"],
+        "CapDrop": ["ALL"],
+        "RestartPolicy": {"Name": "no"},
+    }
+    if spec.memory_mb:
+        host["Memory"] = host["MemorySwap"] = spec.memory_mb * MIB  # no swap on top
+    if spec.cpus:
+        host["NanoCpus"] = int(spec.cpus * 1e9)
+    if spec.pids_limit:
+        host["PidsLimit"] = spec.pids_limit
+    return {
+        "Image": image,
+        "Cmd": ["/bin/sh", "/devpush/entrypoint.sh"],
+        "Env": [f"{k}={v}" for k, v in env.items()],
+        "Labels": labels,
+        "User": f"{RUNNER_UID}:{RUNNER_UID}",
+        "WorkingDir": APP_DIR,
+        "ExposedPorts": {f"{spec.port}/tcp": {}},
+        "Tty": False,
+        "OpenStdin": False,
+        "HostConfig": host,
+    }
+
+
+def _source_archive(source_dir: Path) -> IO[bytes]:
+    """A tar of the source under app/ and the entrypoint under devpush/, owned by the runner."""
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = RUNNER_UID
+        info.uname = info.gname = "app"
+        if info.name == "app":
+            info.mode = 0o755
+        return info
+
+    def source_entry(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if not (info.isfile() or info.isdir() or info.issym() or info.islnk()):
+            return None  # devices, fifos: nothing an app needs
+        return owned(info)
+
+    def directory(name: str) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        return owned(info)
+
+    archive = tempfile.TemporaryFile()
+    try:
+        with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(source_dir, arcname="app", filter=source_entry)
+            tar.addfile(directory("devpush"))
+            tar.addfile(directory("devpush/state"))
+            entry = tar.gettarinfo(ENTRYPOINT, arcname="devpush/entrypoint.sh")
+            entry.mode = 0o755
+            with ENTRYPOINT.open("rb") as f:
+                tar.addfile(owned(entry), f)
+    except BaseException:
+        archive.close()
+        raise
+    archive.seek(0)
+    return archive
+
+
+async def _read_phase(container: DockerContainer) -> Phase | None:
+    """The phase the entrypoint last wrote to its state directory, if any."""
+    try:
+        tar = await container.get_archive(f"{STATE_DIR}/phase")
+    except DockerError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    with tar:
+        member = next((m for m in tar.getmembers() if m.isfile()), None)
+        f = tar.extractfile(member) if member else None
+        value = f.read(64).decode(errors="replace").strip() if f else ""
+    try:
+        return Phase(value)
+    except ValueError:
+        return None
+
+
+async def _frames(content: aiohttp.StreamReader) -> AsyncIterator[tuple[int, bytes]]:
+    """The engine's multiplexed log stream: an 8-byte header (stream, size), then the bytes."""
+    while True:
+        try:
+            header = await content.readexactly(8)
+            stream, size = struct.unpack(">BxxxL", header)
+            payload = await content.readexactly(size)
+        except asyncio.IncompleteReadError:
+            return
+        yield stream, payload
+
+
+class _LogParser:
+    """Splits frames into lines per stream, strips the engine's timestamps, follows phases."""
+
+    def __init__(self) -> None:
+        # The entrypoint marks each phase on both streams, so each stream follows its own
+        # markers and its lines keep the right phase however the engine interleaves them.
+        self._phase: dict[str, Phase] = {"stdout": Phase.build, "stderr": Phase.build}
+        self._buffers: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        self._started: dict[str, datetime] = {}
+        self._cut: dict[str, bool] = {"stdout": False, "stderr": False}
+
+    def feed(self, stream_id: int, payload: bytes) -> Iterator[LogRecord]:
+        stream = "stderr" if stream_id == 2 else "stdout"
+        ts, data = _split_timestamp(payload)
+        buf = self._buffers[stream]
+        if not buf and not self._cut[stream]:
+            self._started[stream] = ts  # a line's time is the time its first part arrived
+        while data:
+            head, newline, data = data.partition(b"\n")
+            if not self._cut[stream]:
+                buf += head[: MAX_LINE_BYTES - len(buf)]
+            if len(buf) >= MAX_LINE_BYTES and not newline:
+                self._cut[stream] = True  # drop the rest of this overlong line
+            if newline:
+                record = self._line(stream, bytes(buf))
+                buf.clear()
+                self._cut[stream] = False
+                self._started[stream] = ts
+                if record:
+                    yield record
+
+    def flush(self) -> Iterator[LogRecord]:
+        for stream, buf in self._buffers.items():
+            if buf:
+                record = self._line(stream, bytes(buf))
+                buf.clear()
+                if record:
+                    yield record
+
+    def _line(self, stream: str, raw: bytes) -> LogRecord | None:
+        message = raw.decode("utf-8", errors="replace")
+        if message.startswith(PHASE_MARKER):
+            with contextlib.suppress(ValueError):
+                self._phase[stream] = Phase(message[len(PHASE_MARKER) :].strip())
+                return None
+        ts = self._started.get(stream) or datetime.now(UTC)
+        return LogRecord(ts=ts, stream=stream, phase=self._phase[stream], message=message)
+
+
+def _split_timestamp(payload: bytes) -> tuple[datetime, bytes]:
+    match = _TIMESTAMP.match(payload)
+    if not match:
+        return datetime.now(UTC), payload
+    base, fraction, zone = match.groups()
+    text = base.decode() + "." + (fraction or b"0").decode()[:6].ljust(6, "0")
+    text += "+00:00" if zone == b"Z" else zone.decode()
+    return datetime.fromisoformat(text).astimezone(UTC), payload[match.end() :]
