@@ -369,6 +369,17 @@ def token_create(
     typer.echo(token)
 
 
+@app.command("settings")
+def settings_table() -> None:
+    """Print every DEVPUSH_* setting with its default and meaning (the README's table)."""
+    from devpush.settings import Settings
+
+    typer.echo("| variable | default | meaning |\n| --- | --- | --- |")
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else f"`{field.default}`"
+        typer.echo(f"| `DEVPUSH_{name.upper()}` | {default} | {field.description} |")
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a new encryption key and re-encrypt every secret under it."""

@@ -1,7 +1,7 @@
 """The one Settings object: every DEVPUSH_* variable, with its default, read once and cached.
 
 The README's configuration table is generated from the field descriptions here
-(`devpush config --markdown`), so a new variable is documented where it is declared.
+(`devpush settings`), so a new variable is documented where it is declared.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     job_timeout: float = Field(900, description="Seconds any worker job may run.")
     probe_min_interval: float = Field(0.05, description="First readiness probe backoff (s).")
     probe_max_interval: float = Field(1.0, description="Largest readiness probe backoff (s).")
+    monitor_mode: Literal["backoff", "poll"] = Field(
+        "backoff",
+        description="backoff: probe at once, then 50 ms up to 1 s; poll: a fixed ticker of "
+        "PROBE_MAX_INTERVAL, as the original design (for comparison).",
+    )
     reconcile_interval: float = Field(15, description="Seconds between monitor reconciliations.")
     default_memory_mb: int = Field(512, description="Memory limit of a deployment (MiB).")
     default_cpus: float = Field(1.0, description="CPU limit of a deployment.")
@@ -82,6 +87,11 @@ class Settings(BaseSettings):
     github_app_id: str | None = Field(None, description="GitHub App id.")
     github_app_private_key: str | None = Field(None, description="GitHub App private key (PEM).")
     github_webhook_secret: str | None = Field(None, description="GitHub webhook secret.")
+    github_app_slug: str | None = Field(None, description="GitHub App slug (its install link).")
+    github_api_url: str = Field("https://api.github.com", description="GitHub REST API base URL.")
+    github_url: str = Field(
+        "https://github.com", description="GitHub base URL: clone URLs are <this>/<owner>/<repo>.git."
+    )
     smtp_url: str | None = Field(None, description="smtp://user:pass@host:port for mail.")
     workers: int = Field(1, description="Number of app worker processes.")
 

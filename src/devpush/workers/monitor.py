@@ -185,6 +185,8 @@ class Monitor:
         ready_deadline: float | None = None
         last_answer = "no answer"
         last_check = loop.time()
+        if s.monitor_mode == "poll":
+            await self._pause(interval)
         while True:
             if loop.time() - last_check > 1.0:
                 last_check = loop.time()
@@ -214,8 +216,17 @@ class Monitor:
                     error=f"The build took longer than {s.build_timeout:.0f}s "
                     "(DEVPUSH_BUILD_TIMEOUT) and was stopped."
                 )
-            await asyncio.sleep(interval)
+            await self._pause(interval)
             interval = min(interval * 2, s.probe_max_interval)
+
+    async def _pause(self, interval: float) -> None:
+        """Back off (the default), or, in "poll" mode, wait for the next tick of a fixed
+        ticker as the original design's monitor did (kept to measure against it)."""
+        if self.p.settings.monitor_mode == "poll":
+            period = self.p.settings.probe_max_interval
+            await asyncio.sleep(period - asyncio.get_running_loop().time() % period)
+        else:
+            await asyncio.sleep(interval)
 
     async def _probe(self, url: str) -> str | None:
         """None when ready (2xx/3xx); otherwise what was answered."""
