@@ -20,7 +20,7 @@ test: install
 	@echo "==> step 1/2: unit and integration tests"
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 	@echo "==> step 2/2: end-to-end tests (real platform processes, Traefik, Podman)"
-	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e --timeout 900 $(PYTEST_ARGS)
 
 test-fast: install
 	bash scripts/test-setup.sh
@@ -28,7 +28,7 @@ test-fast: install
 
 test-e2e: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e --timeout 900 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -4,3 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/podman-setup.sh
+
+# A real browser for tests/browser: Debian's Chromium, driven by the playwright package
+# (never `playwright install`, which downloads its own browser).
+missing=()
+for pkg in chromium fonts-dejavu-core; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "[test-setup] installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null \
+        || { apt-get update -q >/dev/null && \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
+fi

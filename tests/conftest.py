@@ -24,14 +24,17 @@ from sqlalchemy import text
 os.environ.setdefault("DEVPUSH_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
+from devpush.embedded.state import embedded_password  # noqa: E402
 from devpush.platform import Platform, build_platform  # noqa: E402
 from devpush.settings import Settings  # noqa: E402
 
-TABLES = (
-    "audit_events, log_lines, aliases, domains, deployments, env_vars, environments, projects, "
-    "api_tokens, sign_in_links, user_identities, team_invites, team_members, teams, users, "
-    "github_installations"
-)
+
+def all_tables() -> str:
+    """Every table of the models, for emptying between tests."""
+    from devpush.db import Base, all_models
+
+    all_models()
+    return ", ".join(t.name for t in Base.metadata.sorted_tables)
 
 
 def free_port() -> int:
@@ -70,15 +73,14 @@ def database_url(embedded_dir: Path) -> Iterator[str]:
         admin_url = f"{server}/postgres"
     else:
         port = free_port()
-        spec = services.prepare_postgres(
-            Settings(data_dir=embedded_dir, embedded_db_port=port)  # type: ignore[call-arg]
-        )
+        embedded = Settings(data_dir=embedded_dir, embedded_db_port=port)  # type: ignore[call-arg]
+        spec = services.prepare_postgres(embedded)
         spec.log = embedded_dir / "postgres.log"
         proc = subprocess.Popen(
             spec.argv, user=spec.user, stdout=open(spec.log, "ab"), stderr=subprocess.STDOUT
         )
         _wait_port(port, proc, "PostgreSQL")
-        server = f"postgresql://postgres@127.0.0.1:{port}"
+        server = f"postgresql://postgres:{embedded_password(embedded, 'db')}@127.0.0.1:{port}"
         admin_url = f"{server}/postgres"
     name = f"devpush_test_{uuid.uuid4().hex[:8]}"
 
@@ -118,12 +120,11 @@ def redis_url(embedded_dir: Path) -> Iterator[str]:
         yield external
         return
     port = free_port()
-    spec = services.prepare_redis(
-        Settings(data_dir=embedded_dir, embedded_redis_port=port)  # type: ignore[call-arg]
-    )
+    embedded = Settings(data_dir=embedded_dir, embedded_redis_port=port)  # type: ignore[call-arg]
+    spec = services.prepare_redis(embedded)
     proc = subprocess.Popen(spec.argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     _wait_port(port, proc, "Redis")
-    yield f"redis://127.0.0.1:{port}/0"
+    yield f"redis://:{embedded_password(embedded, 'redis')}@127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(30)
 
@@ -136,6 +137,7 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
         redis_url=redis_url,
         secret_key="test-secret",
         allow_unsandboxed=False,
+        allow_file_repos=True,
         runtime="process",
     )
 
@@ -144,7 +146,7 @@ def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
 async def platform(settings: Settings) -> AsyncIterator[Platform]:
     p = await build_platform(settings)
     async with p.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+        await conn.execute(text(f"TRUNCATE {all_tables()} CASCADE"))
     await p.redis.flushdb()
     try:
         yield p

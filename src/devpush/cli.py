@@ -390,4 +390,7 @@ def keys_rotate() -> None:
 
 
 def main() -> None:
+    from devpush.client.commands import register
+
+    register(app)
     app()

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     runner_image: str = Field(
         "devpush-runner-python:3.12", description="Default runner image for the docker runtime."
     )
+    allow_file_repos: bool = Field(
+        False,
+        description="Allow file:// repository URLs (read from the worker's disk). `devpush up` "
+        "turns this on for its single-machine platform unless set.",
+    )
     allow_unsandboxed: bool = Field(
         False, description="Let the process runtime run apps without bubblewrap."
     )
@@ -84,16 +89,45 @@ class Settings(BaseSettings):
     cert_resolver: str | None = Field(
         None, description="Traefik cert resolver name for routes; unset in embedded mode."
     )
+    verify_domains: bool = Field(
+        True,
+        description="Require a DNS TXT record before serving a custom domain. Off: trust "
+        "the project's admins (a single-user machine).",
+    )
+    dns_nameserver: str | None = Field(
+        None, description="host[:port] of the DNS server for domain checks. Unset: system."
+    )
     github_app_id: str | None = Field(None, description="GitHub App id.")
     github_app_private_key: str | None = Field(None, description="GitHub App private key (PEM).")
     github_webhook_secret: str | None = Field(None, description="GitHub webhook secret.")
     github_app_slug: str | None = Field(None, description="GitHub App slug (its install link).")
     github_api_url: str = Field("https://api.github.com", description="GitHub REST API base URL.")
     github_url: str = Field(
-        "https://github.com", description="GitHub base URL: clone URLs are <this>/<owner>/<repo>.git."
+        "https://github.com",
+        description="GitHub base URL: clone URLs are <this>/<owner>/<repo>.git.",
     )
     smtp_url: str | None = Field(None, description="smtp://user:pass@host:port for mail.")
+    smtp_from: str = Field(
+        "devpush <devpush@localhost>", description="The From address of the mail devpush sends."
+    )
+    github_client_id: str | None = Field(
+        None, description="The GitHub App's OAuth client id: enables 'Sign in with GitHub'."
+    )
+    github_client_secret: str | None = Field(
+        None, description="The GitHub App's OAuth client secret."
+    )
+    google_client_id: str | None = Field(
+        None, description="Google OAuth client id: enables 'Sign in with Google' (OIDC)."
+    )
+    google_client_secret: str | None = Field(None, description="Google OAuth client secret.")
+    google_discovery_url: str = Field(
+        "https://accounts.google.com/.well-known/openid-configuration",
+        description="Google's OpenID Connect discovery document.",
+    )
     workers: int = Field(1, description="Number of app worker processes.")
+    api_rate_limit: int = Field(
+        1200, description="API requests a minute per token (or per address); 0 turns it off."
+    )
 
     @property
     def data_path(self) -> Path:

@@ -128,8 +128,10 @@ class Api:
 
     def serve(self, url: str) -> httpx.Response:
         """GET a deployment URL through Traefik, by Host header."""
-        host = httpx.URL(url).host
-        return httpx.get(self.proxy_url, headers={"Host": host}, timeout=10)
+        parsed = httpx.URL(url)
+        return httpx.get(
+            f"{self.proxy_url}{parsed.raw_path.decode()}", headers={"Host": parsed.host}, timeout=10
+        )
 
     def body(self, url: str) -> str:
         response = self.serve(url)

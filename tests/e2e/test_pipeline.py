@@ -76,11 +76,25 @@ def test_deploy_redeploy_and_rollback(api: Api, tmp_path: Path) -> None:
         assert api.body(second["urls"][kind]) == "B"
     assert api.body(first["urls"]["deployment"]) == "A"  # the previous one stays warm
 
+    api.post(
+        f"/api/v1/projects/{project['id']}/domains", {"hostname": "shop.example.com"}, expect=201
+    )
+    api.post(
+        f"/api/v1/projects/{project['id']}/domains",
+        {"hostname": "www.shop.example.com", "kind": "redirect", "redirect_to": "shop.example.com"},
+        expect=201,
+    )
+    assert api.body("http://shop.example.com") == "B"
+    redirect = api.serve("http://www.shop.example.com/path?q=1")
+    assert redirect.status_code == 301
+    assert redirect.headers["location"] == "http://shop.example.com/path?q=1"
+
     started = time.monotonic()
     rolled = api.post(f"/api/v1/deployments/{second['id']}/rollback", expect=200)
     assert rolled["id"] == first["id"]
     assert api.body(urls["environment"]) == "A"
     assert time.monotonic() - started < 1.0
+    assert api.body("http://shop.example.com") == "A"  # the custom domain follows
     listing = api.get(f"/api/v1/projects/{project['id']}/deployments")
     assert [d["id"] for d in listing["items"]] == [second["id"], first["id"]]
 
@@ -263,3 +277,74 @@ def assert_no_instance(platform: RunningPlatform, deployment_id: str, timeout: f
             return
         time.sleep(0.3)
     raise AssertionError(f"instance of {deployment_id} left behind: {leftovers}")
+
+
+PROBE_APP = """\
+import json, os, socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def gateway():
+    for line in open("/proc/net/route").read().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == "00000000":
+            return socket.inet_ntoa(bytes.fromhex(fields[2])[::-1])
+    return None
+
+
+def probe(host, port, payload):
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(payload)
+            data = sock.recv(200)
+    except OSError as exc:
+        return "unreachable: " + type(exc).__name__
+    if data[:1] == b"R":  # PostgreSQL authentication request: 0 = no password needed
+        return "pg auth code %d" % int.from_bytes(data[5:9], "big")
+    return data.decode(errors="replace")
+
+
+params = b"user\\0postgres\\0database\\0devpush\\0\\0"
+STARTUP = (len(params) + 8).to_bytes(4, "big") + (196608).to_bytes(4, "big") + params
+
+
+RESULTS = {}
+for host in filter(None, ["127.0.0.1", gateway()]):
+    RESULTS[host + " redis"] = probe(host, int(os.environ["REDIS_PORT"]), b"PING\\r\\n")
+    RESULTS[host + " db"] = probe(host, int(os.environ["DB_PORT"]), STARTUP)
+
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(RESULTS).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+def test_apps_cannot_use_the_platforms_database_or_redis(
+    api: Api, deploy_platform: RunningPlatform, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    (repo / "probe.py").write_text(PROBE_APP)
+    commit(repo, "probe")
+    ports = {
+        "DB_PORT": deploy_platform.env["DEVPUSH_EMBEDDED_DB_PORT"],
+        "REDIS_PORT": deploy_platform.env["DEVPUSH_EMBEDDED_REDIS_PORT"],
+    }
+    project = api.project(repo, "probe", start_command="python3 probe.py", env_vars=ports)
+    result = api.wait(api.deploy(project["id"])["id"])
+    assert result["conclusion"] == "succeeded", result
+    results = api.serve(result["urls"]["deployment"]).json()
+    assert results, results
+    if deploy_platform.env["DEVPUSH_RUNTIME"] == "docker":
+        # the runner network cannot reach the platform's loopback services at all
+        assert all(v.startswith("unreachable") for v in results.values()), results
+    else:
+        # the process runtime shares the host network: the services demand a password
+        assert "NOAUTH" in results["127.0.0.1 redis"], results
+        assert results["127.0.0.1 db"] == "pg auth code 10", results  # SASL: a password

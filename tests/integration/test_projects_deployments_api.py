@@ -244,7 +244,7 @@ async def test_unreachable_repository_fails_with_a_clear_error(
         await client.get(f"/api/v1/deployments/{deployment['id']}", headers=alice.headers)
     ).json()
     assert result["status"] == "completed" and result["conclusion"] == "failed"
-    assert "git" in result["error"] and "repository" in result["error"]
+    assert result["error"].startswith("git fetch failed: '/nonexistent/repo' does not appear")
 
 
 async def test_jobs_are_idempotent(

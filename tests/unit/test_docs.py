@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_readme_documents_every_setting() -> None:
     text = README.read_text()
     missing = [n for n in Settings.model_fields if f"`DEVPUSH_{n.upper()}`" not in text]
-    assert missing == [], f"add these to README.md (run `devpush settings`): {missing}"
+    assert missing == [], f"run scripts/readme-settings.sh to document: {missing}"
 
 
 def test_readme_opens_with_the_two_commands() -> None:

@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.staticfiles import StaticFiles
 
 from devpush.api.errors import ERROR_RESPONSES, install_error_handlers
+from devpush.api.middleware import ApiConventions
 from devpush.logsetup import configure_logging
 from devpush.platform import build_platform
 from devpush.settings import Settings, get_settings
@@ -19,14 +21,35 @@ log = logging.getLogger("devpush.app")
 
 
 def api_router() -> APIRouter:
+    from devpush.audit.routes import router as audit_router
     from devpush.auth.routes import router as auth_router
     from devpush.deployments.routes import router as deployments_router
+    from devpush.domains.routes import router as domains_router
+    from devpush.logs.routes import router as logs_router
+    from devpush.projects.env_routes import router as env_router
     from devpush.projects.routes import router as projects_router
     from devpush.teams.routes import router as teams_router
 
     router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
-    for sub in (teams_router, auth_router, projects_router, deployments_router):
+    for sub in (
+        teams_router,
+        auth_router,
+        projects_router,
+        env_router,
+        deployments_router,
+        domains_router,
+        audit_router,
+    ):
         router.include_router(sub)
+    router.include_router(logs_router)
+    from devpush.github.routes import router as github_router
+    from devpush.sources.routes import router as sources_router
+
+    router.include_router(github_router)
+    router.include_router(sources_router)
+    from devpush.auth.signup import router as signup_router
+
+    router.include_router(signup_router)
     return router
 
 
@@ -58,8 +81,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(api_router())
-    app.include_router(pages_router)
+    from devpush.git_remote.routes import router as git_remote_router
+    from devpush.github.routes import webhook_router as github_webhook_router
+    from devpush.sources.routes import hooks_router as deploy_hooks_router
+
+    for outside in (github_webhook_router, git_remote_router, deploy_hooks_router):
+        app.include_router(outside)
+    from devpush.web.pages import STATIC_DIR
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(pages_router)  # last: it ends with the catch-all "page not found"
     app.middleware("http")(unknown_host_middleware)
+    app.add_middleware(ApiConventions)
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret_key(settings),

@@ -50,6 +50,9 @@ async def get_principal(
         return await authenticate_token(session=session, token=credentials.credentials)
     user_id = request.session.get("user_id") if "session" in request.scope else None
     if user_id:
+        from devpush.web.csrf import check_session_api_request
+
+        check_session_api_request(request)
         user = await session.get(User, user_id)
         if user is not None and user.status == "active":
             return Principal(user_id=user.id, is_admin=user.is_admin, scopes=frozenset(SCOPES))

@@ -62,5 +62,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing, malformed, expired or revoked token"},
     403: {"model": ErrorBody, "description": "Role or token scope too small"},
     404: {"model": ErrorBody, "description": "Not found, or not visible to the caller"},
+    409: {"model": ErrorBody, "description": "Clashes with the current state"},
     422: {"model": ErrorBody, "description": "Invalid input; nothing was changed"},
+    429: {"model": ErrorBody, "description": "Rate limited; see Retry-After"},
 }

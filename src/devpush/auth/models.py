@@ -54,3 +54,33 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SignupRule(Base):
+    """Who may create an account by signing in: an exact email, a whole domain, or a
+    shell-style pattern (`*@eng.example.com`). Managed by platform admins."""
+
+    __tablename__ = "signup_rules"
+    __table_args__ = (UniqueConstraint("kind", "value"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))  # email|domain|pattern
+    value: Mapped[str] = mapped_column(String(320))
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EmailToken(Base):
+    """A one-time link mailed to an address that has no account yet (`sign_up`) or that a
+    user wants to switch to (`email_change`). Only the token's SHA-256 is stored."""
+
+    __tablename__ = "email_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    purpose: Mapped[str] = mapped_column(String(16))  # sign_up|email_change
+    email: Mapped[str] = mapped_column(String(320))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

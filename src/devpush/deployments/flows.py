@@ -16,20 +16,22 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush import events
+from devpush import crypto, events
 from devpush.auth.service import Principal
 from devpush.db import session_scope, utcnow
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Deployment, Status
-from devpush.errors import DevpushError
+from devpush.errors import DevpushError, Invalid
+from devpush.github import reporting as github_reporting
 from devpush.logs.store import NewLine, PostgresLogStore
 from devpush.platform import Platform
-from devpush.projects import presets
+from devpush.projects import presets, repo_config
 from devpush.projects.models import Environment, Project
+from devpush.projects.service import list_environments, pattern_matches, resolve_env
 from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
 from devpush.runtime.base import RuntimeHandle, RuntimeSpec
-from devpush.sources import git
+from devpush.sources import git, remote
 from devpush.teams.models import Team
 
 log = logging.getLogger("devpush.flows")
@@ -53,6 +55,7 @@ async def publish_status(p: Platform, deployment: Deployment) -> None:
     payload = status_payload(deployment)
     await events.publish_deployment(p.redis, deployment.id, "status", payload)
     await events.publish_project(p.redis, deployment.project_id, "deployment.status", payload)
+    await github_reporting.notify(p, deployment)
 
 
 async def system_log(p: Platform, deployment_id: str, message: str) -> None:
@@ -171,7 +174,7 @@ async def start_deployment(p: Platform, deployment_id: str) -> None:
 async def _prepare_and_deploy(
     p: Platform, deployment: Deployment, project: Project, workdir: Path
 ) -> None:
-    source = project.repo_url or str(p.settings.data_path / "repos" / f"{project.id}.git")
+    source = await remote.for_deployment(p, project, deployment)
     started = utcnow()
     await system_log(
         p,
@@ -181,9 +184,11 @@ async def _prepare_and_deploy(
     )
     commit = await git.fetch(
         mirror=_mirror(p, project.id),
-        url=source,
+        url=source.url,
         branch=deployment.branch,
         commit_sha=deployment.commit_sha,
+        ref=source.ref,
+        credentials=source.credentials,
     )
     root = await git.export(
         mirror=_mirror(p, project.id),
@@ -191,13 +196,17 @@ async def _prepare_and_deploy(
         dest=workdir / "src",
         subdir=deployment.config.get("root_directory") or "",
     )
-    config = fill_config(deployment.config, root)
     await system_log(
         p,
         deployment.id,
         f"Fetched commit {commit.sha[:7]}: "
         f"{commit.message.splitlines()[0] if commit.message else ''}"[:300],
     )
+    repo = repo_config.load(root)
+    if repo is not None and not await _touches_watched(p, project, deployment, commit.sha, repo):
+        await skip_deployment(p, deployment.id, "No path in devpush.toml [watch] changed")
+        return
+    config = fill_config({**deployment.config, **(repo.overrides if repo else {})}, root)
     if not config.get("start_command"):
         raise DevpushError(
             "No start command: set start_command on the project, or add a recognised app "
@@ -213,6 +222,8 @@ async def _prepare_and_deploy(
             commit.author,
         )
         row.config = config
+        if repo is not None and repo.environments and row.pr_number is None:
+            await _match_repo_environment(session, row, project, repo)
         row.status = Status.deploy
         row.deploy_started_at = utcnow()
         row.timings = {**row.timings, "fetch": _elapsed(started)}
@@ -221,6 +232,55 @@ async def _prepare_and_deploy(
     if config.get("preset"):
         await system_log(p, row.id, f"Detected preset: {config['preset']}")
     await _launch(p, row, spec)
+
+
+async def _touches_watched(
+    p: Platform, project: Project, deployment: Deployment, sha: str, repo: repo_config.RepoConfig
+) -> bool:
+    """Whether the commit changes a watched path since the branch's last good deployment."""
+    if not repo.watch:
+        return True
+    async with session_scope(p.sessions) as session:
+        base = await deployments.last_succeeded_commit(
+            session=session, project_id=project.id, branch=deployment.branch
+        )
+    if base is None:
+        return True
+    changed = await git.changed_files(mirror=_mirror(p, project.id), base=base, head=sha)
+    return changed is None or repo.touches(changed)
+
+
+async def _match_repo_environment(
+    session: AsyncSession, row: Deployment, project: Project, repo: repo_config.RepoConfig
+) -> None:
+    """devpush.toml's [environments] patterns decide the environment of non-production
+    branches; the env var snapshot follows the environment."""
+    environments = {
+        e.slug: e for e in await list_environments(session=session, project_id=project.id)
+    }
+    chosen = next(
+        (
+            e
+            for e in environments.values()
+            if e.is_production and pattern_matches(e.branch_pattern, row.branch)
+        ),
+        None,
+    )
+    for name, pattern in repo.environments.items():
+        if chosen is None and pattern_matches(pattern, row.branch):
+            if name not in environments:
+                raise Invalid(
+                    f"devpush.toml names the environment {name!r}, which this project "
+                    "does not have; create it in the project settings first"
+                )
+            chosen = environments[name]
+    environment_id = chosen.id if chosen else None
+    if environment_id != row.environment_id:
+        row.environment_id = environment_id
+        values, secret_keys = await resolve_env(
+            session=session, project_id=project.id, environment_id=environment_id
+        )
+        row.env_enc, row.secret_keys = crypto.encrypt_json(values), secret_keys
 
 
 async def _spec(
@@ -313,7 +373,11 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
         )
         await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
         # Succeeded means served: wait for Traefik to load the route before committing.
-        await wait_route_live(p, project.slug, deployment.id, specs[-1].value)
+        await wait_route_live(
+            p,
+            traefik.router_name(project.slug, deployment.id),
+            f"{specs[-1].value}.{p.settings.deploy_domain}",
+        )
         deployments.conclude(deployment, Conclusion.succeeded)
         deployment.timings = {
             **deployment.timings,
@@ -337,13 +401,10 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
     await enqueue_cleanup(p.redis, deployment.project_id)
 
 
-async def wait_route_live(
-    p: Platform, slug: str, deployment_id: str, label: str, timeout: float = 3.0
-) -> bool:
-    """Wait until Traefik serves `label` from the deployment's router (read from Traefik's
-    loopback API). Without that API (an external proxy) there is nothing to wait for."""
-    router = traefik.router_name(slug, deployment_id)
-    host = f"Host(`{label}.{p.settings.deploy_domain}`)"
+async def wait_route_live(p: Platform, router: str, hostname: str, timeout: float = 3.0) -> bool:
+    """Wait until Traefik's `router` serves `hostname` (read from Traefik's loopback API).
+    Without that API (an external proxy) there is nothing to wait for."""
+    host = f"Host(`{hostname}`)"
     url = f"http://127.0.0.1:{p.settings.traefik_api_port}/api/http/routers/{router}@file"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -358,6 +419,16 @@ async def wait_route_live(
             await asyncio.sleep(0.01)
     log.warning("route not live in time", extra={"router": router, "host": host})
     return False
+
+
+async def skip_deployment(p: Platform, deployment_id: str, reason: str) -> None:
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployments.is_concluded(deployment):
+            return
+        deployments.conclude(deployment, Conclusion.skipped, reason)
+    await system_log(p, deployment_id, reason)
+    await publish_status(p, deployment)
 
 
 async def fail_deployment(p: Platform, deployment_id: str, error: str) -> None:
@@ -503,7 +574,11 @@ async def _switch_environment(
         session=session, project_id=project.id, specs=specs, deployment_id=target.id
     )
     await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
-    await wait_route_live(p, project.slug, target.id, specs[0].value)
+    await wait_route_live(
+        p,
+        traefik.router_name(project.slug, target.id),
+        f"{specs[0].value}.{p.settings.deploy_domain}",
+    )
     await session.commit()
     await events.publish_project(
         p.redis,

@@ -4,12 +4,10 @@ projects through the projects service)."""
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush import crypto
@@ -24,6 +22,7 @@ from devpush.deployments.models import (
 )
 from devpush.errors import Conflict, Invalid, NotFound
 from devpush.naming import label, slugify
+from devpush.pagination import encode_cursor, older_than
 from devpush.projects import service as projects
 from devpush.projects.models import Environment, Project
 from devpush.settings import Settings
@@ -72,7 +71,7 @@ async def create(
     deployments of the same branch it supersedes (now concluded `skipped`)."""
     if project.status != "active":
         raise Conflict(f"project {project.name} is {project.status}; resume it to deploy")
-    if environment is None:
+    if environment is None and pr_number is None:  # a PR never takes a branch's environment
         environment = await projects.match_environment(
             session=session, project_id=project.id, branch=branch
         )
@@ -154,19 +153,6 @@ def env_snapshot(deployment: Deployment) -> dict[str, str]:
 
 
 # ---- listing ---------------------------------------------------------------------------
-def encode_cursor(deployment: Deployment) -> str:
-    raw = f"{deployment.created_at.isoformat()}|{deployment.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, ident = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), ident
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("the cursor is malformed; use next_cursor from the previous page") from None
-
-
 async def list_page(
     *,
     session: AsyncSession,
@@ -179,13 +165,7 @@ async def list_page(
 ) -> tuple[list[Deployment], str | None]:
     stmt = select(Deployment).where(Deployment.project_id == project_id)
     if cursor:
-        created, ident = decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                Deployment.created_at < created,
-                and_(Deployment.created_at == created, Deployment.id < ident),
-            )
-        )
+        stmt = stmt.where(older_than(cursor, Deployment.created_at, Deployment.id))
     if branch:
         stmt = stmt.where(Deployment.branch == branch)
     if environment_id:
@@ -198,8 +178,24 @@ async def list_page(
         raise Invalid(f"unknown status filter {status[:40]!r}")
     stmt = stmt.order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit + 1)
     rows = list(await session.scalars(stmt))
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return rows[:limit], next_cursor
+
+
+async def last_succeeded_commit(
+    *, session: AsyncSession, project_id: str, branch: str
+) -> str | None:
+    return await session.scalar(
+        select(Deployment.commit_sha)
+        .where(
+            Deployment.project_id == project_id,
+            Deployment.branch == branch,
+            Deployment.conclusion == Conclusion.succeeded,
+        )
+        .order_by(Deployment.created_at.desc())
+        .limit(1)
+    )
 
 
 async def active_ids(*, session: AsyncSession, status: Status | None = None) -> list[str]:

@@ -26,6 +26,7 @@ from devpush.embedded.services import ChildSpec
 from devpush.embedded.state import (
     PlatformState,
     embedded_database_url,
+    embedded_password,
     embedded_redis_url,
     read_state,
     state_path,
@@ -128,6 +129,7 @@ class Supervisor:
         env["DEVPUSH_DATABASE_URL"] = database_url
         env["DEVPUSH_REDIS_URL"] = redis_url
         env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("DEVPUSH_ALLOW_FILE_REPOS", "1")
         return env
 
     def start(self) -> PlatformState:
@@ -152,7 +154,7 @@ class Supervisor:
             spec = services.prepare_postgres(s)
             proc = self.spawn(spec, self.env)
             _wait_for(lambda: _port_open(s.embedded_db_port), "PostgreSQL", proc, spec.log)
-            _create_database(s.embedded_db_port)
+            _create_database(s.embedded_db_port, embedded_password(s, "db"))
         elif name == "redis" and not s.redis_url:
             self.say("starting Redis (embedded)")
             spec = services.prepare_redis(s)
@@ -337,14 +339,14 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
-def _create_database(port: int) -> None:
+def _create_database(port: int, password: str) -> None:
     import asyncio
 
     import asyncpg
 
     async def create() -> None:
         conn = await asyncpg.connect(
-            host="127.0.0.1", port=port, user="postgres", database="postgres"
+            host="127.0.0.1", port=port, user="postgres", password=password, database="postgres"
         )
         try:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'devpush'")

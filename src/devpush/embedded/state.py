@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,12 +44,25 @@ def write_state(settings: Settings, state: PlatformState) -> None:
     os.replace(tmp, path)
 
 
+def embedded_password(settings: Settings, service: str) -> str:
+    """The generated password of an embedded service (secrets/<service>_password, 0600)."""
+    path = settings.data_path / "secrets" / f"{service}_password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(24))
+    return path.read_text().strip()
+
+
 def embedded_database_url(settings: Settings) -> str:
-    return f"postgresql+asyncpg://postgres@127.0.0.1:{settings.embedded_db_port}/devpush"
+    password = embedded_password(settings, "db")
+    return f"postgresql+asyncpg://postgres:{password}@127.0.0.1:{settings.embedded_db_port}/devpush"
 
 
 def embedded_redis_url(settings: Settings) -> str:
-    return f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
+    password = embedded_password(settings, "redis")
+    return f"redis://:{password}@127.0.0.1:{settings.embedded_redis_port}/0"
 
 
 def database_url(settings: Settings) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -29,9 +30,14 @@ class Project(Base):
     slug: Mapped[str] = mapped_column(String(40), unique=True)
     repo_url: Mapped[str | None] = mapped_column(Text)
     repo_credentials_enc: Mapped[str | None] = mapped_column(Text)
-    github_installation_id: Mapped[int | None] = mapped_column()
-    github_repo_id: Mapped[int | None] = mapped_column()
+    github_installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    github_repo_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     github_repo_full_name: Mapped[str | None] = mapped_column(String(200))
+    # None while the source works; otherwise why not: disconnected|deleted (GitHub said so)
+    repo_status: Mapped[str | None] = mapped_column(String(16))
+    # fork owners ("octocat"), repositories ("octocat/app") or "*" whose PRs get previews
+    allowed_forks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    deploy_hook_token_hash: Mapped[str | None] = mapped_column(String(64))
     production_branch: Mapped[str] = mapped_column(String(255), default="main")
     # build_command, pre_deploy_command, start_command, root_directory, port, health_path,
     # cpus, memory_mb, runtime, image, preset

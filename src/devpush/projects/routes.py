@@ -11,6 +11,7 @@ from devpush.projects import service
 from devpush.projects.models import Project
 from devpush.projects.schemas import EnvironmentRead, ProjectCreate, ProjectRead, ProjectUpdate
 from devpush.settings import Settings
+from devpush.sources.remote import check_local_url
 from devpush.workers.enqueue import enqueue_delete_project
 
 router = APIRouter(tags=["projects"])
@@ -57,6 +58,8 @@ async def create_project(
     platform: PlatformDep,
 ) -> ProjectRead:
     row = await load_team(session=session, principal=principal, team_ref=team, action=Action.manage)
+    if body.repo_url:
+        check_local_url(platform.settings, body.repo_url)
     project = await service.create_project(session=session, team_id=row.id, body=body)
     await record(
         session=session,
@@ -104,6 +107,8 @@ async def update_project(
     project = await load_project(
         session=session, principal=principal, project_id=project_id, action=Action.manage
     )
+    if body.repo_url:
+        check_local_url(platform.settings, body.repo_url)
     await service.update_project(session=session, project=project, body=body)
     await record(
         session=session,

@@ -6,10 +6,11 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 REPO_URL = re.compile(r"^(https://|http://|ssh://|file:///|git@[A-Za-z0-9.-]+:)[^\s\x00]+$")
+FORK = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9-]{0,38}(/[A-Za-z0-9._-]{1,100})?)$")
 
 
 def _no_control(value: str) -> str:
@@ -53,10 +54,22 @@ def _health_path(value: str) -> str:
     return value
 
 
+def _key_text(value: str) -> str:
+    if "\x00" in value or any(ord(c) < 32 and c not in "\n\r\t" for c in value):
+        raise ValueError("must be text (no NUL or control characters)")
+    return value
+
+
 def _repo_url(value: str) -> str:
     if not REPO_URL.match(value):
         raise ValueError("must be an https://, ssh://, git@host: or file:/// git URL")
     return value
+
+
+def _fork(value: str) -> str:
+    if not FORK.match(value):
+        raise ValueError("must be '*', an owner ('octocat') or a repository ('octocat/app')")
+    return value.lower()
 
 
 Command = Annotated[str, Field(max_length=4096), AfterValidator(_no_control)]
@@ -66,6 +79,28 @@ RepoUrl = Annotated[str, Field(max_length=2048), AfterValidator(_repo_url)]
 ProjectName = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
 ]
+
+
+ForkName = Annotated[str, Field(min_length=1, max_length=140), AfterValidator(_fork)]
+
+
+class RepoCredentials(BaseModel):
+    """How the worker authenticates to repo_url: an HTTPS token (with a username, if the host
+    wants one) or an SSH deploy key. Write-only: stored encrypted, never returned."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str | None = Field(None, max_length=255, pattern=r"^[A-Za-z0-9._@+-]+$")
+    token: str | None = Field(None, min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")
+    ssh_key: Annotated[str, Field(max_length=16384), AfterValidator(_key_text)] | None = None
+    known_hosts: Annotated[str, Field(max_length=65536), AfterValidator(_key_text)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RepoCredentials:
+        if bool(self.token) == bool(self.ssh_key):
+            raise ValueError("give either token (HTTPS) or ssh_key (SSH), not both or neither")
+        if self.ssh_key and "PRIVATE KEY-----" not in self.ssh_key:
+            raise ValueError("ssh_key must be a private key in PEM/OpenSSH format")
+        return self
 
 
 class EnvironmentIn(BaseModel):
@@ -93,6 +128,8 @@ class ProjectConfig(BaseModel):
     environments: list[EnvironmentIn] | None = Field(None, max_length=20)
     preview_deployments: bool | None = None
     log_retention_days: int | None = Field(None, ge=1, le=3650)
+    allowed_forks: list[ForkName] | None = Field(None, max_length=100)
+    repo_credentials: RepoCredentials | None = None
 
     @field_validator("env_vars")
     @classmethod

@@ -12,7 +12,8 @@ from devpush import crypto
 from devpush.errors import Conflict, NotFound
 from devpush.naming import slugify
 from devpush.projects.models import Environment, EnvVar, Project
-from devpush.projects.schemas import EnvironmentIn, ProjectCreate, ProjectUpdate
+from devpush.projects.schemas import EnvironmentIn, ProjectCreate, ProjectUpdate, RepoCredentials
+from devpush.sources import credentials
 
 CONFIG_KEYS = (
     "build_command",
@@ -41,6 +42,22 @@ def _config_from(body: ProjectCreate | ProjectUpdate) -> dict[str, Any]:
     return {k: getattr(body, k) for k in CONFIG_KEYS if getattr(body, k) is not None}
 
 
+def _sealed(value: RepoCredentials | None) -> str | None:
+    return credentials.seal(value.model_dump() if value else None)
+
+
+def _update_source(project: Project, body: ProjectUpdate) -> None:
+    if "repo_url" in body.model_fields_set and body.repo_url != project.repo_url:
+        project.repo_url = body.repo_url
+        # A new address gets neither the old one's credentials nor its GitHub link.
+        project.repo_credentials_enc = project.repo_status = project.github_repo_full_name = None
+        project.github_installation_id = project.github_repo_id = None
+    if "repo_credentials" in body.model_fields_set:
+        project.repo_credentials_enc = _sealed(body.repo_credentials)
+    if "allowed_forks" in body.model_fields_set:
+        project.allowed_forks = body.allowed_forks or []
+
+
 async def create_project(*, session: AsyncSession, team_id: str, body: ProjectCreate) -> Project:
     if await session.scalar(
         select(Project.id).where(Project.team_id == team_id, Project.name == body.name)
@@ -55,6 +72,8 @@ async def create_project(*, session: AsyncSession, team_id: str, body: ProjectCr
         config=_config_from(body),
         preview_deployments=True if body.preview_deployments is None else body.preview_deployments,
         log_retention_days=body.log_retention_days,
+        allowed_forks=body.allowed_forks or [],
+        repo_credentials_enc=_sealed(body.repo_credentials),
     )
     session.add(project)
     await session.flush()
@@ -114,8 +133,7 @@ async def update_project(
         ):
             raise Conflict(f"this team already has a project named {body.name!r}")
         project.name = body.name
-    if "repo_url" in body.model_fields_set:
-        project.repo_url = body.repo_url
+    _update_source(project, body)
     if body.production_branch is not None:
         project.production_branch = body.production_branch
         production = await session.scalar(

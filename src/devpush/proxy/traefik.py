@@ -49,6 +49,10 @@ def router_name(slug: str, key: str) -> str:
     return _NAME.sub("-", f"{slug}-{key}")
 
 
+def redirect_router_name(slug: str, hostname: str) -> str:
+    return _NAME.sub("-", f"{slug}-redirect-{hostname}")
+
+
 def _rule(hostnames: tuple[str, ...] | list[str]) -> str:
     for host in hostnames:
         if not re.fullmatch(r"[a-z0-9.-]+", host):
@@ -91,7 +95,7 @@ def render_project(project: ProjectRoutes, settings: Settings) -> dict[str, Any]
             }
         }
     for redirect in project.redirects:
-        name = _NAME.sub("-", f"{project.slug}-redirect-{redirect.hostname}")
+        name = redirect_router_name(project.slug, redirect.hostname)
         scheme = settings.url_scheme
         middlewares[name] = {
             "redirectRegex": {

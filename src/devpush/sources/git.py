@@ -2,22 +2,49 @@
 the worker's side and exported as a plain tree (no .git, no credentials) for the runtime.
 
 Every git call is an argv list with a timeout; refs are validated and passed after `--`.
+Credentials reach git through the environment only: an HTTPS token through GIT_ASKPASS (a fixed
+script that prints an env var), an SSH key through GIT_SSH_COMMAND naming a 0600 key file in a
+private temp dir that is removed after the call. Never argv, never logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
+import shlex
+import shutil
 import tarfile
-from dataclasses import dataclass
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devpush.errors import Invalid, RuntimeFailure
 
 SHA = re.compile(r"^[0-9a-f]{7,64}$")
 GIT_TIMEOUT = 300.0
+FETCHABLE = ("refs/heads/", "refs/pull/")
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+ASKPASS = """#!/bin/sh
+case "$1" in
+  [Uu]sername*) printf '%s\\n' "$DEVPUSH_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$DEVPUSH_GIT_PASSWORD" ;;
+esac
+"""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate a fetch: a username + token over HTTPS, or an SSH private key
+    (with the host keys to trust; without them the first key seen is accepted)."""
+
+    username: str = "git"
+    token: str = field(default="", repr=False)
+    ssh_key: str = field(default="", repr=False)
+    known_hosts: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,6 +67,15 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def redact(message: str, secrets: tuple[str, ...] = ()) -> str:
+    """Drop userinfo from URLs and any known secret from a message bound for logs/errors."""
+    message = _URL_USERINFO.sub("***@", message)
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
 async def run_git(
     *args: str,
     cwd: Path | None = None,
@@ -59,16 +95,90 @@ async def run_git(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    command = _subcommand(args)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise RuntimeFailure(f"git {args[0]} took longer than {timeout:.0f}s") from None
+        raise RuntimeFailure(f"git {command} took longer than {timeout:.0f}s") from None
     if proc.returncode != 0:
-        message = err.decode(errors="replace").strip().splitlines()
-        raise RuntimeFailure(f"git {args[0]} failed: {message[-1] if message else 'no output'}")
+        lines = err.decode(errors="replace").strip().splitlines()
+        fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal:")]
+        reason = fatal[0] if fatal else (lines[-1] if lines else "no output")
+        secrets = tuple(v for k, v in (env or {}).items() if k == "DEVPUSH_GIT_PASSWORD")
+        raise RuntimeFailure(f"git {command} failed: {redact(reason, secrets)}")
     return out
+
+
+def _subcommand(args: tuple[str, ...]) -> str:
+    """The git subcommand in argv (skipping options like `--git-dir X`)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--git-dir", "-C", "-c"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return "command"
+
+
+@contextlib.asynccontextmanager
+async def auth_env(credentials: Credentials | None) -> AsyncIterator[dict[str, str]]:
+    """The env that lets git authenticate with `credentials`; its files live in a private
+    temp dir (0700, files 0600) that is removed when the block ends."""
+    if credentials is None or not (credentials.token or credentials.ssh_key):
+        yield {}
+        return
+    tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="devpush-git-"))
+    try:
+        if credentials.ssh_key:
+            yield _ssh_env(tmp, credentials)
+        else:
+            askpass = tmp / "askpass"
+            _write_private(askpass, ASKPASS, mode=0o700)
+            yield {
+                "GIT_ASKPASS": str(askpass),
+                "SSH_ASKPASS": str(askpass),
+                "DEVPUSH_GIT_USERNAME": credentials.username or "git",
+                "DEVPUSH_GIT_PASSWORD": credentials.token,
+                # Credentials are for this host: never follow a redirect elsewhere with them.
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.followRedirects",
+                "GIT_CONFIG_VALUE_0": "false",
+            }
+    finally:
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+
+def _write_private(path: Path, content: str, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+
+
+def _ssh_env(tmp: Path, credentials: Credentials) -> dict[str, str]:
+    key, known = tmp / "id", tmp / "known_hosts"
+    _write_private(key, credentials.ssh_key.strip() + "\n")
+    _write_private(known, credentials.known_hosts.strip() + "\n" if credentials.known_hosts else "")
+    # GIT_SSH_COMMAND goes through a shell: it holds only our own quoted temp paths.
+    command = [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={known}",
+        "-o",
+        "StrictHostKeyChecking=" + ("yes" if credentials.known_hosts else "accept-new"),
+    ]
+    return {"GIT_SSH_COMMAND": " ".join(shlex.quote(part) for part in command)}
 
 
 async def check_branch(branch: str) -> None:
@@ -91,6 +201,21 @@ async def ensure_mirror(mirror: Path) -> None:
         await run_git("init", "--bare", "--quiet", str(mirror))
 
 
+async def check_ref(ref: str) -> None:
+    if not ref.startswith(FETCHABLE):
+        raise Invalid(f"{ref[:80]!r} is not a branch or pull request ref")
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        "check-ref-format",
+        ref,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=_env(),
+    )
+    if await proc.wait() != 0:
+        raise Invalid(f"{ref[:80]!r} is not a valid ref")
+
+
 async def fetch(
     *,
     mirror: Path,
@@ -98,26 +223,32 @@ async def fetch(
     branch: str,
     commit_sha: str | None = None,
     env: dict[str, str] | None = None,
+    ref: str | None = None,
+    credentials: Credentials | None = None,
 ) -> Commit:
-    """Fetch `branch` (and `commit_sha`, when given) from `url` into the mirror."""
+    """Fetch `branch` (or another `ref`, e.g. refs/pull/7/head) and `commit_sha`, when given,
+    from `url` into the mirror, authenticating with `credentials` when given."""
     await check_branch(branch)
+    ref = ref or f"refs/heads/{branch}"
+    await check_ref(ref)
     if commit_sha is not None and not SHA.match(commit_sha):
         raise Invalid("commit_sha must be 7 to 64 hex characters")
     await ensure_mirror(mirror)
-    ref = f"refs/devpush/{branch}"
-    await run_git(
-        "--git-dir",
-        str(mirror),
-        "fetch",
-        "--quiet",
-        "--force",
-        "--no-tags",
-        "--",
-        url,
-        f"+refs/heads/{branch}:{ref}",
-        env=env,
-    )
-    target = commit_sha or ref
+    local = "refs/devpush/" + ref.removeprefix("refs/")
+    async with auth_env(credentials) as auth:
+        await run_git(
+            "--git-dir",
+            str(mirror),
+            "fetch",
+            "--quiet",
+            "--force",
+            "--no-tags",
+            "--",
+            url,
+            f"+{ref}:{local}",
+            env={**(env or {}), **auth},
+        )
+    target = commit_sha or local
     try:
         sha = (
             (
@@ -158,3 +289,12 @@ async def export(*, mirror: Path, sha: str, dest: Path, subdir: str = "") -> Pat
     if not root.is_relative_to(dest.resolve()) or not root.is_dir():
         raise Invalid(f"root_directory {subdir!r} does not exist in commit {sha[:7]}")
     return root
+
+
+async def changed_files(*, mirror: Path, base: str, head: str) -> list[str] | None:
+    """Paths changed between two commits; None when `base` is not in the mirror any more."""
+    try:
+        out = await run_git("--git-dir", str(mirror), "diff", "--name-only", "-z", base, head)
+    except RuntimeFailure:
+        return None
+    return [p for p in out.decode(errors="replace").split("\x00") if p]

@@ -28,3 +28,29 @@ class MemberRead(BaseModel):
     email: str
     name: str
     role: Role
+
+
+class TeamUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+
+
+class MemberUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+
+
+class InviteCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=320)
+    role: Role = Role.member
+
+
+class InviteRead(BaseModel):
+    id: str
+    email: str
+    role: Role
+    invited_by: str | None
+    expires_at: datetime
+    expired: bool
+    created_at: datetime

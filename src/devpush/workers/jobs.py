@@ -12,10 +12,12 @@ from arq import cron, func
 from arq.worker import Function
 
 from devpush.deployments import flows
+from devpush.github import jobs as github_jobs
 from devpush.logsetup import configure_logging
 from devpush.platform import Platform, arq_redis_settings, build_platform
 from devpush.projects import teardown
 from devpush.settings import Settings, get_settings
+from devpush.sources import jobs as source_jobs
 
 HEARTBEAT_TTL_MS = 6000
 
@@ -76,6 +78,15 @@ async def cleanup_all(ctx: dict[str, Any]) -> None:
     await flows.cleanup_inactive(platform_of(ctx), None)
 
 
+async def log_retention(ctx: dict[str, Any]) -> None:
+    """Hourly: drop expired daily log partitions, delete shorter per-project retention, and
+    make the next days' partitions ahead of time (at worker start too)."""
+    from devpush.logs import retention
+
+    p = platform_of(ctx)
+    await retention.run(p.engine, default_days=p.settings.log_retention_days)
+
+
 async def delete_project(ctx: dict[str, Any], project_id: str) -> None:
     await teardown.delete_project(platform_of(ctx), project_id)
 
@@ -99,6 +110,8 @@ def functions(settings: Settings) -> list[Function]:
         func(delete_project, timeout=timeout, keep_result=0, max_tries=5),
         func(delete_team, timeout=timeout, keep_result=0, max_tries=5),
         func(delete_user, timeout=timeout, keep_result=0, max_tries=5),
+        *github_jobs.functions(settings),
+        *source_jobs.functions(settings),
     ]
 
 
@@ -122,7 +135,14 @@ def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
                 run_at_startup=False,
                 unique=True,
                 timeout=settings.job_timeout,
-            )
+            ),
+            cron(
+                log_retention,
+                minute=17,
+                run_at_startup=True,
+                unique=True,
+                timeout=settings.job_timeout,
+            ),
         ],
         "redis_settings": arq_redis_settings(settings),
         "on_startup": on_startup,

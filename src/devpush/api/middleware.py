@@ -1,0 +1,181 @@
+"""API conventions as ASGI middleware: per-token rate limits and Idempotency-Key replay.
+
+Rate limits: a fixed one-minute window per bearer token (or per client address without one),
+in Redis; over the limit, 429 with Retry-After. Idempotency: a POST under /api/ carrying an
+Idempotency-Key is run once per (credentials, key); a retry gets the stored answer (with
+`Idempotent-Replayed: true`); the same key with a different request gets 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+IDEMPOTENCY_TTL = 24 * 3600
+PENDING_TTL_MS = 120_000
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _json(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiConventions:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        platform = getattr(scope["app"].state, "platform", None)
+        if platform is None:
+            await self.app(scope, receive, send)
+            return
+        auth = _header(scope, b"authorization") or ""
+        client = scope.get("client") or ("?", 0)
+        who = hashlib.sha256((auth or f"ip:{client[0]}").encode()).hexdigest()[:32]
+        if await self._limited(platform, who, send):
+            return
+        key = _header(scope, b"idempotency-key")
+        if scope["method"] == "POST" and key is not None:
+            await self._idempotent(platform, scope, receive, send, who, key)
+            return
+        await self.app(scope, receive, send)
+
+    async def _limited(self, platform: Any, who: str, send: Send) -> bool:
+        limit = platform.settings.api_rate_limit
+        if not limit:
+            return False
+        window = int(time.time() // 60)
+        counter = f"devpush:rl:{who}:{window}"
+        async with platform.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(counter)
+            pipe.expire(counter, 61)
+            count, _ = await pipe.execute()
+        if count <= limit:
+            return False
+        retry = str(60 - int(time.time()) % 60)
+        await _json(
+            send,
+            429,
+            "rate_limited",
+            f"more than {limit} requests a minute with these credentials; retry in {retry}s",
+            [(b"retry-after", retry.encode())],
+        )
+        return True
+
+    async def _idempotent(
+        self, platform: Any, scope: Scope, receive: Receive, send: Send, who: str, key: str
+    ) -> None:
+        if not key or len(key) > 255:
+            await _json(send, 422, "invalid", "Idempotency-Key must be 1 to 255 characters")
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        fingerprint = hashlib.sha256(
+            b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
+        ).hexdigest()
+        slot = f"devpush:idem:{who}:{hashlib.sha256(key.encode()).hexdigest()}"
+        pending = json.dumps({"state": "pending", "fingerprint": fingerprint})
+        if not await platform.redis.set(slot, pending, nx=True, px=PENDING_TTL_MS):
+            await self._replay(platform, slot, fingerprint, send)
+            return
+        captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+
+        async def replay_receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = [
+                    (k.decode("latin-1"), v.decode("latin-1"))
+                    for k, v in message.get("headers", [])
+                ]
+            elif message["type"] == "http.response.body":
+                captured["body"] += message.get("body", b"")
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, capture)
+        finally:
+            if captured["status"] >= 500:
+                await platform.redis.delete(slot)
+            else:
+                stored = {
+                    "state": "done",
+                    "fingerprint": fingerprint,
+                    "status": captured["status"],
+                    "headers": captured["headers"],
+                    "body": base64.b64encode(captured["body"]).decode(),
+                }
+                await platform.redis.set(slot, json.dumps(stored), ex=IDEMPOTENCY_TTL)
+
+    async def _replay(self, platform: Any, slot: str, fingerprint: str, send: Send) -> None:
+        raw = await platform.redis.get(slot)
+        stored: dict[str, Any] = (
+            json.loads(raw) if raw else {"state": "pending", "fingerprint": fingerprint}
+        )
+        if stored["fingerprint"] != fingerprint:
+            await _json(
+                send,
+                422,
+                "idempotency_mismatch",
+                "this Idempotency-Key was used for a different request; use a new key",
+            )
+            return
+        if stored["state"] == "pending":
+            await _json(
+                send,
+                409,
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still running; retry shortly",
+                [(b"retry-after", b"1")],
+            )
+            return
+        headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in stored["headers"]
+            if k.lower() != "content-length"
+        ]
+        payload = base64.b64decode(stored["body"])
+        headers += [
+            (b"content-length", str(len(payload)).encode()),
+            (b"idempotent-replayed", b"true"),
+        ]
+        await send({"type": "http.response.start", "status": stored["status"], "headers": headers})
+        await send({"type": "http.response.body", "body": payload})

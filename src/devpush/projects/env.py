@@ -1,0 +1,124 @@
+"""Environment variables one at a time: list (never values), set, unset, reveal.
+
+Values are Fernet-encrypted at rest; a variable is global (environment None) or scoped to one
+environment, which overrides the global one for deployments of that environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devpush import crypto
+from devpush.errors import Invalid, NotFound
+from devpush.projects.models import Environment, EnvVar
+from devpush.projects.schemas import ENV_KEY
+
+
+@dataclass(frozen=True)
+class EnvVarInfo:
+    key: str
+    environment: str | None  # environment slug; None = every environment
+    secret: bool
+    updated_at: datetime
+
+
+async def environment_id(
+    *, session: AsyncSession, project_id: str, environment: str | None
+) -> str | None:
+    if environment is None:
+        return None
+    env_id = await session.scalar(
+        select(Environment.id).where(
+            Environment.project_id == project_id, Environment.slug == environment
+        )
+    )
+    if env_id is None:
+        raise Invalid(f"this project has no environment named {environment[:40]!r}")
+    return env_id
+
+
+async def list_vars(*, session: AsyncSession, project_id: str) -> list[EnvVarInfo]:
+    rows = await session.execute(
+        select(EnvVar, Environment.slug)
+        .outerjoin(Environment, Environment.id == EnvVar.environment_id)
+        .where(EnvVar.project_id == project_id)
+        .order_by(EnvVar.key, Environment.slug.nulls_first())
+    )
+    return [
+        EnvVarInfo(key=v.key, environment=slug, secret=v.secret, updated_at=v.updated_at)
+        for v, slug in rows
+    ]
+
+
+async def _find(
+    session: AsyncSession, project_id: str, key: str, env_id: str | None
+) -> EnvVar | None:
+    scope = EnvVar.environment_id.is_(None) if env_id is None else EnvVar.environment_id == env_id
+    return await session.scalar(
+        select(EnvVar).where(EnvVar.project_id == project_id, EnvVar.key == key, scope)
+    )
+
+
+def _check(key: str, value: str | None = None) -> None:
+    if not ENV_KEY.match(key):
+        raise Invalid(f"{key[:40]!r} is not a valid variable name (letters, digits, _)")
+    if value is not None and ("\x00" in value or len(value) > 65536):
+        raise Invalid(f"the value of {key} must be under 64 KiB with no NUL bytes")
+
+
+async def set_var(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    key: str,
+    value: str,
+    environment: str | None = None,
+    secret: bool = False,
+) -> EnvVarInfo:
+    _check(key, value)
+    env_id = await environment_id(session=session, project_id=project_id, environment=environment)
+    row = await _find(session, project_id, key, env_id)
+    if row is None:
+        row = EnvVar(
+            project_id=project_id,
+            environment_id=env_id,
+            key=key,
+            value_enc=crypto.encrypt(value),
+            secret=secret,
+        )
+        session.add(row)
+    else:
+        row.value_enc = crypto.encrypt(value)
+        row.secret = secret
+    await session.flush()
+    await session.refresh(row)
+    return EnvVarInfo(
+        key=key, environment=environment, secret=row.secret, updated_at=row.updated_at
+    )
+
+
+async def unset_var(
+    *, session: AsyncSession, project_id: str, key: str, environment: str | None = None
+) -> None:
+    _check(key)
+    env_id = await environment_id(session=session, project_id=project_id, environment=environment)
+    row = await _find(session, project_id, key, env_id)
+    if row is None:
+        raise NotFound(f"no variable {key} here")
+    await session.delete(row)
+    await session.flush()
+
+
+async def reveal(
+    *, session: AsyncSession, project_id: str, key: str, environment: str | None = None
+) -> str:
+    _check(key)
+    env_id = await environment_id(session=session, project_id=project_id, environment=environment)
+    row = await _find(session, project_id, key, env_id)
+    if row is None:
+        raise NotFound(f"no variable {key} here")
+    return crypto.decrypt(row.value_enc)
