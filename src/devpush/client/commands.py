@@ -212,6 +212,8 @@ def follow_deployment(client: Api, deployment_id: str, *, show_logs: bool = True
                 spinner.update(f"[bold]{deployment_id[:7]}[/bold] {status}")
                 if status == "completed":
                     break
+            elif kind == "end":
+                break
             elif kind == "log" and show_logs and data.get("phase") != "runtime":
                 message = escape(str(data.get("message", "")))
                 out.print(f"[dim]{data.get('phase', ''):>10}[/dim] {message}", highlight=False)
@@ -355,6 +357,8 @@ def logs(
                 raise ClientError("this project has no deployments yet", None, 4)
             deployment = items[0]["id"]
         for kind, line in client.events(f"/deployments/{deployment}/events"):
+            if kind == "end":
+                break
             if kind == "log" and (not query or query.lower() in line.get("message", "").lower()):
                 print_line(line, as_json)
         return

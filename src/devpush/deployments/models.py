@@ -77,7 +77,8 @@ class Deployment(Base):
     concluded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     # Log bookkeeping, updated in the same transaction as the lines they describe:
-    # log_seq is the last sequence number used; log_offset counts runtime lines shipped.
+    # log_seq is the last sequence number used; log_offset packs the runtime lines shipped per
+    # stream (stdout in the high 32 bits, stderr in the low 32; see logs/shipper.py).
     log_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     log_offset: Mapped[int] = mapped_column(BigInteger, default=0)
 

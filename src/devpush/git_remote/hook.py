@@ -11,7 +11,6 @@ DEVPUSH_* variables; the pushed data is only ever compared and stored, never run
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from devpush.auth.service import Principal
 from devpush.db import session_scope
 from devpush.deployments import service as deployments
 from devpush.errors import DevpushError
+from devpush.logs.store import PostgresLogStore, StatusChange, stream_position
 from devpush.platform import Platform, build_platform
 from devpush.projects.models import Environment, Project
 from devpush.settings import Settings
@@ -142,42 +142,34 @@ async def _handle(p: Platform, update: Update, environ: dict[str, str]) -> tuple
 
 
 async def follow_deployment(p: Platform, deployment_id: str, url: str) -> None:
-    """Print the deployment's log and status events until it concludes."""
-    stream = events.deployment_stream(deployment_id)
-    last = "0-0"
+    """Print the deployment's log lines and status changes until it concludes (through the
+    log store's follow, the same path the SSE stream uses)."""
+    store = PostgresLogStore()
+    position = await stream_position(p.redis, events.deployment_stream(deployment_id))
     limit = p.settings.build_timeout + p.settings.deploy_timeout + 120
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        replies = await p.redis.xread({stream: last}, count=200, block=int(FOLLOW_POLL_S * 1000))
-        for _name, entries in replies or []:
-            for entry_id, fields in entries:
-                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                done = _show(fields, url)
-                if done:
-                    return
+    followed = store.follow(
+        sessions=p.sessions,
+        redis=p.redis,
+        deployment_id=deployment_id,
+        after_seq=0,
+        position=position,
+        idle=FOLLOW_POLL_S,
+    )
+    async for batch in followed:
+        for item in batch:
+            if isinstance(item, StatusChange):
+                say(f"-> {item.payload.get('status')}")
+            else:
+                say(f"[{item.phase}] {item.message}")
         async with session_scope(p.sessions) as session:
             row = await deployments.get(session=session, deployment_id=deployment_id)
-            if deployments.is_concluded(row) and not replies:
-                _conclusion(row.conclusion.value if row.conclusion else "", row.error, url)
-                return
+        if deployments.is_concluded(row):
+            _conclusion(row.conclusion.value if row.conclusion else "", row.error, url)
+            return
+        if time.monotonic() > deadline:
+            break
     say(f"Still deploying after {limit:.0f}s; stopped following.")
-
-
-def _show(fields: dict[bytes, bytes], url: str) -> bool:
-    """Print one stream entry; True once the deployment has concluded."""
-    kind = fields.get(b"type", b"").decode()
-    try:
-        data = json.loads(fields.get(b"data", b"{}"))
-    except ValueError:
-        return False
-    if kind == "log":
-        say(f"[{data.get('phase', '')}] {data.get('message', '')}")
-    elif kind == "status":
-        if data.get("status") == "completed":
-            _conclusion(str(data.get("conclusion") or ""), data.get("error"), url)
-            return True
-        say(f"-> {data.get('status')}")
-    return False
 
 
 def _conclusion(conclusion: str, error: str | None, url: str) -> None:

@@ -1,5 +1,6 @@
 """Log lines. The table is range-partitioned by day on `ts` (see the first migration), so
-retention drops whole partitions; a trigram index serves keyword and regex search."""
+retention drops whole partitions; a trigram index (pg_trgm, where available) or a full-text
+index (the embedded PostgreSQL) serves keyword search; regex search reads lines."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from typing import Any
 from devpush.errors import Invalid
 
 FILENAME = "devpush.toml"
-_SECTIONS = {
+_SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "build": {"command": str, "pre_deploy": str},
     "start": {"command": str, "port": int, "health_path": str},
     "resources": {"cpus": (int, float), "memory_mb": int},

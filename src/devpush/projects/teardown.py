@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select
 from devpush.db import session_scope
 from devpush.deployments.flows import remove_instance
 from devpush.deployments.models import Deployment
+from devpush.logs.models import LogLine
 from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.proxy import traefik
@@ -40,6 +41,7 @@ async def delete_project(p: Platform, project_id: str) -> bool:
     ):
         await asyncio.to_thread(shutil.rmtree, path, True)
     async with session_scope(p.sessions) as session:
+        await session.execute(delete(LogLine).where(LogLine.project_id == project_id))
         await session.execute(delete(Project).where(Project.id == project_id))
     return True
 

@@ -44,8 +44,10 @@ def check_local_url(settings: Settings, url: str) -> None:
     if not url.startswith("file://"):
         return
     if not settings.allow_file_repos:
-        raise Invalid("file:// repositories are disabled on this platform "
-                      "(DEVPUSH_ALLOW_FILE_REPOS); use an https:// or ssh:// URL")
+        raise Invalid(
+            "file:// repositories are disabled on this platform "
+            "(DEVPUSH_ALLOW_FILE_REPOS); use an https:// or ssh:// URL"
+        )
     path = Path(url.removeprefix("file://")).resolve()
     if path.is_relative_to(settings.data_path):
         raise Invalid("a file:// repository cannot point inside devpush's data directory")
