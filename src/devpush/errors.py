@@ -7,6 +7,7 @@ DevpushError
  ├── Invalid            (422) the input is wrong; nothing was changed
  ├── Conflict           (409) the action clashes with the current state
  ├── RateLimited        (429) too many requests; retry after `retry_after` seconds
+ ├── NotConfigured      (409) an optional feature (GitHub, SMTP, ...) is not set up here
  ├── ServiceUnavailable (503) PostgreSQL, Redis or a runtime does not answer
  ├── ConfigError        (500) the platform is misconfigured; the message says how to fix it
  └── RuntimeFailure     (502) the Docker/Podman API, git or Traefik failed
@@ -58,6 +59,11 @@ class RateLimited(DevpushError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotConfigured(DevpushError):
+    status_code = 409
+    code = "not_configured"
 
 
 class ServiceUnavailable(DevpushError):

@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 
 from devpush.api.errors import ERROR_RESPONSES, install_error_handlers
 from devpush.api.middleware import ApiConventions
+from devpush.api.security import SecurityHeaders
 from devpush.logsetup import configure_logging
 from devpush.platform import build_platform
 from devpush.settings import Settings, get_settings
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from devpush.sources.routes import hooks_router as deploy_hooks_router
 
     for outside in (github_webhook_router, git_remote_router, deploy_hooks_router):
-        app.include_router(outside)
+        app.include_router(outside, responses=ERROR_RESPONSES)
     from devpush.web.pages import STATIC_DIR
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -101,4 +102,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.url_scheme == "https",
         max_age=14 * 24 * 3600,
     )
+    app.add_middleware(SecurityHeaders, https=settings.url_scheme == "https")  # outermost
     return app

@@ -53,6 +53,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": bad input like the rest
+            return error_response(422, "invalid", "the request body is not valid UTF-8 JSON")
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
         return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
 

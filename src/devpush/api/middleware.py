@@ -1,5 +1,8 @@
 """API conventions as ASGI middleware: per-token rate limits and Idempotency-Key replay.
 
+Bad input that no route should see: NUL bytes in URLs or bodies (PostgreSQL cannot store
+them) get 422, and /api/v1 bodies over 2 MiB get 413.
+
 Rate limits: a fixed one-minute window per bearer token (or per client address without one),
 in Redis; over the limit, 429 with Retry-After. Idempotency: a POST under /api/ carrying an
 Idempotency-Key is run once per (credentials, key); a retry gets the stored answer (with
@@ -18,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 IDEMPOTENCY_TTL = 24 * 3600
 PENDING_TTL_MS = 120_000
+MAX_BODY = 2 * 1024 * 1024
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -49,6 +53,23 @@ async def _json(
     await send({"type": "http.response.body", "body": body})
 
 
+async def _read_body(receive: Receive) -> bytes:
+    body = b""
+    more = True
+    while more and len(body) <= MAX_BODY:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+def _replay(body: bytes) -> Receive:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
 class ApiConventions:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -66,9 +87,25 @@ class ApiConventions:
         who = hashlib.sha256((auth or f"ip:{client[0]}").encode()).hexdigest()[:32]
         if await self._limited(platform, who, send):
             return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            await _json(send, 422, "invalid", "NUL bytes are not allowed in URLs")
+            return
+        body: bytes | None = None
+        if scope["method"] in ("POST", "PUT", "PATCH") and scope["path"].startswith("/api/v1/"):
+            body = await _read_body(receive)
+            if len(body) > MAX_BODY:
+                await _json(
+                    send, 413, "too_large", f"request bodies are limited to {MAX_BODY} bytes"
+                )
+                return
+            if b"\\u0000" in body or b"\x00" in body:
+                await _json(send, 422, "invalid", "NUL characters are not allowed in the body")
+                return
+            receive = _replay(body)
         key = _header(scope, b"idempotency-key")
         if scope["method"] == "POST" and key is not None:
-            await self._idempotent(platform, scope, receive, send, who, key)
+            body = body if body is not None else await _read_body(receive)
+            await self._idempotent(platform, scope, send, who, key, body)
             return
         await self.app(scope, receive, send)
 
@@ -95,17 +132,11 @@ class ApiConventions:
         return True
 
     async def _idempotent(
-        self, platform: Any, scope: Scope, receive: Receive, send: Send, who: str, key: str
+        self, platform: Any, scope: Scope, send: Send, who: str, key: str, body: bytes
     ) -> None:
         if not key or len(key) > 255:
             await _json(send, 422, "invalid", "Idempotency-Key must be 1 to 255 characters")
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
         fingerprint = hashlib.sha256(
             b"\0".join([scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
@@ -115,9 +146,6 @@ class ApiConventions:
             await self._replay(platform, slot, fingerprint, send)
             return
         captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
-
-        async def replay_receive() -> Message:
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -131,7 +159,7 @@ class ApiConventions:
             await send(message)
 
         try:
-            await self.app(scope, replay_receive, capture)
+            await self.app(scope, _replay(body), capture)
         finally:
             if captured["status"] >= 500:
                 await platform.redis.delete(slot)

@@ -77,6 +77,14 @@ async def create_token(
 async def revoke_token(
     token_id: str, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> Response:
+    """Revoke a token of yours. Any token may revoke itself; others need the 'admin' scope
+    (and a team-limited token reaches only its own team's tokens)."""
+    if token_id != principal.token_id:
+        if "admin" not in principal.scopes:
+            raise Forbidden("only a token with the 'admin' scope may revoke other tokens")
+        row = await session.get(ApiToken, token_id) if len(token_id) <= 32 else None
+        if principal.token_team_id and (row is None or row.team_id != principal.token_team_id):
+            raise NotFound("no such token")
     token = await service.revoke_token(
         session=session, user_id=principal.user_id, token_id=token_id
     )

@@ -18,7 +18,7 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("", max_length=100)
     scopes: list[Scope] = Field(default_factory=_all_scopes, min_length=1)
-    team_id: str | None = Field(None, max_length=32)
+    team_id: str | None = Field(None, min_length=1, max_length=32)
     expires_days: int | None = Field(None, ge=1, le=3650)
 
 

@@ -21,7 +21,7 @@ from devpush.deployments.models import (
     Status,
 )
 from devpush.errors import Conflict, Invalid, NotFound
-from devpush.naming import label, slugify
+from devpush.naming import label
 from devpush.pagination import encode_cursor, older_than
 from devpush.projects import service as projects
 from devpush.projects.models import Environment, Project
@@ -218,7 +218,9 @@ def alias_specs(
     specs.append(
         AliasSpec(
             AliasType.branch,
-            label(slug, "branch", slugify(deployment.branch)),
+            # the raw branch: label() hashes it when it has to shorten, so two long branches
+            # that share a prefix keep distinct hostnames
+            label(slug, "branch", deployment.branch),
             branch=deployment.branch,
         )
     )

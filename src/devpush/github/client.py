@@ -16,7 +16,13 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from devpush.errors import ConfigError, NotFound, RuntimeFailure, ServiceUnavailable
+from devpush.errors import (
+    ConfigError,
+    NotConfigured,
+    NotFound,
+    RuntimeFailure,
+    ServiceUnavailable,
+)
 from devpush.settings import Settings
 
 API_VERSION = "2022-11-28"
@@ -52,7 +58,7 @@ def app_jwt(settings: Settings, now: float | None = None) -> str:
     """The App's own credential: valid 9 minutes, issued a minute ago (clock drift)."""
     pem = _private_key(settings)
     if not settings.github_app_id or not pem:
-        raise ConfigError(
+        raise NotConfigured(
             "the GitHub App is not configured: set DEVPUSH_GITHUB_APP_ID and "
             "DEVPUSH_GITHUB_APP_PRIVATE_KEY (see docs/git-sources.md)"
         )

@@ -15,7 +15,7 @@ from devpush.api.errors import error_response
 from devpush.audit.service import record
 from devpush.auth.authz import Action, authorize_team, load_project, load_team
 from devpush.auth.service import SCOPES, Principal
-from devpush.errors import ConfigError, DevpushError, Forbidden
+from devpush.errors import DevpushError, Forbidden, NotConfigured
 from devpush.github import service, webhooks
 from devpush.github.jobs import enqueue_webhook
 from devpush.github.schemas import ConnectRepository, InstallUrl, RepositoryRead
@@ -86,7 +86,7 @@ async def install_url(
     row = await load_team(session=session, principal=principal, team_ref=team, action=Action.manage)
     settings = platform.settings
     if not settings.github_app_slug:
-        raise ConfigError("set DEVPUSH_GITHUB_APP_SLUG to link installations from devpush")
+        raise NotConfigured("set DEVPUSH_GITHUB_APP_SLUG to link installations from devpush")
     state = _state_signer(settings).dumps({"team_id": row.id, "user_id": principal.user_id})
     base = settings.github_url.rstrip("/")
     return InstallUrl(url=f"{base}/apps/{settings.github_app_slug}/installations/new?state={state}")

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.db import new_id, utcnow
-from devpush.errors import ConfigError, DevpushError, Invalid, Unauthorized
+from devpush.errors import DevpushError, Invalid, NotConfigured, Unauthorized
 from devpush.github import service
 from devpush.github.models import GithubDelivery, GithubPullRequest
 from devpush.github.schemas import (
@@ -62,7 +62,7 @@ PR_DEPLOY_ACTIONS = ("opened", "synchronize", "reopened")
 def verify_signature(settings: Settings, body: bytes, header: str | None) -> None:
     """X-Hub-Signature-256 must be the HMAC-SHA256 of the raw body under the webhook secret."""
     if not settings.github_webhook_secret:
-        raise ConfigError("GitHub webhooks are not configured: set DEVPUSH_GITHUB_WEBHOOK_SECRET")
+        raise NotConfigured("GitHub webhooks are not configured: set DEVPUSH_GITHUB_WEBHOOK_SECRET")
     expected = (
         "sha256="
         + hmac.new(settings.github_webhook_secret.encode(), body, hashlib.sha256).hexdigest()
@@ -82,8 +82,8 @@ def parse(event: str | None, delivery: str | None, body: bytes) -> BaseModel | N
         return None
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("the body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
+        raise Invalid("the body is not JSON (or nests too deeply)") from None
     if not isinstance(data, dict):
         raise Invalid("the body must be a JSON object")
     try:

@@ -84,7 +84,7 @@ async def run(engine: AsyncEngine, *, default_days: int, now: datetime | None = 
         log.info(
             "log retention",
             extra={
-                "created": report.created,
+                "partitions_created": report.created,
                 "dropped": report.dropped,
                 "moved": report.moved,
                 "deleted": report.deleted,

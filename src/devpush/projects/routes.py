@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 
 from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_project, load_team
 from devpush.projects import service
@@ -123,14 +124,14 @@ async def update_project(
     return await project_read(session, platform.settings, project)
 
 
-@router.delete("/projects/{project_id}", status_code=202)
+@router.delete("/projects/{project_id}", status_code=202, response_model=DeletionAccepted)
 async def delete_project(
     project_id: str,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     platform: PlatformDep,
-) -> Response:
+) -> DeletionAccepted:
     project = await load_project(
         session=session, principal=principal, project_id=project_id, action=Action.manage
     )
@@ -146,4 +147,4 @@ async def delete_project(
     )
     await session.commit()
     await enqueue_delete_project(platform.redis, project.id)
-    return Response(status_code=202)
+    return DeletionAccepted(id=project.id)

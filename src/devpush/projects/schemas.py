@@ -21,7 +21,7 @@ def _no_control(value: str) -> str:
 
 def _branch(value: str) -> str:
     _no_control(value)
-    bad = (" ", "~", "^", ":", "?", "[", "\\", "..", "@{", "//")
+    bad = (" ", "\t", "~", "^", ":", "?", "*", "[", "\\", "..", "@{", "//", "/.")
     if (
         not value
         or value.startswith(("-", "/", "."))

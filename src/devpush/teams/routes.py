@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
 from devpush.auth import mail
 from devpush.auth.authz import Action, load_team, role_in_team
@@ -76,6 +77,8 @@ async def list_teams(session: SessionDep, principal: PrincipalDep) -> list[TeamR
 async def create_team(
     body: TeamCreate, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> TeamRead:
+    if "admin" not in principal.scopes or principal.token_team_id is not None:
+        raise Forbidden("creating a team needs a token with the 'admin' scope, for no one team")
     team = await service.create_team(session=session, owner_id=principal.user_id, name=body.name)
     await record(
         session=session,
@@ -114,14 +117,14 @@ async def rename_team(
     return team_read(row, role)
 
 
-@router.delete("/teams/{team}", status_code=202)
+@router.delete("/teams/{team}", status_code=202, response_model=DeletionAccepted)
 async def delete_team(
     team: str,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     platform: PlatformDep,
-) -> Response:
+) -> DeletionAccepted:
     """Delete the team with its projects and deployments (a job); owners only."""
     row = await load_team(session=session, principal=principal, team_ref=team, action=Action.own)
     service.mark_deleting(team=row)
@@ -136,7 +139,7 @@ async def delete_team(
     )
     await session.commit()
     await enqueue_delete_team(platform.redis, row.id)
-    return Response(status_code=202)
+    return DeletionAccepted(id=row.id)
 
 
 # ---- members -----------------------------------------------------------------------------------

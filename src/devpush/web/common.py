@@ -277,7 +277,17 @@ def form_text(form: Any, name: str, limit: int = 65536) -> str:
 
 
 def safe_next(value: str | None) -> str:
-    """Only same-site paths: never `//host` or a full URL."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
+    """Only same-site paths: never `//host`, `/\\host` or a full URL, and nothing with a
+    backslash, whitespace or a control character (browsers drop tabs and newlines from URLs,
+    so `/<tab>/evil.com` would become `//evil.com`)."""
+    if (
+        value
+        and len(value) <= 2048
+        and value.startswith("/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and value.isprintable()
+        and not any(c.isspace() for c in value)
+    ):
         return value
     return "/"

@@ -22,6 +22,7 @@ from devpush.platform import Platform
 from devpush.projects import service as projects
 from devpush.projects.models import Project
 from devpush.projects.schemas import ProjectCreate
+from devpush.sources.remote import check_local_url
 from devpush.teams.models import ROLE_RANK, Role, Team
 from devpush.web import detect as detection
 from devpush.web.common import (
@@ -119,6 +120,8 @@ async def detect_commands(
     preset, note = None, ""
     try:
         url, credentials = await _source(request, row, values)
+        if url.startswith("file://") and not platform_of(request).settings.allow_file_repos:
+            raise Invalid("file:// repositories are disabled on this platform")
         if url:
             preset = await detection.detect(
                 url=url,
@@ -198,6 +201,8 @@ async def create_project(
         body = _project_create(values)
         if not body.repo_url and not values.get("github_repo"):
             raise Invalid("choose a GitHub repository or enter a git URL")
+        if body.repo_url:  # as the API: file:// only where allowed, never into the data dir
+            check_local_url(platform.settings, body.repo_url)
         async with session.begin_nested():  # a failed GitHub link leaves no project behind
             project = await projects.create_project(session=session, team_id=row.id, body=body)
             if values.get("github_repo"):

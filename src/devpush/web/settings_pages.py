@@ -24,6 +24,7 @@ from devpush.projects import service as projects
 from devpush.projects.models import Project
 from devpush.projects.schemas import ProjectUpdate
 from devpush.proxy.sync import sync_project
+from devpush.sources.remote import check_local_url
 from devpush.teams.models import Team
 from devpush.web.common import (
     Viewer,
@@ -167,6 +168,8 @@ async def save_section(
     form = await request.form()
     try:
         body, values = _update_from(section, form, project)
+        if body.repo_url:  # as the API: file:// only where allowed, never into the data dir
+            check_local_url(platform_of(request).settings, body.repo_url)
         async with session.begin_nested():
             await projects.update_project(session=session, project=project, body=body)
     except ValidationError as exc:
