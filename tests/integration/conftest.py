@@ -4,10 +4,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from tests.factories.auth import Account, make_account
 
 from devpush.api.app import create_app
 from devpush.platform import Platform
+from tests.factories.auth import Account, make_account
 
 
 @pytest.fixture

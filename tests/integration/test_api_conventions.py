@@ -7,13 +7,13 @@ import asyncio
 
 import httpx
 from sqlalchemy import func, select
-from tests.factories.auth import Account, add_member, make_account, token_for
 
 from devpush.db import session_scope
 from devpush.deployments.models import Deployment
 from devpush.platform import Platform
 from devpush.projects.models import EnvVar
 from devpush.teams.models import Role
+from tests.factories.auth import Account, add_member, make_account, token_for
 
 
 async def project_of(client: httpx.AsyncClient, account: Account) -> str:

@@ -6,13 +6,13 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import func, select, update
-from tests.factories.auth import Account, token_for
 
 from devpush.api.app import create_app
 from devpush.auth.models import ApiToken
 from devpush.db import session_scope, utcnow
 from devpush.platform import Platform, build_platform
 from devpush.teams.models import Team
+from tests.factories.auth import Account, token_for
 
 
 async def test_token_lists_own_teams(client: httpx.AsyncClient, alice: Account) -> None:

@@ -9,11 +9,11 @@ import httpx
 import pytest
 from dnslib import QTYPE, RR, TXT
 from dnslib.server import BaseResolver, DNSServer
-from tests.conftest import free_port
-from tests.factories.auth import Account
 
 from devpush.platform import Platform
 from devpush.proxy import traefik
+from tests.conftest import free_port
+from tests.factories.auth import Account
 
 
 class ZoneResolver(BaseResolver):  # type: ignore[misc]

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from arq.worker import Worker
 from sqlalchemy import func, select
-from tests.factories.auth import Account, add_member, make_account, token_for
 
 from devpush.db import session_scope
 from devpush.deployments.models import Deployment
@@ -18,6 +17,7 @@ from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.teams.models import Role
 from devpush.workers.jobs import worker_settings
+from tests.factories.auth import Account, add_member, make_account, token_for
 
 VALID = {"name": "web", "repo_url": "file:///nonexistent/repo", "start_command": "python3 app.py"}
 

@@ -16,6 +16,9 @@ import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import text
+
+from devpush.platform import Platform
+from devpush.settings import Settings
 from tests.factories.auth import Account
 from tests.integration.github.helpers import (
     API,
@@ -28,9 +31,6 @@ from tests.integration.github.helpers import (
     connect_project,
     repo_json,
 )
-
-from devpush.platform import Platform
-from devpush.settings import Settings
 
 
 @pytest.fixture(scope="session")

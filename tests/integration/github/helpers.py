@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from tests.factories.auth import Account
 
 from devpush.db import session_scope
 from devpush.github.models import GithubInstallation
@@ -30,6 +29,7 @@ from devpush.platform import Platform
 from devpush.projects import service as projects
 from devpush.projects.models import Project
 from devpush.projects.schemas import ProjectCreate
+from tests.factories.auth import Account
 
 # Real payloads from octokit/webhooks (MIT, see payloads/LICENSE.octokit-webhooks)
 FIXTURES = Path(__file__).with_name("payloads")

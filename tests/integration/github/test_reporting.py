@@ -11,16 +11,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
-from tests.factories.auth import Account
-from tests.integration.github.helpers import (
-    APP_ID,
-    INSTALLATION_ID,
-    REPO,
-    Connected,
-    GithubDouble,
-    project_row,
-    repo_json,
-)
 
 from devpush.auth.service import create_sign_in_link
 from devpush.db import session_scope, utcnow
@@ -34,6 +24,16 @@ from devpush.github.service import installation_token
 from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.sources import branches
+from tests.factories.auth import Account
+from tests.integration.github.helpers import (
+    APP_ID,
+    INSTALLATION_ID,
+    REPO,
+    Connected,
+    GithubDouble,
+    project_row,
+    repo_json,
+)
 
 
 async def new_deployment(

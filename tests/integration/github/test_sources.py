@@ -18,8 +18,6 @@ import httpx
 import pytest
 import uvicorn
 from sqlalchemy import func, select
-from tests.conftest import free_port
-from tests.factories.auth import Account, token_for
 
 from devpush.api.app import create_app
 from devpush.db import session_scope
@@ -29,6 +27,8 @@ from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.sources import git as gitsource
 from devpush.sources import remote
+from tests.conftest import free_port
+from tests.factories.auth import Account, token_for
 
 MARKER = Path("/tmp/devpush-push-pwned")
 

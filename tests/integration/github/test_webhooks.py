@@ -12,6 +12,17 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+
+from devpush.db import session_scope
+from devpush.deployments import service as deployments
+from devpush.deployments.models import Alias, AliasType, Conclusion, Deployment, Status
+from devpush.github import webhooks
+from devpush.github.models import GithubDelivery, GithubInstallation, GithubPullRequest
+from devpush.platform import Platform
+from devpush.projects.models import Environment, Project
+from devpush.runtime.base import InstanceState, RuntimeHandle, RuntimeSpec
+from devpush.sources import git as gitsource
+from devpush.sources import remote
 from tests.conftest import free_port
 from tests.factories.auth import Account
 from tests.integration.github.helpers import (
@@ -25,17 +36,6 @@ from tests.integration.github.helpers import (
     project_row,
     sign,
 )
-
-from devpush.db import session_scope
-from devpush.deployments import service as deployments
-from devpush.deployments.models import Alias, AliasType, Conclusion, Deployment, Status
-from devpush.github import webhooks
-from devpush.github.models import GithubDelivery, GithubInstallation, GithubPullRequest
-from devpush.platform import Platform
-from devpush.projects.models import Environment, Project
-from devpush.runtime.base import InstanceState, RuntimeHandle, RuntimeSpec
-from devpush.sources import git as gitsource
-from devpush.sources import remote
 
 MARKER = Path("/tmp/devpush-gh-pwned")
 

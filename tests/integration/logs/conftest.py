@@ -8,9 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
-from tests.conftest import free_port
-from tests.factories.auth import Account
-from tests.integration.logs.helpers import SECRET, MakeDeployment, ProjectRefs
 
 from devpush.api.app import create_app
 from devpush.db import session_scope
@@ -19,6 +16,9 @@ from devpush.platform import Platform
 from devpush.projects import service as projects
 from devpush.projects.models import Project
 from devpush.projects.schemas import EnvironmentIn, ProjectCreate
+from tests.conftest import free_port
+from tests.factories.auth import Account
+from tests.integration.logs.helpers import SECRET, MakeDeployment, ProjectRefs
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import func, select, text, update
-from tests.integration.logs.helpers import MakeDeployment, ProjectRefs, append
 
 from devpush.db import session_scope, utcnow
 from devpush.logs import retention
 from devpush.logs.models import LogLine
 from devpush.platform import Platform
 from devpush.projects.models import Project
+from tests.integration.logs.helpers import MakeDeployment, ProjectRefs, append
 
 
 @pytest.fixture

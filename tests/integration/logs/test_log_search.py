@@ -9,14 +9,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
-from tests.factories.auth import Account
-from tests.integration.logs.helpers import MakeDeployment, ProjectRefs, append
 
 from devpush.db import session_scope, utcnow
 from devpush.deployments.models import Deployment
 from devpush.logs import store
 from devpush.logs.models import LogLine
 from devpush.platform import Platform
+from tests.factories.auth import Account
+from tests.integration.logs.helpers import MakeDeployment, ProjectRefs, append
 
 SLOW = '{"level": "warning", "msg": "slow"}'
 

@@ -17,9 +17,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 from sqlalchemy import select
-from tests.conftest import free_port
-from tests.factories.auth import make_account
-from tests.integration.logs.helpers import SECRET, MakeDeployment
 
 from devpush import events
 from devpush.db import session_scope, utcnow
@@ -36,6 +33,9 @@ from devpush.projects import service as projects
 from devpush.projects.schemas import ProjectCreate
 from devpush.runtime.base import LogRecord, Phase, RuntimeHandle
 from devpush.settings import Settings
+from tests.conftest import free_port
+from tests.factories.auth import make_account
+from tests.integration.logs.helpers import SECRET, MakeDeployment
 
 
 class ScriptedRuntime:

@@ -11,6 +11,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from sqlalchemy import delete
+
+from devpush.db import session_scope
+from devpush.deployments import flows
+from devpush.deployments.models import Deployment
+from devpush.logs import sse
+from devpush.platform import Platform
 from tests.factories.auth import Account
 from tests.integration.logs.helpers import (
     EventStream,
@@ -19,12 +25,6 @@ from tests.integration.logs.helpers import (
     append,
     lines_of,
 )
-
-from devpush.db import session_scope
-from devpush.deployments import flows
-from devpush.deployments.models import Deployment
-from devpush.logs import sse
-from devpush.platform import Platform
 
 
 @pytest.fixture(autouse=True)

@@ -17,13 +17,13 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
-from tests.conftest import free_port
 
 from devpush.api.app import create_app
 from devpush.auth import service as auth
 from devpush.db import session_scope
 from devpush.platform import Platform
 from devpush.settings import Settings
+from tests.conftest import free_port
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 LINK = re.compile(r"(http://\S+/(?:auth/link|auth/sign-up|invites|account/email)/[\w-]+)")

@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from tests.integration.web.conftest import Browser, Mailbox
 
 from devpush.auth.models import User
 from devpush.auth.signup import RATE_PER_EMAIL
 from devpush.db import session_scope
 from devpush.platform import Platform
 from devpush.teams.models import Team, TeamMember
+from tests.integration.web.conftest import Browser, Mailbox
 
 
 async def request_link(browser: Browser, email: str) -> httpx.Response:
@@ -181,9 +181,8 @@ async def test_email_change_needs_the_new_address_confirmed(
 async def test_account_deletion_waits_for_another_owner(
     alice_web: Browser, bob: Any, platform: Platform, alice: Any
 ) -> None:
-    from tests.factories.auth import add_member
-
     from devpush.teams.models import Role
+    from tests.factories.auth import add_member
 
     await add_member(platform, bob, alice.team_id, Role.member)
     wrong = await alice_web.post("/account/delete", {"confirm": "someone@else"})

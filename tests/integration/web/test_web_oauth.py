@@ -17,8 +17,6 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from sqlalchemy import select
-from tests.conftest import free_port
-from tests.integration.web.conftest import Browser
 
 from devpush.auth.models import User, UserIdentity
 from devpush.auth.signup import add_rule
@@ -26,6 +24,8 @@ from devpush.db import session_scope
 from devpush.platform import Platform
 from devpush.settings import Settings
 from devpush.teams.models import TeamMember
+from tests.conftest import free_port
+from tests.integration.web.conftest import Browser
 
 
 @dataclass

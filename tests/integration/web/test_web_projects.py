@@ -10,10 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
-from tests.e2e.apps import make_repo
-from tests.factories.auth import Account, add_member
-from tests.integration.web.conftest import Browser
-from tests.integration.web.test_web_smoke import make_project
 
 from devpush import crypto
 from devpush.db import session_scope
@@ -21,6 +17,10 @@ from devpush.deployments.models import Deployment
 from devpush.platform import Platform
 from devpush.projects.models import EnvVar, Project
 from devpush.teams.models import Role
+from tests.e2e.apps import make_repo
+from tests.factories.auth import Account, add_member
+from tests.integration.web.conftest import Browser
+from tests.integration.web.test_web_smoke import make_project
 
 
 @pytest.fixture

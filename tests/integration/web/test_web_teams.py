@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
-from tests.factories.auth import Account, add_member
-from tests.integration.web.conftest import Browser, Mailbox, sign_in
 
 from devpush.db import session_scope
 from devpush.platform import Platform
 from devpush.teams.models import Role, Team, TeamInvite, TeamMember
+from tests.factories.auth import Account, add_member
+from tests.integration.web.conftest import Browser, Mailbox, sign_in
 
 
 async def role_of(platform: Platform, team_id: str, user_id: str) -> Role | None:
