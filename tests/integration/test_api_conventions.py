@@ -196,3 +196,53 @@ async def test_rate_limit_per_token(
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert limited.json()["error"]["code"] == "rate_limited"
     assert (await client.get("/api/v1/teams", headers=bob.headers)).status_code == 200
+
+
+async def test_pause_and_resume_a_project(
+    client: httpx.AsyncClient, alice: Account, bob: Account
+) -> None:
+    project = await project_of(client, alice)
+    paused = await client.post(f"/api/v1/projects/{project}/pause", headers=alice.headers)
+    assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    refused = await client.post(
+        f"/api/v1/projects/{project}/deployments", json={}, headers=alice.headers
+    )
+    assert refused.status_code == 409 and "paused" in refused.json()["error"]["message"]
+    assert (
+        await client.post(f"/api/v1/projects/{project}/resume", headers=bob.headers)
+    ).status_code == 404
+    resumed = await client.post(f"/api/v1/projects/{project}/resume", headers=alice.headers)
+    assert resumed.json()["status"] == "active"
+    assert (
+        await client.post(f"/api/v1/projects/{project}/deployments", json={}, headers=alice.headers)
+    ).status_code == 201
+
+
+async def test_account_through_the_api(
+    client: httpx.AsyncClient, platform: Platform, alice: Account, bob: Account
+) -> None:
+    renamed = await client.patch("/api/v1/user", json={"name": "Alice A."}, headers=alice.headers)
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Alice A."
+    for body in ({}, {"name": ""}, {"name": "x" * 300}, {"name": "ok", "is_admin": True}):
+        assert (
+            await client.patch("/api/v1/user", json=body, headers=alice.headers)
+        ).status_code == 422
+    change = await client.post(
+        "/api/v1/user/email", json={"email": "alice@new.example.com"}, headers=alice.headers
+    )
+    assert change.status_code == 202 and change.json()["to"] == "alice@new.example.com"
+    taken = await client.post(
+        "/api/v1/user/email", json={"email": "bob@example.com"}, headers=alice.headers
+    )
+    assert taken.status_code in (409, 422)
+    # an owner whose team has other members cannot leave it ownerless
+    await add_member(platform, bob, alice.team_id, Role.member)
+    blocked = await client.delete("/api/v1/user", headers=alice.headers)
+    assert blocked.status_code == 409 and "owner" in blocked.json()["error"]["message"]
+    read_only = await token_for(platform, bob.user_id, scopes=["read"])
+    assert (
+        await client.delete("/api/v1/user", headers={"Authorization": f"Bearer {read_only}"})
+    ).status_code == 403
+    gone = await client.delete("/api/v1/user", headers=bob.headers)
+    assert gone.status_code == 202 and gone.json()["status"] == "deleting"
+    assert (await client.get("/api/v1/user", headers=bob.headers)).status_code == 401

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
-from devpush.api.deps import PrincipalDep, SessionDep, client_ip
+from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
 from devpush.auth import service
+from devpush.auth.account import start_deletion
 from devpush.auth.authz import Action, authorize_team
 from devpush.auth.models import ApiToken, User
 from devpush.auth.schemas import TokenCreate, TokenCreated, TokenRead, UserRead
 from devpush.errors import Forbidden, NotFound
+from devpush.workers.enqueue import enqueue_delete_user
 
 router = APIRouter(tags=["tokens"])
 
@@ -30,10 +34,71 @@ def _read(token: ApiToken) -> TokenRead:
 
 @router.get("/user", response_model=UserRead, tags=["users"])
 async def whoami(session: SessionDep, principal: PrincipalDep) -> UserRead:
+    user = await _me(session, principal)
+    return UserRead(id=user.id, email=user.email, name=user.name, is_admin=user.is_admin)
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class EmailChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=320)
+
+
+@router.patch("/user", response_model=UserRead, tags=["users"])
+async def update_me(body: UserUpdate, session: SessionDep, principal: PrincipalDep) -> UserRead:
+    user = await _me(session, principal)
+    user.name = body.name.strip() or user.name
+    return UserRead(id=user.id, email=user.email, name=user.name, is_admin=user.is_admin)
+
+
+@router.post("/user/email", status_code=202, tags=["users"])
+async def change_email(
+    body: EmailChange, session: SessionDep, principal: PrincipalDep, platform: PlatformDep
+) -> dict[str, str]:
+    """Send a confirmation link to the new address; the change happens when it is opened."""
+    from devpush.auth import mail, signup
+
+    user = await _me(session, principal)
+    message = await signup.request_email_change(
+        session=session, settings=platform.settings, user=user, new_email=body.email
+    )
+    await session.commit()
+    await mail.send(platform.settings, message)
+    return {"status": "confirmation sent", "to": message.to}
+
+
+@router.delete("/user", status_code=202, response_model=DeletionAccepted, tags=["users"])
+async def delete_me(
+    request: Request, session: SessionDep, principal: PrincipalDep, platform: PlatformDep
+) -> DeletionAccepted:
+    """Delete your account (a job), with the teams you are the only member of."""
+    if "admin" not in principal.scopes:
+        raise Forbidden("deleting the account needs a token with the 'admin' scope")
+    user = await _me(session, principal)
+    await start_deletion(session=session, user=user)
+    await record(
+        session=session,
+        principal=principal,
+        action="user.delete",
+        resource_type="user",
+        resource_id=user.id,
+        team_id=None,
+        ip=client_ip(request),
+    )
+    await session.commit()
+    await enqueue_delete_user(platform.redis, user.id)
+    return DeletionAccepted(id=user.id)
+
+
+async def _me(session: SessionDep, principal: PrincipalDep) -> User:
     user = await session.get(User, principal.user_id)
     if user is None:
         raise NotFound("no such user")
-    return UserRead(id=user.id, email=user.email, name=user.name, is_admin=user.is_admin)
+    return user
 
 
 @router.get("/tokens", response_model=list[TokenRead])

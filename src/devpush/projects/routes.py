@@ -148,3 +148,50 @@ async def delete_project(
     await session.commit()
     await enqueue_delete_project(platform.redis, project.id)
     return DeletionAccepted(id=project.id)
+
+
+async def _set_paused(
+    project_id: str,
+    paused: bool,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+) -> ProjectRead:
+    project = await load_project(
+        session=session, principal=principal, project_id=project_id, action=Action.manage
+    )
+    service.set_paused(project=project, paused=paused)
+    await record(
+        session=session,
+        principal=principal,
+        action="project.pause" if paused else "project.resume",
+        resource_type="project",
+        resource_id=project.id,
+        team_id=project.team_id,
+        ip=client_ip(request),
+    )
+    return await project_read(session, platform.settings, project)
+
+
+@router.post("/projects/{project_id}/pause", response_model=ProjectRead)
+async def pause_project(
+    project_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+) -> ProjectRead:
+    """Keep serving what is live, but refuse new deployments."""
+    return await _set_paused(project_id, True, request, session, principal, platform)
+
+
+@router.post("/projects/{project_id}/resume", response_model=ProjectRead)
+async def resume_project(
+    project_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+) -> ProjectRead:
+    return await _set_paused(project_id, False, request, session, principal, platform)

@@ -264,3 +264,8 @@ async def resolve_env(
         if row.secret:
             secret.add(row.key)
     return values, sorted(secret)
+
+
+def set_paused(*, project: Project, paused: bool) -> None:
+    """Paused projects keep serving what they serve, but take no new deployments."""
+    project.status = "paused" if paused else "active"

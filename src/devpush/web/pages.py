@@ -340,6 +340,7 @@ async def account_delete(
 ) -> Response:
     """Delete the account (a job): the user's sole-member teams go with it, with their
     projects and deployments. Teams that would be left without an owner block it."""
+    from devpush.auth.account import start_deletion
     from devpush.workers.enqueue import enqueue_delete_user
 
     if confirm.strip().lower() != viewer.me.email:
@@ -350,11 +351,7 @@ async def account_delete(
             errors={"confirm": "Type your email address to confirm"},
             status_code=422,
         )
-    blocking = await teams.teams_needing_owner(session=session, user_id=viewer.me.id)
-    if blocking:
-        names = ", ".join(t.name for t in blocking)
-        raise Conflict(f"make someone else owner of {names} first, or delete those teams")
-    viewer.user.status = "deleting"
+    await start_deletion(session=session, user=viewer.user)
     await record(
         session=session,
         principal=viewer.principal,

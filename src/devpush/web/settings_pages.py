@@ -380,7 +380,7 @@ async def pause_project(
     """Paused projects keep serving what they serve, but take no new deployments."""
     project = await _manage(viewer, session, project_id)
     paused = project.status == "paused"
-    project.status = "active" if paused else "paused"
+    projects.set_paused(project=project, paused=not paused)
     await _audit(request, viewer, session, project, "project.resume" if paused else "project.pause")
     return await _section(
         request, viewer, session, project, "danger",
