@@ -48,8 +48,16 @@ class EmailChange(BaseModel):
     email: str = Field(min_length=3, max_length=320)
 
 
+def _may_change_account(principal: service.Principal, what: str) -> None:
+    """Changing the account itself needs an 'admin' token for no one team: a read token that
+    could set the email address would let whoever holds it take the account over."""
+    if "admin" not in principal.scopes or principal.token_team_id is not None:
+        raise Forbidden(f"{what} needs a token with the 'admin' scope, for no one team")
+
+
 @router.patch("/user", response_model=UserRead, tags=["users"])
 async def update_me(body: UserUpdate, session: SessionDep, principal: PrincipalDep) -> UserRead:
+    _may_change_account(principal, "renaming yourself")
     user = await _me(session, principal)
     user.name = body.name.strip() or user.name
     return UserRead(id=user.id, email=user.email, name=user.name, is_admin=user.is_admin)
@@ -62,6 +70,7 @@ async def change_email(
     """Send a confirmation link to the new address; the change happens when it is opened."""
     from devpush.auth import mail, signup
 
+    _may_change_account(principal, "changing the email address")
     user = await _me(session, principal)
     message = await signup.request_email_change(
         session=session, settings=platform.settings, user=user, new_email=body.email
@@ -76,8 +85,7 @@ async def delete_me(
     request: Request, session: SessionDep, principal: PrincipalDep, platform: PlatformDep
 ) -> DeletionAccepted:
     """Delete your account (a job), with the teams you are the only member of."""
-    if "admin" not in principal.scopes:
-        raise Forbidden("deleting the account needs a token with the 'admin' scope")
+    _may_change_account(principal, "deleting the account")
     user = await _me(session, principal)
     await start_deletion(session=session, user=user)
     await record(

@@ -172,7 +172,7 @@ def render_static(settings: Settings) -> dict[str, Any]:
         # a route is live before it reports success.
         "api": {"insecure": True, "dashboard": False},
         "providers": {
-            "providersThrottleDuration": "50ms",
+            "providersThrottleDuration": "10ms",
             "file": {"directory": str(settings.traefik_dynamic_dir), "watch": True},
         },
         "log": {"level": "WARN"},

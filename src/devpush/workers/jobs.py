@@ -147,7 +147,7 @@ def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
         "redis_settings": arq_redis_settings(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
-        "poll_delay": 0.05,
+        "poll_delay": 0.02,
         "allow_abort_jobs": True,
         "max_jobs": 10,
         "job_timeout": settings.job_timeout,
