@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_deployment, load_project
+from devpush.auth.service import Principal
 from devpush.deployments import flows, service
 from devpush.deployments.models import Deployment
 from devpush.deployments.schemas import DeploymentCreate, DeploymentPage, DeploymentRead
@@ -141,6 +143,35 @@ async def cancel_deployment(
     return await deployment_read(session, platform, deployment, project)
 
 
+SwitchFlow = Callable[[Platform, AsyncSession, Deployment, Project], Awaitable[Deployment]]
+
+
+async def _switch(
+    name: str,
+    switch: SwitchFlow,
+    deployment_id: str,
+    request: Request,
+    session: AsyncSession,
+    principal: Principal,
+    platform: Platform,
+) -> DeploymentRead:
+    """Rollback and promote: audit, point the aliases, answer with the deployment now served."""
+    deployment, project = await load_deployment(
+        session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
+    )
+    await record(
+        session=session,
+        principal=principal,
+        action=f"deployment.{name}",
+        resource_type="deployment",
+        resource_id=deployment.id,
+        team_id=project.team_id,
+        ip=client_ip(request),
+    )
+    target = await switch(platform, session, deployment, project)
+    return await deployment_read(session, platform, target, project)
+
+
 @router.post("/deployments/{deployment_id}/rollback", response_model=DeploymentRead)
 async def rollback_deployment(
     deployment_id: str,
@@ -149,20 +180,10 @@ async def rollback_deployment(
     principal: PrincipalDep,
     platform: PlatformDep,
 ) -> DeploymentRead:
-    deployment, project = await load_deployment(
-        session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
+    """Serve the environment's previous deployment again (or this older one), instantly."""
+    return await _switch(
+        "rollback", flows.rollback, deployment_id, request, session, principal, platform
     )
-    await record(
-        session=session,
-        principal=principal,
-        action="deployment.rollback",
-        resource_type="deployment",
-        resource_id=deployment.id,
-        team_id=project.team_id,
-        ip=client_ip(request),
-    )
-    target = await flows.rollback(platform, session, deployment, project)
-    return await deployment_read(session, platform, target, project)
 
 
 @router.post("/deployments/{deployment_id}/promote", response_model=DeploymentRead)
@@ -173,20 +194,10 @@ async def promote_deployment(
     principal: PrincipalDep,
     platform: PlatformDep,
 ) -> DeploymentRead:
-    deployment, project = await load_deployment(
-        session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
+    """Serve this deployment (e.g. a preview branch) on production."""
+    return await _switch(
+        "promote", flows.promote, deployment_id, request, session, principal, platform
     )
-    await record(
-        session=session,
-        principal=principal,
-        action="deployment.promote",
-        resource_type="deployment",
-        resource_id=deployment.id,
-        team_id=project.team_id,
-        ip=client_ip(request),
-    )
-    target = await flows.promote(platform, session, deployment, project)
-    return await deployment_read(session, platform, target, project)
 
 
 @router.post(
