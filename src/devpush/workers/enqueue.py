@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss
+from arq.constants import abort_jobs_ss, default_queue_name, in_progress_key_prefix
 
 
 async def enqueue_start(redis: ArqRedis, deployment_id: str) -> None:
@@ -51,3 +51,13 @@ async def enqueue_delete_user(redis: ArqRedis, user_id: str) -> None:
 async def abort_start(redis: ArqRedis, deployment_id: str) -> None:
     """Abort a queued or running start_deployment job (the worker allows aborts)."""
     await redis.zadd(abort_jobs_ss, {f"start:{deployment_id}": int(time.time() * 1000)})
+
+
+async def start_job_state(redis: ArqRedis, deployment_id: str) -> str:
+    """Where a deployment's start job is: "running", "queued" or "missing"."""
+    job_id = f"start:{deployment_id}"
+    if await redis.exists(in_progress_key_prefix + job_id):
+        return "running"
+    if await redis.zscore(default_queue_name, job_id) is not None:
+        return "queued"
+    return "missing"

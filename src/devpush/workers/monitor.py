@@ -29,7 +29,12 @@ from devpush.errors import DevpushError
 from devpush.logs.shipper import Shipper
 from devpush.platform import Platform
 from devpush.runtime.base import InstanceState, Phase, RuntimeHandle
-from devpush.workers.enqueue import enqueue_fail, enqueue_finalize, enqueue_start
+from devpush.workers.enqueue import (
+    enqueue_fail,
+    enqueue_finalize,
+    enqueue_start,
+    start_job_state,
+)
 from devpush.workers.jobs import heartbeat_key
 
 log = logging.getLogger("devpush.monitor")
@@ -264,20 +269,25 @@ class Monitor:
             log.warning("reconcile incomplete", extra={"error": str(exc)})
 
     async def _reconcile_stale_prepares(self) -> None:
-        """A deployment in `prepare` whose worker stopped heart-beating is concluded; one
-        that no worker took up is enqueued again (the job id deduplicates)."""
+        """A deployment still in `prepare` a while after it was created, with no worker
+        heart-beating for it: if its job is marked running, that worker died (conclude it);
+        if the job is gone, enqueue it again (the job id deduplicates); if it is only queued,
+        it waits for a worker."""
         async with session_scope(self.p.sessions) as session:
             rows = list(
                 await session.scalars(select(Deployment).where(Deployment.status == Status.prepare))
             )
         for row in rows:
-            if row.prepare_started_at is None:
-                if (utcnow() - row.created_at).total_seconds() > STALE_PREPARE_S:
-                    await enqueue_start(self.p.redis, row.id)
-                continue
-            if (utcnow() - row.prepare_started_at).total_seconds() < STALE_PREPARE_S:
+            since = row.prepare_started_at or row.created_at
+            if (utcnow() - since).total_seconds() < STALE_PREPARE_S:
                 continue
             if await self.p.redis.exists(heartbeat_key(row.id)):
+                continue
+            state = await start_job_state(self.p.redis, row.id)
+            if state == "queued":
+                continue
+            if state == "missing" and row.prepare_started_at is None:
+                await enqueue_start(self.p.redis, row.id)
                 continue
             await flows.fail_deployment(
                 self.p,
