@@ -9,14 +9,20 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
 from devpush.api.app import create_app
 from devpush.platform import Platform
 from devpush.settings import Settings
-from tests.integration.github.helpers import API, APP_ID, REPO, REPO_ID, GithubDouble, repo_json
+from tests.integration.github.helpers import (
+    API,
+    REPO,
+    REPO_ID,
+    GithubDouble,
+    github_settings,
+    repo_json,
+)
 from tests.security.world import WEBHOOK_SECRET, World
 
 
@@ -27,22 +33,7 @@ def app_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture
 def settings(settings: Settings, app_key: rsa.RSAPrivateKey, tmp_path: Path) -> Settings:
-    pem = app_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    (tmp_path / "github").mkdir()
-    return settings.model_copy(
-        update={
-            "github_app_id": APP_ID,
-            "github_app_private_key": pem,
-            "github_webhook_secret": WEBHOOK_SECRET,
-            "github_url": f"file://{tmp_path / 'github'}",
-            "github_app_slug": "devpush-test",
-            "verify_domains": False,
-        }
-    )
+    return github_settings(settings, app_key, tmp_path, WEBHOOK_SECRET, verify_domains=False)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
 from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
-from devpush.auth import mail
 from devpush.auth.authz import Action, load_team, role_in_team
 from devpush.auth.models import User
 from devpush.auth.service import Principal
@@ -243,11 +242,8 @@ async def create_invite(
         data={"email": invite.email, "role": invite.role.value},
     )
     inviter = await session.get(User, principal.user_id)
-    await mail.send(
-        platform.settings,
-        service.invite_mail(
-            platform.settings, team=row, inviter=inviter, invite=invite, token=token
-        ),
+    await service.send_invite(
+        platform.settings, team=row, inviter=inviter, invite=invite, token=token
     )
     return invite_read(invite)
 
@@ -281,11 +277,8 @@ async def resend_invite(
         ip=client_ip(request),
     )
     inviter = await session.get(User, principal.user_id)
-    await mail.send(
-        platform.settings,
-        service.invite_mail(
-            platform.settings, team=row, inviter=inviter, invite=invite, token=token
-        ),
+    await service.send_invite(
+        platform.settings, team=row, inviter=inviter, invite=invite, token=token
     )
     return invite_read(invite)
 

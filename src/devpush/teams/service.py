@@ -9,7 +9,6 @@ from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.auth import mail
-from devpush.auth.mail import Mail
 from devpush.auth.models import User
 from devpush.auth.service import hash_secret, normalize_email
 from devpush.db import utcnow
@@ -274,9 +273,12 @@ async def accept_invite(*, session: AsyncSession, token: str, user: User) -> Tea
     return team
 
 
-def invite_mail(
+async def send_invite(
     settings: Settings, *, team: Team, inviter: User | None, invite: TeamInvite, token: str
-) -> Mail:
+) -> None:
+    """Mail the invite link (or log it, without SMTP); shared by the API and the pages."""
     who = (inviter.name or inviter.email) if inviter else "A devpush user"
     url = f"{settings.app_url}/invites/{token}"
-    return mail.invite(settings, invite.email, team.name, who, invite.role.value, url)
+    await mail.send(
+        settings, mail.invite(settings, invite.email, team.name, who, invite.role.value, url)
+    )

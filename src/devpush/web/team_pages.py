@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.auth import mail
 from devpush.auth.authz import Action, load_team
 from devpush.auth.models import User
 from devpush.deployments import service as deployments
@@ -300,10 +299,7 @@ async def invite(
         ip=client_ip(request),
         data={"email": invited.email, "role": invited.role.value},
     )
-    await mail.send(
-        settings,
-        teams.invite_mail(settings, team=row, inviter=viewer.user, invite=invited, token=token),
-    )
+    await teams.send_invite(settings, team=row, inviter=viewer.user, invite=invited, token=token)
     return await _members_response(
         request, viewer, session, row, notice=f"Invitation sent to {invited.email}."
     )
@@ -326,10 +322,7 @@ async def resend_invite(
         team_id=row.id,
         ip=client_ip(request),
     )
-    await mail.send(
-        settings,
-        teams.invite_mail(settings, team=row, inviter=viewer.user, invite=invited, token=token),
-    )
+    await teams.send_invite(settings, team=row, inviter=viewer.user, invite=invited, token=token)
     return await _members_response(
         request, viewer, session, row, notice=f"Invitation sent again to {invited.email}."
     )

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import respx
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import text
 
@@ -22,13 +21,13 @@ from devpush.settings import Settings
 from tests.factories.auth import Account
 from tests.integration.github.helpers import (
     API,
-    APP_ID,
     REPO,
     REPO_ID,
     SECRET,
     Connected,
     GithubDouble,
     connect_project,
+    github_settings,
     repo_json,
 )
 
@@ -40,21 +39,7 @@ def app_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture
 def settings(settings: Settings, app_key: rsa.RSAPrivateKey, tmp_path: Path) -> Settings:
-    pem = app_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    (tmp_path / "github").mkdir()
-    return settings.model_copy(
-        update={
-            "github_app_id": APP_ID,
-            "github_app_private_key": pem,
-            "github_webhook_secret": SECRET,
-            "github_url": f"file://{tmp_path / 'github'}",
-            "github_app_slug": "devpush-test",
-        }
-    )
+    return github_settings(settings, app_key, tmp_path, SECRET)
 
 
 @pytest.fixture(autouse=True)

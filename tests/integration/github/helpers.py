@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devpush.db import session_scope
@@ -29,6 +29,7 @@ from devpush.platform import Platform
 from devpush.projects import service as projects
 from devpush.projects.models import Project
 from devpush.projects.schemas import ProjectCreate
+from devpush.settings import Settings
 from tests.factories.auth import Account
 
 # Real payloads from octokit/webhooks (MIT, see payloads/LICENSE.octokit-webhooks)
@@ -278,3 +279,26 @@ async def project_row(platform: Platform, project_id: str) -> Project:
         project = await session.get(Project, project_id)
         assert project is not None
         return project
+
+
+def github_settings(
+    settings: Settings, key: rsa.RSAPrivateKey, tmp_path: Path, secret: str, **extra: object
+) -> Settings:
+    """Settings of a platform with the test GitHub App configured; repositories of the fake
+    github.com live under tmp_path/github."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    (tmp_path / "github").mkdir()
+    return settings.model_copy(
+        update={
+            "github_app_id": APP_ID,
+            "github_app_private_key": pem,
+            "github_webhook_secret": secret,
+            "github_url": f"file://{tmp_path / 'github'}",
+            "github_app_slug": "devpush-test",
+            **extra,
+        }
+    )
