@@ -26,8 +26,9 @@ from devpush.github import reporting as github_reporting
 from devpush.logs.store import NewLine, PostgresLogStore
 from devpush.platform import Platform
 from devpush.projects import presets, repo_config
+from devpush.projects.env import resolve_env
 from devpush.projects.models import Environment, Project
-from devpush.projects.service import list_environments, pattern_matches, resolve_env
+from devpush.projects.service import list_environments, pattern_matches
 from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
 from devpush.runtime.base import RuntimeHandle, RuntimeSpec

@@ -23,6 +23,7 @@ from devpush.deployments.models import (
 from devpush.errors import Conflict, Invalid, NotFound
 from devpush.naming import label
 from devpush.pagination import encode_cursor, older_than
+from devpush.projects import env as env_vars
 from devpush.projects import service as projects
 from devpush.projects.models import Environment, Project
 from devpush.settings import Settings
@@ -75,7 +76,7 @@ async def create(
         environment = await projects.match_environment(
             session=session, project_id=project.id, branch=branch
         )
-    env, secret_keys = await projects.resolve_env(
+    env, secret_keys = await env_vars.resolve_env(
         session=session,
         project_id=project.id,
         environment_id=environment.id if environment else None,

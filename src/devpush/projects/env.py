@@ -1,4 +1,5 @@
-"""Environment variables one at a time: list (never values), set, unset, reveal.
+"""Environment variables: one at a time (list without values, set, unset, reveal), a whole
+set at once (project create/update), and the resolved values a deployment snapshots.
 
 Values are Fernet-encrypted at rest; a variable is global (environment None) or scoped to one
 environment, which overrides the global one for deployments of that environment.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush import crypto
@@ -122,3 +123,64 @@ async def reveal(
     if row is None:
         raise NotFound(f"no variable {key} here")
     return crypto.decrypt(row.value_enc)
+
+
+async def set_env_vars(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    values: dict[str, str],
+    environment_id: str | None = None,
+    secret: bool = False,
+    replace: bool = True,
+) -> None:
+    """Set variables (encrypted). With `replace`, variables not in `values` are removed."""
+    scope = (EnvVar.project_id == project_id) & (
+        EnvVar.environment_id.is_(None)
+        if environment_id is None
+        else EnvVar.environment_id == environment_id
+    )
+    existing = {v.key: v for v in await session.scalars(select(EnvVar).where(scope))}
+    if replace:
+        stale = [k for k in existing if k not in values]
+        if stale:
+            await session.execute(delete(EnvVar).where(scope, EnvVar.key.in_(stale)))
+    for key, value in values.items():
+        row = existing.get(key)
+        if row is None:
+            session.add(
+                EnvVar(
+                    project_id=project_id,
+                    environment_id=environment_id,
+                    key=key,
+                    value_enc=crypto.encrypt(value),
+                    secret=secret,
+                )
+            )
+        else:
+            row.value_enc = crypto.encrypt(value)
+            row.secret = secret or row.secret
+
+
+async def env_var_keys(*, session: AsyncSession, project_id: str) -> list[str]:
+    rows = await session.scalars(
+        select(EnvVar.key).where(EnvVar.project_id == project_id).distinct().order_by(EnvVar.key)
+    )
+    return list(rows)
+
+
+async def resolve_env(
+    *, session: AsyncSession, project_id: str, environment_id: str | None
+) -> tuple[dict[str, str], list[str]]:
+    """Decrypted variables for a deployment: global ones, overridden by the environment's.
+    Returns (values, keys marked secret)."""
+    rows = list(await session.scalars(select(EnvVar).where(EnvVar.project_id == project_id)))
+    values: dict[str, str] = {}
+    secret: set[str] = set()
+    for row in sorted(rows, key=lambda r: r.environment_id is not None):
+        if row.environment_id not in (None, environment_id):
+            continue
+        values[row.key] = crypto.decrypt(row.value_enc)
+        if row.secret:
+            secret.add(row.key)
+    return values, sorted(secret)

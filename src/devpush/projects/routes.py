@@ -8,7 +8,7 @@ from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
 from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_project, load_team
-from devpush.projects import service
+from devpush.projects import env, service
 from devpush.projects.models import Project
 from devpush.projects.schemas import EnvironmentRead, ProjectCreate, ProjectRead, ProjectUpdate
 from devpush.settings import Settings
@@ -28,7 +28,7 @@ async def project_read(session: SessionDep, settings: Settings, project: Project
         repo_url=project.repo_url,
         production_branch=project.production_branch,
         config=dict(project.config),
-        env_var_keys=await service.env_var_keys(session=session, project_id=project.id),
+        env_var_keys=await env.env_var_keys(session=session, project_id=project.id),
         environments=[
             EnvironmentRead(
                 id=e.id,

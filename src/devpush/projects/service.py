@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush import crypto
 from devpush.errors import Conflict, NotFound
 from devpush.naming import slugify
-from devpush.projects.models import Environment, EnvVar, Project
+from devpush.projects import env as env_vars
+from devpush.projects.models import Environment, Project
 from devpush.projects.schemas import EnvironmentIn, ProjectCreate, ProjectUpdate, RepoCredentials
 from devpush.sources import credentials
 
@@ -87,7 +87,7 @@ async def create_project(*, session: AsyncSession, team_id: str, body: ProjectCr
         )
     )
     await _replace_environments(session, project.id, body.environments or [])
-    await set_env_vars(session=session, project_id=project.id, values=body.env_vars or {})
+    await env_vars.set_env_vars(session=session, project_id=project.id, values=body.env_vars or {})
     await session.flush()
     return project
 
@@ -159,7 +159,7 @@ async def update_project(
     if body.environments is not None:
         await _replace_environments(session, project.id, body.environments)
     if body.env_vars is not None:
-        await set_env_vars(session=session, project_id=project.id, values=body.env_vars)
+        await env_vars.set_env_vars(session=session, project_id=project.id, values=body.env_vars)
     await session.flush()
     return project
 
@@ -203,67 +203,6 @@ async def match_environment(
         if pattern_matches(env.branch_pattern, branch):
             return env
     return None
-
-
-async def set_env_vars(
-    *,
-    session: AsyncSession,
-    project_id: str,
-    values: dict[str, str],
-    environment_id: str | None = None,
-    secret: bool = False,
-    replace: bool = True,
-) -> None:
-    """Set variables (encrypted). With `replace`, variables not in `values` are removed."""
-    scope = (EnvVar.project_id == project_id) & (
-        EnvVar.environment_id.is_(None)
-        if environment_id is None
-        else EnvVar.environment_id == environment_id
-    )
-    existing = {v.key: v for v in await session.scalars(select(EnvVar).where(scope))}
-    if replace:
-        stale = [k for k in existing if k not in values]
-        if stale:
-            await session.execute(delete(EnvVar).where(scope, EnvVar.key.in_(stale)))
-    for key, value in values.items():
-        row = existing.get(key)
-        if row is None:
-            session.add(
-                EnvVar(
-                    project_id=project_id,
-                    environment_id=environment_id,
-                    key=key,
-                    value_enc=crypto.encrypt(value),
-                    secret=secret,
-                )
-            )
-        else:
-            row.value_enc = crypto.encrypt(value)
-            row.secret = secret or row.secret
-
-
-async def env_var_keys(*, session: AsyncSession, project_id: str) -> list[str]:
-    rows = await session.scalars(
-        select(EnvVar.key).where(EnvVar.project_id == project_id).distinct().order_by(EnvVar.key)
-    )
-    return list(rows)
-
-
-async def resolve_env(
-    *, session: AsyncSession, project_id: str, environment_id: str | None
-) -> tuple[dict[str, str], list[str]]:
-    """Decrypted variables for a deployment: global ones, overridden by the environment's.
-    Returns (values, keys marked secret)."""
-    rows = list(await session.scalars(select(EnvVar).where(EnvVar.project_id == project_id)))
-    values: dict[str, str] = {}
-    secret: set[str] = set()
-    for row in sorted(rows, key=lambda r: r.environment_id is not None):
-        if row.environment_id not in (None, environment_id):
-            continue
-        values[row.key] = crypto.decrypt(row.value_enc)
-        if row.secret:
-            secret.add(row.key)
-    return values, sorted(secret)
 
 
 def set_paused(*, project: Project, paused: bool) -> None:

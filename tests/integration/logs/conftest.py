@@ -13,6 +13,7 @@ from devpush.api.app import create_app
 from devpush.db import session_scope
 from devpush.deployments import service as deployments
 from devpush.platform import Platform
+from devpush.projects import env
 from devpush.projects import service as projects
 from devpush.projects.models import Project
 from devpush.projects.schemas import EnvironmentIn, ProjectCreate
@@ -33,7 +34,7 @@ async def project(platform: Platform, alice: Account) -> ProjectRefs:
                 environments=[EnvironmentIn(name="staging", branch_pattern="release/*")],
             ),
         )
-        await projects.set_env_vars(
+        await env.set_env_vars(
             session=session,
             project_id=row.id,
             values={"API_KEY": SECRET},

@@ -29,6 +29,7 @@ from devpush.logs.shipper import MASK, Shipper
 from devpush.logs.store import MAX_LINE, Offsets
 from devpush.migrate import upgrade
 from devpush.platform import Platform, build_platform
+from devpush.projects import env
 from devpush.projects import service as projects
 from devpush.projects.schemas import ProjectCreate
 from devpush.runtime.base import LogRecord, Phase, RuntimeHandle
@@ -179,7 +180,7 @@ async def new_deployment(p: Platform, secrets: dict[str, str] | None = None) -> 
             body=ProjectCreate(name=f"app-{uuid.uuid4().hex[:8]}"),
         )
         if secrets:
-            await projects.set_env_vars(
+            await env.set_env_vars(
                 session=session, project_id=project.id, values=secrets, secret=True
             )
         deployment, _ = await deployments.create(
