@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test test-fast test-e2e lint install bench
+.PHONY: up test test-fast test-e2e test-chaos test-ops lint install bench
 
 $(BIN)/devpush: pyproject.toml
 	bash scripts/bootstrap.sh $(VENV)
@@ -14,27 +14,45 @@ up: install
 	$(BIN)/devpush up
 
 # Everything the tests need (podman, runner images, bubblewrap, git) is installed by
-# scripts/test-setup.sh; then the suite runs in two steps: fast tests, then end-to-end.
+# scripts/test-setup.sh; then the suite runs in four steps: fast tests, end-to-end, chaos,
+# and the production stack (compose, TLS, update, backup).
+SLOW := e2e or chaos or ops
+
 test: install
 	bash scripts/test-setup.sh
-	@echo "==> step 1/2: unit and integration tests"
-	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
-	@echo "==> step 2/2: end-to-end tests (real platform processes, Traefik, Podman)"
+	@echo "==> step 1/4: unit and integration tests"
+	$(BIN)/pytest -m "not ($(SLOW))" $(PYTEST_ARGS)
+	@echo "==> step 2/4: end-to-end tests (real platform processes, Traefik, Podman)"
 	$(BIN)/pytest -m e2e --timeout 900 $(PYTEST_ARGS)
+	@echo "==> step 3/4: chaos scenarios (faults injected into a real platform)"
+	$(BIN)/pytest -m chaos --timeout 900 $(PYTEST_ARGS)
+	@echo "==> step 4/4: production operations (compose stack, TLS, update, backup/restore)"
+	$(BIN)/pytest -m ops --timeout 1200 $(PYTEST_ARGS)
 
 test-fast: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not ($(SLOW))" $(PYTEST_ARGS)
 
 test-e2e: install
 	bash scripts/test-setup.sh
 	$(BIN)/pytest -m e2e --timeout 900 $(PYTEST_ARGS)
+
+test-chaos: install
+	bash scripts/test-setup.sh
+	$(BIN)/pytest -m chaos --timeout 900 $(PYTEST_ARGS)
+
+test-ops: install
+	bash scripts/test-setup.sh
+	$(BIN)/pytest -m ops --timeout 1200 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Every benchmark, one after another: deploy pipeline, logs, control plane under load.
 bench: install
 	bash scripts/test-setup.sh
 	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/logs.py
+	$(BIN)/python bench/control_plane.py

@@ -7,8 +7,12 @@ bash scripts/podman-setup.sh
 
 # A real browser for tests/browser: Debian's Chromium, driven by the playwright package
 # (never `playwright install`, which downloads its own browser).
+# tests/ops: Pebble (the ACME test server) for TLS, shellcheck for scripts/install.sh.
+# tests/chaos: wrk sends the steady 200 requests a second of the redeploy-under-load scenario.
 missing=()
-for pkg in chromium fonts-dejavu-core; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+for pkg in chromium fonts-dejavu-core pebble shellcheck wrk; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "[test-setup] installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null \

@@ -42,7 +42,7 @@ ComponentsOpt = Annotated[
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", highlight=False)
     if hint:
         err.print(f"[dim]hint:[/dim] {hint}")
     return typer.Exit(code)
@@ -142,10 +142,10 @@ def run_worker(
     check: Annotated[bool, typer.Option("--check", help="Exit non-zero if unhealthy")] = False,
 ) -> None:
     """Run the arq worker that executes deployment and cleanup jobs."""
-    from arq.worker import Worker, async_check_health
+    from arq.worker import async_check_health
 
     from devpush.platform import arq_redis_settings
-    from devpush.workers.jobs import worker_settings
+    from devpush.workers.jobs import ResilientWorker, worker_settings
 
     settings = get_settings()
     if check:
@@ -153,7 +153,7 @@ def run_worker(
         if code:
             err.print("worker unhealthy: no recent health check in Redis")
         raise typer.Exit(code)
-    Worker(**worker_settings(settings)).run()
+    ResilientWorker(**worker_settings(settings)).run()
 
 
 @app.command("monitor")
@@ -193,18 +193,23 @@ def migrate() -> None:
 
 
 # ---- component-scoped operations on a platform started with `up --detach` ---------------
+def split_components(
+    value: str | None, allowed: tuple[str, ...], default: tuple[str, ...] | None = None
+) -> list[str]:
+    """`--components app,worker` as a list; unset means `default` (all of `allowed`)."""
+    if not value:
+        return list(allowed if default is None else default)
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise fail(f"unknown components: {', '.join(unknown)}", f"choose from {', '.join(allowed)}")
+    return names
+
+
 def _components(value: str | None) -> list[str]:
     from devpush.embedded.launcher import COMPONENTS
 
-    if not value:
-        return list(COMPONENTS)
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in COMPONENTS]
-    if unknown:
-        raise fail(
-            f"unknown components: {', '.join(unknown)}", f"choose from {', '.join(COMPONENTS)}"
-        )
-    return names
+    return split_components(value, COMPONENTS)
 
 
 def _control(action: str, components: str | None) -> None:
@@ -218,11 +223,24 @@ def _control(action: str, components: str | None) -> None:
     time.sleep(0.5)
 
 
+def _compose_mode() -> bool:
+    return get_settings().mode == "compose"
+
+
+def _compose(action: str, components: str) -> None:
+    """DEVPUSH_MODE=compose: the same commands drive the compose stack (devpush.compose)."""
+    from devpush.compose import commands
+
+    commands.ACTIONS[action](components)
+
+
 @app.command()
 def start(components: ComponentsOpt = "") -> None:
     """Start components of a running platform (or the whole platform, detached)."""
     from devpush.embedded.state import read_state
 
+    if _compose_mode():
+        return _compose("start", components)
     if read_state(get_settings()) is None:
         up(detach=True)
         return
@@ -237,6 +255,8 @@ def stop(components: ComponentsOpt = "") -> None:
 
     from devpush.embedded.state import read_state
 
+    if _compose_mode():
+        return _compose("stop", components)
     settings = get_settings()
     state = read_state(settings)
     if state is None or not state.supervisor_pid:
@@ -255,6 +275,8 @@ def stop(components: ComponentsOpt = "") -> None:
 @app.command()
 def restart(components: ComponentsOpt = "") -> None:
     """Restart components of a running platform."""
+    if _compose_mode():
+        return _compose("restart", components)
     components = components or "app,worker,monitor,proxy"
     _control("restart", components)
     _wait_and_show(components, "running")
@@ -316,6 +338,8 @@ def _print_states(states: dict[str, str]) -> None:
 @app.command()
 def status(components: ComponentsOpt = "") -> None:
     """Show which components run, with their pids. Exits 1 if any asked for is down."""
+    if _compose_mode():
+        return _compose("status", components)
     states = _states(_components(components or None))
     _print_states(states)
     raise typer.Exit(1 if "stopped" in states.values() else 0)
@@ -390,7 +414,18 @@ def keys_rotate() -> None:
 
 
 def main() -> None:
+    from devpush.backup.commands import register as register_backup
     from devpush.client.commands import register
+    from devpush.compose import commands as compose_commands
+    from devpush.socketproxy.commands import register as register_socket_proxy
 
     register(app)
+    compose_commands.register(app)  # `update`
+    register_socket_proxy(app)
+    if _compose_mode():  # backup/restore, users, tokens and keys run inside the app container
+        if len(sys.argv) > 2 and sys.argv[1] in compose_commands.IN_APP:
+            compose_commands.forward_in_app(sys.argv[1:])
+        compose_commands.register_backup(app)
+    else:
+        register_backup(app)
     app()

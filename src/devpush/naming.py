@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 _NON_LABEL = re.compile(r"[^a-z0-9]+")
 
@@ -16,6 +17,7 @@ def slugify(value: str, *, max_length: int = 40) -> str:
     return slug or "x"
 
 
+@lru_cache(maxsize=4096)  # pure, and asked for every deployment of every list page
 def label(*parts: str, max_length: int = 63) -> str:
     """Join slugified parts into one DNS label (<= 63 chars). A label that had to be shortened
     gets a short hash suffix so that two long names do not collide."""

@@ -6,7 +6,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from devpush.errors import Invalid
@@ -25,6 +25,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def older_than(cursor: str, created_col: Any, id_col: Any) -> ColumnElement[bool]:
-    """The WHERE clause for rows after `cursor` in (created_at desc, id desc) order."""
+    """The WHERE clause for rows after `cursor` in (created_at desc, id desc) order.
+
+    A row comparison, not `created < c OR (created = c AND id < i)`: PostgreSQL turns the row
+    form into an index range on (…, created_at), so a deep page reads ~limit rows; the OR form
+    made it bitmap-scan and sort every older row (EXPLAIN ANALYZE, 10,000 deployments)."""
     created, ident = decode_cursor(cursor)
-    return or_(created_col < created, and_(created_col == created, id_col < ident))
+    return tuple_(created_col, id_col) < tuple_(created, ident)

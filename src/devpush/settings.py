@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     cert_resolver: str | None = Field(
         None, description="Traefik cert resolver name for routes; unset in embedded mode."
     )
+    acme_ca_server: str | None = Field(
+        None,
+        description="ACME directory URL of the cert resolver (Traefik's caServer). Unset: "
+        "Let's Encrypt's production directory.",
+    )
+    acme_ca_certificates: str | None = Field(
+        None,
+        description="PEM file(s) of the CAs Traefik trusts, instead of the system ones, for "
+        "the ACME server's HTTPS (LEGO_CA_CERTIFICATES; colon-separated), e.g. a private or "
+        "test CA such as Pebble's.",
+    )
     verify_domains: bool = Field(
         True,
         description="Require a DNS TXT record before serving a custom domain. Off: trust "
@@ -98,7 +109,9 @@ class Settings(BaseSettings):
         None, description="host[:port] of the DNS server for domain checks. Unset: system."
     )
     github_app_id: str | None = Field(None, description="GitHub App id.")
-    github_app_private_key: str | None = Field(None, description="GitHub App private key (PEM).")
+    github_app_private_key: str | None = Field(
+        None, description="GitHub App private key: the PEM itself, or the path of a PEM file."
+    )
     github_webhook_secret: str | None = Field(None, description="GitHub webhook secret.")
     github_app_slug: str | None = Field(None, description="GitHub App slug (its install link).")
     github_api_url: str = Field("https://api.github.com", description="GitHub REST API base URL.")
@@ -125,8 +138,49 @@ class Settings(BaseSettings):
         description="Google's OpenID Connect discovery document.",
     )
     workers: int = Field(1, description="Number of app worker processes.")
+    app_db_pool_size: int = Field(
+        20,
+        description="Database connections each app worker keeps open (bursts add up to 10 "
+        "more); requests beyond it pay for a new connection each.",
+    )
     api_rate_limit: int = Field(
         1200, description="API requests a minute per token (or per address); 0 turns it off."
+    )
+    mode: Literal["embedded", "compose"] = Field(
+        "embedded",
+        description="compose: `devpush start|stop|restart|status|update` drive the compose "
+        "stack in DEVPUSH_COMPOSE_DIR instead of an embedded `devpush up`.",
+    )
+    app_upstream: str | None = Field(
+        None,
+        description="URL Traefik sends the dashboard to. Unset: http://127.0.0.1:<APP_PORT>.",
+    )
+    traefik_api_url: str | None = Field(
+        None,
+        description="Where the worker reads Traefik's API to confirm a route is live. Unset: "
+        "http://127.0.0.1:<TRAEFIK_API_PORT>.",
+    )
+    compose_dir: Path = Field(
+        Path("compose"), description="Directory of the compose files (compose mode)."
+    )
+    compose_cmd: str | None = Field(
+        None,
+        description="Compose command, e.g. `podman-compose`. Unset: `docker compose` when "
+        "present, otherwise podman-compose.",
+    )
+    compose_project: str = Field("devpush", description="Compose project name (compose mode).")
+    compose_env_file: Path = Field(
+        Path(".env"), description="The .env file compose reads its values from."
+    )
+    compose_dev: bool = Field(
+        False, description="Load override.dev.yml (loopback ports, debug) not override.yml."
+    )
+    cert_challenge_provider: Literal["default", "cloudflare", "route53"] = Field(
+        "default", description="ACME challenge: which compose/ssl-<provider>.yml is loaded."
+    )
+    host_data_dir: Path = Field(
+        Path("/var/lib/devpush"),
+        description="Host directory mounted at /data in the compose containers.",
     )
 
     @property
@@ -138,13 +192,22 @@ class Settings(BaseSettings):
         return self.data_path / "traefik" / "dynamic"
 
     @property
+    def public_port(self) -> str:
+        """The `:PORT` of public URLs, empty for the scheme's default port. With https, that
+        is the HTTPS entrypoint (443 when unset), not the HTTP one that only redirects."""
+        port = (self.https_port or 443) if self.url_scheme == "https" else self.http_port
+        return "" if port in (80, 443) else f":{port}"
+
+    @property
+    def traefik_api(self) -> str:
+        return (self.traefik_api_url or f"http://127.0.0.1:{self.traefik_api_port}").rstrip("/")
+
+    @property
     def app_url(self) -> str:
-        port = "" if self.http_port in (80, 443) else f":{self.http_port}"
-        return f"{self.url_scheme}://{self.app_hostname}{port}"
+        return f"{self.url_scheme}://{self.app_hostname}{self.public_port}"
 
     def deploy_url(self, label: str) -> str:
-        port = "" if self.http_port in (80, 443) else f":{self.http_port}"
-        return f"{self.url_scheme}://{label}.{self.deploy_domain}{port}"
+        return f"{self.url_scheme}://{label}.{self.deploy_domain}{self.public_port}"
 
 
 @lru_cache

@@ -41,6 +41,8 @@ def deploy_platform(
     wait_health(running.app_url)
     yield running
     code = running.stop()
+    if runtime == "docker":
+        running.remove_containers()
     assert code == 0, running.text()[-3000:]
 
 

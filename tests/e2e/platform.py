@@ -59,6 +59,23 @@ class RunningPlatform:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def remove_containers(self) -> None:
+        """Apps outlive `devpush up` by design; a test platform's containers (found by its
+        owner label) go with it, so they do not pile up on the shared engine."""
+        from devpush.runtime import owner_id
+        from devpush.settings import Settings
+
+        fields = {k[8:].lower(): v for k, v in self.env.items() if k.startswith("DEVPUSH_")}
+        owner = owner_id(Settings(**fields))
+        listed = subprocess.run(
+            ["podman", "ps", "-aq", "--filter", f"label=devpush.owner={owner}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if ids := listed.stdout.split():
+            subprocess.run(["podman", "rm", "-f", "-t", "1", *ids], capture_output=True, check=True)
+
 
 def platform_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVPUSH_")}

@@ -98,6 +98,24 @@ def test_deploy_redeploy_and_rollback(api: Api, tmp_path: Path) -> None:
     listing = api.get(f"/api/v1/projects/{project['id']}/deployments")
     assert [d["id"] for d in listing["items"]] == [second["id"], first["id"]]
 
+    # Two more deployments: D serves, C stays warm as the previous one everywhere, and A and B
+    # (neither current nor previous on any alias) are cleaned up: their own URLs stop serving.
+    for body in ("C", "D"):
+        commit(repo, body)
+        latest = api.wait(api.deploy(project["id"])["id"])
+        assert latest["conclusion"] == "succeeded", latest
+    assert api.body(urls["environment"]) == "D"
+    deadline = time.monotonic() + 30
+    for cold in (first, second):
+        while (served := api.serve(cold["urls"]["deployment"])).status_code != 404:
+            assert time.monotonic() < deadline, f"{cold['id']} still served: {served.text!r}"
+            time.sleep(0.5)
+    listing = api.get(f"/api/v1/projects/{project['id']}/deployments")
+    warm = listing["items"][1]
+    assert api.body(warm["urls"]["deployment"]) == "C"
+    refused = api.post(f"/api/v1/deployments/{second['id']}/rollback", expect=409)
+    assert "not running any more" in refused["error"]["message"]
+
 
 def test_promote_preview_branch_and_custom_env(api: Api, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", body="prod")

@@ -12,7 +12,8 @@ from sqlalchemy import update
 from devpush.db import session_scope, utcnow
 from devpush.deployments.models import Deployment
 from devpush.platform import Platform
-from devpush.workers.enqueue import start_job_state
+from devpush.workers.enqueue import enqueue_finalize, start_job_state
+from devpush.workers.jobs import heartbeat_key, job_timeouts
 from devpush.workers.monitor import Monitor
 from tests.factories.auth import Account
 
@@ -66,3 +67,67 @@ async def test_a_lost_job_is_enqueued_again_and_a_queued_one_waits(
     await Monitor(platform).reconcile()
     assert await start_job_state(platform.redis, deployment_id) == "queued"
     assert (await status_of(client, alice, deployment_id))["status"] == "prepare"
+
+
+async def test_a_deploy_whose_worker_died_before_starting_the_instance_is_concluded(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
+    """The worker was killed between `deploy` and saving the started instance's upstream:
+    the deployment must not stay in `deploy` forever."""
+    deployment_id = await stale_deployment(client, platform, alice)
+    async with session_scope(platform.sessions) as session:
+        await session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id)
+            .values(status="deploy", deploy_started_at=utcnow() - timedelta(minutes=1))
+        )
+    await Monitor(platform).reconcile()
+    result = await status_of(client, alice, deployment_id)
+    assert result["conclusion"] == "failed", result
+    assert "worker preparing this deployment stopped" in result["error"]
+
+
+async def test_a_deploy_with_a_live_worker_is_left_alone(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
+    deployment_id = await stale_deployment(client, platform, alice)
+    async with session_scope(platform.sessions) as session:
+        await session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id)
+            .values(status="deploy", deploy_started_at=utcnow() - timedelta(minutes=1))
+        )
+    await platform.redis.set(heartbeat_key(deployment_id), "1", px=60_000)
+    await Monitor(platform).reconcile()
+    assert (await status_of(client, alice, deployment_id))["status"] == "deploy"
+
+
+async def test_jobs_a_dead_worker_left_running_are_released(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
+    """A finalize job marked running for longer than its timeout is released so that a live
+    worker runs it; a recent mark is left alone; the start job of a concluded deployment is
+    dropped from the queue."""
+    _, mark_seconds = job_timeouts(platform.settings)
+    stale, fresh = await stale_deployment(client, platform, alice), "0" * 20
+    for deployment_id, age in ((stale, 100), (fresh, 1)):
+        await enqueue_finalize(platform.redis, deployment_id)
+        await platform.redis.set(
+            in_progress_key_prefix + f"finalize:{deployment_id}",
+            b"1",
+            px=int((mark_seconds - age) * 1000),
+        )
+    # the start job of `stale` was running when its worker died; then it was concluded
+    await platform.redis.set(in_progress_key_prefix + f"start:{stale}", b"1", px=600_000)
+    async with session_scope(platform.sessions) as session:
+        await session.execute(
+            update(Deployment)
+            .where(Deployment.id == stale)
+            .values(status="completed", conclusion="failed", concluded_at=utcnow())
+        )
+    await Monitor(platform).reconcile()
+    assert not await platform.redis.exists(in_progress_key_prefix + f"finalize:{stale}")
+    assert await platform.redis.exists(in_progress_key_prefix + f"finalize:{fresh}")
+    assert await start_job_state(platform.redis, stale) == "missing"
+    queued = {j.decode() for j in await platform.redis.zrange(default_queue_name, 0, -1)}
+    assert queued == {f"finalize:{stale}", f"finalize:{fresh}"}  # still there, to run again

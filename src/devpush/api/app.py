@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.staticfiles import StaticFiles
 
 from devpush.api.errors import ERROR_RESPONSES, install_error_handlers
-from devpush.api.middleware import ApiConventions
+from devpush.api.middleware import ApiConventions, HostScoped
 from devpush.api.security import SecurityHeaders
 from devpush.logsetup import configure_logging
 from devpush.platform import build_platform
@@ -60,7 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
-        app.state.platform = await build_platform(settings)
+        # One pooled connection per concurrent request: past the pool, each request opened
+        # and closed its own connection (a PostgreSQL fork + SCRAM), the largest cost of the
+        # deployments list under load (bench/control_plane.py).
+        app.state.platform = await build_platform(settings, pool_size=settings.app_db_pool_size)
+        # Everything loaded so far lives as long as the process: keep it out of the cyclic
+        # GC's full collections, whose pauses over it were the tail of request latency.
+        gc.freeze()
         try:
             yield
         finally:
@@ -77,8 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     from devpush.api.health import router as health_router
+    from devpush.web.pages import is_deployment_host, unknown_host_middleware
     from devpush.web.pages import router as pages_router
-    from devpush.web.pages import unknown_host_middleware
 
     app.include_router(health_router)
     app.include_router(api_router())
@@ -92,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages_router)  # last: it ends with the catch-all "page not found"
-    app.middleware("http")(unknown_host_middleware)
+    app.add_middleware(HostScoped, dispatch=unknown_host_middleware, matches=is_deployment_host)
     app.add_middleware(ApiConventions)
     app.add_middleware(
         SessionMiddleware,

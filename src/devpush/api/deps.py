@@ -16,7 +16,8 @@ from devpush.errors import Unauthorized
 from devpush.platform import Platform
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request
     platform: Platform = request.app.state.platform
     return platform
 

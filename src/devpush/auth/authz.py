@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.auth.service import Principal
@@ -51,9 +51,14 @@ async def authorize_team(
     *, session: AsyncSession, principal: Principal, team_id: str, action: Action
 ) -> Role:
     """Return the caller's role in the team, or raise NotFound/Forbidden."""
+    role = await role_in_team(session=session, user_id=principal.user_id, team_id=team_id)
+    return _check(principal, team_id, role, action)
+
+
+def _check(principal: Principal, team_id: str, role: Role | None, action: Action) -> Role:
+    """The decision, given the caller's role in the team (None: not a member)."""
     if principal.token_team_id is not None and principal.token_team_id != team_id:
         raise NotFound("no such team")
-    role = await role_in_team(session=session, user_id=principal.user_id, team_id=team_id)
     if role is None:
         raise NotFound("no such team")
     min_role, scope = RULES[action]
@@ -75,15 +80,30 @@ async def load_team(
     return team
 
 
+# Built once (every project-scoped request runs it): the project and the caller's role.
+_PROJECT_WITH_ROLE = (
+    select(Project, TeamMember.role)
+    .outerjoin(
+        TeamMember,
+        (TeamMember.team_id == Project.team_id) & (TeamMember.user_id == bindparam("user_id")),
+    )
+    .where(Project.id == bindparam("project_id"))
+)
+
+
 async def load_project(
     *, session: AsyncSession, principal: Principal, project_id: str, action: Action
 ) -> Project:
-    project = await session.get(Project, project_id) if len(project_id) <= 32 else None
-    if project is None or project.status == "deleting":
+    """The project with the caller's role in its team, read in one query (every
+    project-scoped request goes through here)."""
+    row = None
+    if len(project_id) <= 32:
+        params = {"project_id": project_id, "user_id": principal.user_id}
+        row = (await session.execute(_PROJECT_WITH_ROLE, params)).one_or_none()
+    if row is None or row[0].status == "deleting":
         raise NotFound("no such project")
-    await authorize_team(
-        session=session, principal=principal, team_id=project.team_id, action=action
-    )
+    project, role = row
+    _check(principal, project.team_id, role, action)
     return project
 
 

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.auth.models import ApiToken, SignInLink, User
@@ -89,26 +89,43 @@ async def create_token(
     return token, plaintext
 
 
+# Built once: every API request with a token runs it. Plain columns, not ORM objects.
+_TOKEN_LOOKUP = (
+    select(
+        ApiToken.id,
+        ApiToken.revoked_at,
+        ApiToken.expires_at,
+        ApiToken.last_used_at,
+        ApiToken.scopes,
+        ApiToken.team_id,
+        User.id.label("user_id"),
+        User.is_admin,
+        User.status,
+    )
+    .outerjoin(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
 async def authenticate_token(*, session: AsyncSession, token: str) -> Principal:
     """Resolve a bearer token, or raise Unauthorized."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthorized("the API token is malformed; create one with `devpush token create`")
-    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_secret(token)))
+    row = (await session.execute(_TOKEN_LOOKUP, {"token_hash": hash_secret(token)})).first()
     now = utcnow()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("the API token is unknown or revoked; create a new one")
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthorized("the API token has expired; create a new one")
-    user = await session.get(User, row.user_id)
-    if user is None or user.status != "active":
+    if row.user_id is None or row.status != "active":
         raise Unauthorized("the API token's user no longer exists")
     if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
         await session.execute(
             update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)
         )
     return Principal(
-        user_id=user.id,
-        is_admin=user.is_admin,
+        user_id=row.user_id,
+        is_admin=row.is_admin,
         scopes=frozenset(row.scopes),
         token_id=row.id,
         token_team_id=row.team_id,

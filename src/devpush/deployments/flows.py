@@ -7,6 +7,7 @@ already moved on, so every step is idempotent and safe to run twice.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import shutil
 from datetime import datetime
@@ -143,7 +144,7 @@ async def _claim_prepare(p: Platform, deployment_id: str) -> tuple[Deployment, P
         return deployment, project
 
 
-def _mirror(p: Platform, project_id: str) -> Path:
+def mirror_path(p: Platform, project_id: str) -> Path:
     return p.settings.data_path / "git" / "mirrors" / f"{project_id}.git"
 
 
@@ -163,6 +164,9 @@ async def start_deployment(p: Platform, deployment_id: str) -> None:
     except DevpushError as exc:
         await fail_deployment(p, deployment_id, exc.message)
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            await fail_deployment(p, deployment_id, disk_full_message(p, exc))
+            return
         log.exception("deployment preparation crashed", extra={"deployment_id": deployment_id})
         await fail_deployment(
             p, deployment_id, f"Internal error while preparing: {type(exc).__name__}: {exc}"[:500]
@@ -170,6 +174,14 @@ async def start_deployment(p: Platform, deployment_id: str) -> None:
         raise
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+def disk_full_message(p: Platform, exc: OSError) -> str:
+    where = f" (writing {exc.filename})" if exc.filename else ""
+    return (
+        f"No space left on device while preparing the deployment{where}. Free disk space "
+        f"under {p.settings.data_path}, then redeploy."
+    )
 
 
 async def _prepare_and_deploy(
@@ -184,7 +196,7 @@ async def _prepare_and_deploy(
         + (f" at {deployment.commit_sha[:12]}" if deployment.commit_sha else ""),
     )
     commit = await git.fetch(
-        mirror=_mirror(p, project.id),
+        mirror=mirror_path(p, project.id),
         url=source.url,
         branch=deployment.branch,
         commit_sha=deployment.commit_sha,
@@ -192,7 +204,7 @@ async def _prepare_and_deploy(
         credentials=source.credentials,
     )
     root = await git.export(
-        mirror=_mirror(p, project.id),
+        mirror=mirror_path(p, project.id),
         sha=commit.sha,
         dest=workdir / "src",
         subdir=deployment.config.get("root_directory") or "",
@@ -247,7 +259,7 @@ async def _touches_watched(
         )
     if base is None:
         return True
-    changed = await git.changed_files(mirror=_mirror(p, project.id), base=base, head=sha)
+    changed = await git.changed_files(mirror=mirror_path(p, project.id), base=base, head=sha)
     return changed is None or repo.touches(changed)
 
 
@@ -406,7 +418,7 @@ async def wait_route_live(p: Platform, router: str, hostname: str, timeout: floa
     """Wait until Traefik's `router` serves `hostname` (read from Traefik's loopback API).
     Without that API (an external proxy) there is nothing to wait for."""
     host = f"Host(`{hostname}`)"
-    url = f"http://127.0.0.1:{p.settings.traefik_api_port}/api/http/routers/{router}@file"
+    url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with httpx.AsyncClient(timeout=1) as client:
@@ -465,6 +477,11 @@ async def remove_instance(p: Platform, deployment_id: str, *, unless_warm: bool 
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         deployment.runtime_handle = None
+        deployment.upstream = None
+        # Its own `-id-` hostname stops routing to an instance that is gone.
+        await proxy_sync.sync_project(
+            session=session, settings=p.settings, project_id=deployment.project_id
+        )
     return True
 
 

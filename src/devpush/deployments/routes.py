@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.responses import model_json
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_deployment, load_project
 from devpush.auth.service import Principal
@@ -16,7 +17,7 @@ from devpush.deployments import flows, service
 from devpush.deployments.models import Deployment
 from devpush.deployments.schemas import DeploymentCreate, DeploymentPage, DeploymentRead
 from devpush.platform import Platform
-from devpush.projects.models import Project
+from devpush.projects.models import Environment, Project
 
 router = APIRouter(tags=["deployments"])
 
@@ -24,9 +25,14 @@ router = APIRouter(tags=["deployments"])
 async def deployment_read(
     session: AsyncSession, p: Platform, d: Deployment, project: Project
 ) -> DeploymentRead:
-    from devpush.projects.models import Environment
-
     environment = await session.get(Environment, d.environment_id) if d.environment_id else None
+    return read_with_environment(p, d, project, environment)
+
+
+def read_with_environment(
+    p: Platform, d: service.Listed, project: Project, environment: service.EnvironmentLike | None
+) -> DeploymentRead:
+    """The API view of a deployment whose environment the caller loaded (lists join it)."""
     specs = service.alias_specs(project, d, environment)
     return DeploymentRead(
         id=d.id,
@@ -89,11 +95,11 @@ async def list_deployments(
     branch: Annotated[str | None, Query(max_length=255)] = None,
     environment_id: Annotated[str | None, Query(max_length=32)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
-) -> DeploymentPage:
+) -> Response:
     project = await load_project(
         session=session, principal=principal, project_id=project_id, action=Action.read
     )
-    rows, next_cursor = await service.list_page(
+    rows, next_cursor = await service.list_with_environments(
         session=session,
         project_id=project.id,
         limit=limit,
@@ -102,10 +108,11 @@ async def list_deployments(
         environment_id=environment_id,
         status=status,
     )
-    return DeploymentPage(
-        items=[await deployment_read(session, platform, d, project) for d in rows],
+    page = DeploymentPage(
+        items=[read_with_environment(platform, d, project, env) for d, env in rows],
         next_cursor=next_cursor,
     )
+    return model_json(page)
 
 
 @router.get("/deployments/{deployment_id}", response_model=DeploymentRead)

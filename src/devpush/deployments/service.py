@@ -5,9 +5,9 @@ projects through the projects service)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVarTuple
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush import crypto
@@ -35,6 +35,50 @@ class AliasSpec:
     value: str
     environment_id: str | None = None
     branch: str | None = None
+
+
+class EnvironmentLike(Protocol):
+    """What an alias needs of an environment: an Environment, or an EnvironmentRef."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def slug(self) -> str: ...
+    @property
+    def is_production(self) -> bool: ...
+
+
+class EnvironmentRef(NamedTuple):
+    id: str
+    slug: str
+    is_production: bool
+
+
+# A deployment as the API shows it: the ORM object, or a row of LISTED_COLUMNS.
+Listed = Deployment | Row[Any]
+# The columns the API shows (DeploymentRead); the list reads only these, without ORM objects.
+LISTED_COLUMNS = (
+    Deployment.id,
+    Deployment.project_id,
+    Deployment.environment_id,
+    Deployment.branch,
+    Deployment.commit_sha,
+    Deployment.commit_message,
+    Deployment.commit_author,
+    Deployment.trigger,
+    Deployment.pr_number,
+    Deployment.status,
+    Deployment.conclusion,
+    Deployment.error,
+    Deployment.runtime,
+    Deployment.config,
+    Deployment.created_at,
+    Deployment.prepare_started_at,
+    Deployment.deploy_started_at,
+    Deployment.ready_at,
+    Deployment.concluded_at,
+    Deployment.timings,
+)
 
 
 def default_runtime(settings: Settings) -> str:
@@ -154,17 +198,20 @@ def env_snapshot(deployment: Deployment) -> dict[str, str]:
 
 
 # ---- listing ---------------------------------------------------------------------------
-async def list_page(
+Cols = TypeVarTuple("Cols")
+
+
+def _page_filter(
+    stmt: Select[*Cols],
     *,
-    session: AsyncSession,
     project_id: str,
-    limit: int = 20,
-    cursor: str | None = None,
-    branch: str | None = None,
-    environment_id: str | None = None,
-    status: str | None = None,
-) -> tuple[list[Deployment], str | None]:
-    stmt = select(Deployment).where(Deployment.project_id == project_id)
+    limit: int,
+    cursor: str | None,
+    branch: str | None,
+    environment_id: str | None,
+    status: str | None,
+) -> Select[*Cols]:
+    stmt = stmt.where(Deployment.project_id == project_id)
     if cursor:
         stmt = stmt.where(older_than(cursor, Deployment.created_at, Deployment.id))
     if branch:
@@ -177,11 +224,67 @@ async def list_page(
         stmt = stmt.where(Deployment.status == status)
     elif status:
         raise Invalid(f"unknown status filter {status[:40]!r}")
-    stmt = stmt.order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit + 1)
-    rows = list(await session.scalars(stmt))
+    return stmt.order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit + 1)
+
+
+def _cursor_after(rows: list[Deployment] | list[Row[Any]], limit: int) -> str | None:
     last = rows[limit - 1] if len(rows) > limit else None
-    next_cursor = encode_cursor(last.created_at, last.id) if last else None
-    return rows[:limit], next_cursor
+    return encode_cursor(last.created_at, last.id) if last else None
+
+
+async def list_page(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    limit: int = 20,
+    cursor: str | None = None,
+    branch: str | None = None,
+    environment_id: str | None = None,
+    status: str | None = None,
+) -> tuple[list[Deployment], str | None]:
+    stmt = _page_filter(
+        select(Deployment),
+        project_id=project_id,
+        limit=limit,
+        cursor=cursor,
+        branch=branch,
+        environment_id=environment_id,
+        status=status,
+    )
+    rows = list(await session.scalars(stmt))
+    return rows[:limit], _cursor_after(rows, limit)
+
+
+async def list_with_environments(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    limit: int = 20,
+    cursor: str | None = None,
+    branch: str | None = None,
+    environment_id: str | None = None,
+    status: str | None = None,
+) -> tuple[list[tuple[Row[Any], EnvironmentRef | None]], str | None]:
+    """The API's page: each deployment (its LISTED_COLUMNS) with its environment (for the
+    alias URLs), in one query. Plain rows, not ORM objects: the list is the busiest read of
+    the API, and building ORM objects was most of its cost (bench/control_plane.py)."""
+    stmt = _page_filter(
+        select(
+            *LISTED_COLUMNS, Environment.slug, Environment.is_production.label("is_production")
+        ).outerjoin(Environment, Environment.id == Deployment.environment_id),
+        project_id=project_id,
+        limit=limit,
+        cursor=cursor,
+        branch=branch,
+        environment_id=environment_id,
+        status=status,
+    )
+    rows = list(await session.execute(stmt))
+    page = [
+        (r, EnvironmentRef(r.environment_id, r.slug, r.is_production) if r.slug else None)
+        for r in rows[:limit]
+    ]
+    return page, _cursor_after(rows, limit)
 
 
 async def last_succeeded_commit(
@@ -208,7 +311,7 @@ async def active_ids(*, session: AsyncSession, status: Status | None = None) -> 
 
 # ---- aliases ---------------------------------------------------------------------------
 def alias_specs(
-    project: Project, deployment: Deployment, environment: Environment | None
+    project: Project, deployment: Listed, environment: EnvironmentLike | None
 ) -> list[AliasSpec]:
     """Every hostname label a deployment is served under (DESIGN.md's table)."""
     slug = project.slug
@@ -281,8 +384,12 @@ async def environment_aliases(*, session: AsyncSession, environment_id: str) -> 
 
 
 async def warm_deployment_ids(*, session: AsyncSession, project_id: str | None = None) -> set[str]:
-    """Deployments an alias points at now or just before: these stay running."""
-    stmt = select(Alias.deployment_id, Alias.previous_deployment_id)
+    """Deployments a branch, environment or PR alias points at now or just before: these stay
+    running. A deployment's own `-id-` alias never moves, so it keeps nothing warm; older
+    deployments are cleaned up and their own URL stops being served."""
+    stmt = select(Alias.deployment_id, Alias.previous_deployment_id).where(
+        Alias.type != AliasType.deployment
+    )
     if project_id:
         stmt = stmt.where(Alias.project_id == project_id)
     warm: set[str] = set()
@@ -313,4 +420,49 @@ async def remove_aliases(
 
 
 def urls(settings: Settings, aliases: list[Alias] | list[AliasSpec]) -> dict[str, str]:
-    return {a.type.value: settings.deploy_url(a.value) for a in aliases}
+    # one settings.deploy_url per deployment instead of one per alias
+    scheme, _, suffix = settings.deploy_url("").partition("://")
+    return {a.type.value: f"{scheme}://{a.value}{suffix}" for a in aliases}
+
+
+# ---- restore (a backup brought onto a fresh machine) -------------------------------------
+async def serving_deployments(*, session: AsyncSession) -> list[Deployment]:
+    """The deployments a branch, PR or environment alias points at now (a deployment's own
+    id alias does not count: every old deployment keeps one), one per project branch (or PR):
+    the one an environment serves wins over a branch's newer one, so a rollback survives."""
+    rows = await session.execute(
+        select(Alias.type, Deployment)
+        .join(Deployment, Deployment.id == Alias.deployment_id)
+        .where(Alias.type != AliasType.deployment)
+        .order_by(Deployment.created_at)
+    )
+    chosen: dict[tuple[str, str, int | None], Deployment] = {}
+    pinned: set[tuple[str, str, int | None]] = set()
+    for alias_type, deployment in rows:
+        key = (deployment.project_id, deployment.branch, deployment.pr_number)
+        if key in pinned:
+            continue
+        chosen[key] = deployment
+        if alias_type == AliasType.environment:
+            pinned.add(key)
+    return sorted(chosen.values(), key=lambda d: d.created_at)
+
+
+async def forget_instances(*, session: AsyncSession) -> int:
+    """Drop every recorded runtime handle and upstream: after a restore none of those instances
+    exists here, and no route or monitor may aim at them. Returns how many were dropped."""
+    rows = list(
+        await session.scalars(
+            select(Deployment).where(
+                Deployment.runtime_handle.is_not(None) | Deployment.upstream.is_not(None)
+            )
+        )
+    )
+    forgotten = 0
+    for deployment in rows:
+        if deployment.runtime_handle is None and deployment.upstream is None:
+            continue  # a JSON null handle, already forgotten
+        deployment.runtime_handle = None
+        deployment.upstream = None
+        forgotten += 1
+    return forgotten

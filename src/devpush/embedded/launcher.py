@@ -37,6 +37,7 @@ from devpush.settings import Settings
 
 COMPONENTS = ("db", "redis", "proxy", "app", "worker", "monitor")
 ECHOED = ("app", "worker", "monitor")
+RESTARTS_PER_MINUTE = 5
 
 
 def _set_pdeathsig() -> None:
@@ -130,6 +131,9 @@ class Supervisor:
         env["DEVPUSH_REDIS_URL"] = redis_url
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("DEVPUSH_ALLOW_FILE_REPOS", "1")
+        # glibc gives each thread (uvicorn's and asyncpg's helpers) its own malloc arena;
+        # two are plenty for asyncio processes and keep idle memory down.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         return env
 
     def start(self) -> PlatformState:
@@ -222,7 +226,8 @@ class Supervisor:
 
     # ---- running and stopping -------------------------------------------------------
     def wait(self) -> int:
-        """Block until a signal arrives or a child dies; then stop everything.
+        """Block until a signal arrives, then stop everything; children that die meanwhile are
+        restarted (see `_restart_crashed`).
 
         SIGUSR1 asks for a component-scoped action written by `devpush start|stop|restart`
         to run/control.json.
@@ -230,35 +235,46 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stopping.set())
         signal.signal(signal.SIGUSR1, lambda *_: self._control.set())
-        code = 0
         while not self._stopping.wait(0.3):
             if self._control.is_set():
                 self._control.clear()
                 self._run_control()
             for name, proc in list(self.children.items()):
                 if proc.poll() is not None and not self._stopping.is_set():
-                    if not self._restart_crashed(name, proc.returncode):
-                        code = 1
-                        self._stopping.set()
+                    self._restart_crashed(name, proc.returncode)
         self.stop()
-        return code
+        return 0
 
     def _restart_crashed(self, name: str, returncode: int | None) -> bool:
-        """Restart a child that died on its own, unless it keeps dying (5 times a minute)."""
+        """Restart a child that died on its own, unless it keeps dying (5 times a minute).
+
+        A component that keeps dying is left stopped, and the others keep running: apps
+        already deployed keep being served while the operator looks at it.
+        """
         now = time.monotonic()
         recent = [t for t in self.restarts.get(name, []) if now - t < 60] + [now]
         self.restarts[name] = recent
-        if len(recent) > 5:
-            self.say(f"{name} keeps exiting (code {returncode}); stopping devpush")
+        self.children.pop(name, None)
+        if len(recent) > RESTARTS_PER_MINUTE:
+            self._leave_stopped(name, f"it keeps exiting (code {returncode})")
             return False
         self.say(f"{name} exited with code {returncode}; restarting it")
-        self.children.pop(name, None)
         try:
             self.start_component(name)
         except (ConfigError, subprocess.SubprocessError) as exc:
-            self.say(f"could not restart {name}: {exc}")
+            self._leave_stopped(name, f"it could not be restarted: {exc}")
             return False
         return True
+
+    def _leave_stopped(self, name: str, why: str) -> None:
+        self.stopped.add(name)
+        self.restarts.pop(name, None)
+        write_state(self.settings, self._with_children(self.state))
+        self.say(
+            f"{name} is left stopped: {why}. The other components keep running; see "
+            f"{self.settings.data_path / 'logs' / (name + '.log')}, then run "
+            f"`devpush start --components {name}`"
+        )
 
     def _run_control(self) -> None:
         request = read_control(self.settings)

@@ -188,9 +188,15 @@ def prepare_traefik(settings: Settings) -> ChildSpec:
 
     static = write_static_config(settings)
     write_platform_config(settings)
+    env: dict[str, str] = {}
+    if settings.acme_ca_certificates:
+        # lego (Traefik's ACME client) then trusts only these CAs for the ACME server
+        # (LEGO_CA_SYSTEM_CERT_POOL=true in the environment adds the system ones).
+        env["LEGO_CA_CERTIFICATES"] = settings.acme_ca_certificates
     return ChildSpec(
         name="proxy",
         argv=[traefik_binary(), f"--configFile={static}"],
+        env=env,
         log=settings.data_path / "logs" / "traefik.log",
     )
 

@@ -113,13 +113,18 @@ async def partitions(conn: AsyncConnection) -> dict[str, date]:
 
 async def create_partition(conn: AsyncConnection, day: date) -> int | None:
     """Create the partition of `day`, moving its lines out of DEFAULT; returns how many lines
-    were moved (None when it existed). DEFAULT is locked meanwhile: no line slips into it."""
+    were moved (None when it existed). Writes to log_lines wait meanwhile: no line slips into
+    DEFAULT, and none is routed there just before the partition is attached."""
     name = partition_name(day)
     start, end = day_start(day), day_start(day + timedelta(days=1))
     async with _step(conn):
         exists = await conn.scalar(text("SELECT to_regclass(:name)"), {"name": name})
         if exists is not None:
             return None
+        # Writers first: a COPY that had already routed a line of this day to DEFAULT would
+        # fail DEFAULT's new constraint once the partition is attached. Held on the parent,
+        # writers wait here and then route with the new partition; readers are not blocked.
+        await conn.execute(text("LOCK TABLE ONLY log_lines IN SHARE MODE"))
         await conn.execute(text("LOCK TABLE log_lines_default IN ACCESS EXCLUSIVE MODE"))
         await conn.execute(
             text(f'CREATE TABLE "{name}" (LIKE log_lines INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')

@@ -9,7 +9,7 @@ import shutil
 from sqlalchemy import delete, func, select
 
 from devpush.db import session_scope
-from devpush.deployments.flows import remove_instance
+from devpush.deployments.flows import mirror_path, remove_instance
 from devpush.deployments.models import Deployment
 from devpush.logs.models import LogLine
 from devpush.platform import Platform
@@ -35,11 +35,10 @@ async def delete_project(p: Platform, project_id: str) -> bool:
     for deployment_id in ids:
         await remove_instance(p, deployment_id)
     traefik.remove_project(p.settings, slug)
-    for path in (
-        p.settings.data_path / "git" / "mirrors" / f"{project_id}.git",
-        p.settings.data_path / "repos" / f"{project_id}.git",
-    ):
+    mirror = mirror_path(p, project_id)
+    for path in (mirror, p.settings.data_path / "repos" / f"{project_id}.git"):
         await asyncio.to_thread(shutil.rmtree, path, True)
+    mirror.with_name(f"{mirror.name}.lock").unlink(missing_ok=True)
     async with session_scope(p.sessions) as session:
         await session.execute(delete(LogLine).where(LogLine.project_id == project_id))
         await session.execute(delete(Project).where(Project.id == project_id))

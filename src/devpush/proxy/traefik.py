@@ -127,9 +127,10 @@ def render_project(project: ProjectRoutes, settings: Settings) -> dict[str, Any]
 def render_platform(settings: Settings) -> dict[str, Any]:
     """The dashboard router, and the catch-all that sends unknown deployment hostnames to the
     app's "deployment not found" page."""
+    upstream = settings.app_upstream or f"http://127.0.0.1:{settings.app_port}"
     app = {
         "loadBalancer": {
-            "servers": [{"url": f"http://127.0.0.1:{settings.app_port}"}],
+            "servers": [{"url": upstream}],
             "passHostHeader": True,
         }
     }
@@ -179,15 +180,16 @@ def render_static(settings: Settings) -> dict[str, Any]:
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
     }
     if settings.https_port and settings.cert_resolver and settings.acme_email:
-        static["certificatesResolvers"] = {
-            settings.cert_resolver: {
-                "acme": {
-                    "email": settings.acme_email,
-                    "storage": str(settings.data_path / "traefik" / "acme.json"),
-                    "httpChallenge": {"entryPoint": "web"},
-                }
-            }
+        # HTTP-01: the CA fetches /.well-known/acme-challenge/ on port 80 of each hostname,
+        # which must reach the "web" entrypoint; Traefik answers it ahead of the redirect.
+        acme: dict[str, Any] = {
+            "email": settings.acme_email,
+            "storage": str(settings.data_path / "traefik" / "acme.json"),
+            "httpChallenge": {"entryPoint": "web"},
         }
+        if settings.acme_ca_server:
+            acme["caServer"] = settings.acme_ca_server
+        static["certificatesResolvers"] = {settings.cert_resolver: {"acme": acme}}
     return static
 
 

@@ -3,6 +3,7 @@ DEVPUSH_RUNTIME, then docker when a Docker/Podman socket is configured, else pro
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 from devpush.errors import ConfigError
@@ -10,6 +11,17 @@ from devpush.settings import Settings
 
 if TYPE_CHECKING:
     from devpush.runtime.base import Runtime
+
+
+def owner_id(settings: Settings) -> str:
+    """A platform's id on a shared container engine: derived from its database (without the
+    password), which every process of one platform shares and no other platform does."""
+    from sqlalchemy.engine import make_url
+
+    from devpush.embedded.state import database_url
+
+    url = make_url(database_url(settings)).set(password=None)
+    return hashlib.sha256(url.render_as_string().encode()).hexdigest()[:16]
 
 
 class Runtimes:
@@ -35,7 +47,10 @@ class Runtimes:
             from devpush.runtime.docker import DockerRuntime
 
             return DockerRuntime(
-                url=s.docker_host, network=s.runner_network, default_image=s.runner_image
+                url=s.docker_host,
+                network=s.runner_network,
+                default_image=s.runner_image,
+                owner=owner_id(s),
             )
         if name == "process":
             from devpush.runtime.process import ProcessRuntime

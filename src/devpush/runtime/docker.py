@@ -43,6 +43,7 @@ MAX_LINE_BYTES = 64 * 1024
 MIB = 1024 * 1024
 
 LABEL_MANAGED = "devpush.managed"
+LABEL_OWNER = "devpush.owner"  # which platform (database) the container belongs to
 LABEL_DEPLOYMENT = "devpush.deployment"
 LABEL_PROJECT = "devpush.project"
 LABEL_PORT = "devpush.port"
@@ -57,10 +58,15 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, *, url: str, network: str, default_image: str) -> None:
+    def __init__(
+        self, *, url: str, network: str, default_image: str, owner: str | None = None
+    ) -> None:
         self.url = url
         self.network = network
         self.default_image = default_image
+        # Several platforms may share one engine: each lists (and so reconciles) only the
+        # containers it labelled with its own owner id.
+        self.owner = owner
         self._client: aiodocker.Docker | None = None  # built on first use, inside the loop
 
     def _docker(self) -> aiodocker.Docker:
@@ -105,7 +111,7 @@ class DockerRuntime:
             await self._require_image(image)
             # A job that runs twice finds its own container: replace it with a fresh one.
             await self._delete(docker.containers.container(name))
-            config = _container_config(spec, image=image, network=self.network)
+            config = _container_config(spec, image=image, network=self.network, owner=self.owner)
             try:
                 container = await docker.containers.create(config, name=name)
             except DockerError as exc:
@@ -143,7 +149,7 @@ class DockerRuntime:
         with self._errors(f"starting container {handle.id[:12]}"):
             try:
                 await container.start()  # an already running container answers 304: fine
-                info = await container.show()
+                info = await _inspect(container)
             except DockerError as exc:
                 if exc.status == 404:
                     raise RuntimeFailure(f"container {handle.id[:12]} is missing") from exc
@@ -163,7 +169,7 @@ class DockerRuntime:
         with self._errors(f"inspecting container {handle.id[:12]}"):
             for attempt in range(3):
                 try:
-                    info = await container.show()
+                    info = await _inspect(container)
                 except DockerError as exc:
                     if exc.status == 404:
                         return InstanceStatus(state=InstanceState.missing)
@@ -226,6 +232,8 @@ class DockerRuntime:
 
     async def list(self) -> list[RuntimeHandle]:
         filters = {"label": [f"{LABEL_MANAGED}=true"]}
+        if self.owner:
+            filters["label"].append(f"{LABEL_OWNER}={self.owner}")
         with self._errors("listing containers"):
             containers = await self._docker().containers.list(all=True, filters=filters)
         handles = []
@@ -294,7 +302,9 @@ def _status(info: dict[str, Any], phase: Phase) -> InstanceStatus:
     )
 
 
-def _container_config(spec: RuntimeSpec, *, image: str, network: str) -> dict[str, Any]:
+def _container_config(
+    spec: RuntimeSpec, *, image: str, network: str, owner: str | None = None
+) -> dict[str, Any]:
     commands = {
         "DEVPUSH_BUILD_COMMAND": spec.build_command,
         "DEVPUSH_PRE_DEPLOY_COMMAND": spec.pre_deploy_command,
@@ -310,6 +320,8 @@ def _container_config(spec: RuntimeSpec, *, image: str, network: str) -> dict[st
         LABEL_PROJECT: spec.project_id,
         LABEL_PORT: str(spec.port),
     }
+    if owner:
+        labels[LABEL_OWNER] = owner
     host: dict[str, Any] = {
         "NetworkMode": network,
         "SecurityOpt": ["no-new-privileges"],
@@ -372,6 +384,20 @@ def _source_archive(source_dir: Path) -> IO[bytes]:
         raise
     archive.seek(0)
     return archive
+
+
+async def _inspect(container: DockerContainer, attempts: int = 5) -> dict[str, Any]:
+    """Inspect a container. Podman answers 500 "read /proc/N/cgroup: no such process" when
+    the container's process exits during the inspect (a build that fails at once); a moment
+    later it is seen stopped, so that answer is retried."""
+    for attempt in range(attempts - 1):
+        try:
+            return dict(await container.show())
+        except DockerError as exc:
+            if exc.status != 500 or "no such process" not in str(exc.message):
+                raise
+        await asyncio.sleep(0.05 * (attempt + 1))
+    return dict(await container.show())
 
 
 async def _read_phase(container: DockerContainer) -> Phase | None:

@@ -489,6 +489,9 @@ class ProcessRuntime:
             instance = None  # unreadable instance.json: nothing to stop, delete what is there
         if instance is not None and instance.pid is not None:
             await asyncio.to_thread(self._stop, instance, 5.0)
+        # A worker killed between spawning the instance and recording its pid leaves
+        # processes no pid points at: find them by their working directory.
+        await asyncio.to_thread(_kill_strays, self._root / instance_id)
         await asyncio.to_thread(self._delete, instance_id, instance)
         self._specs.pop(instance_id, None)
 
@@ -880,6 +883,20 @@ def _instance_processes(
             with contextlib.suppress(psutil.Error):
                 procs[pid] = psutil.Process(pid)
     return list(procs.values())
+
+
+def _kill_strays(directory: Path) -> None:
+    """SIGKILL every process working inside `directory`, with its descendants."""
+    inside = str(directory.resolve()) + os.sep
+    strays: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cwd"]):
+        if ((proc.info.get("cwd") or "") + os.sep).startswith(inside):
+            strays[proc.pid] = proc
+            with contextlib.suppress(psutil.Error):
+                strays.update((child.pid, child) for child in proc.children(recursive=True))
+    for proc in strays.values():
+        _signal(proc, signal.SIGKILL)
+    _wait_gone(list(strays.values()), 5.0)
 
 
 def _signal(proc: psutil.Process, signum: int) -> None:

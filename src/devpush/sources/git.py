@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import io
 import os
 import re
@@ -196,9 +197,31 @@ async def check_branch(branch: str) -> None:
 
 
 async def ensure_mirror(mirror: Path) -> None:
-    if not (mirror / "HEAD").exists():
-        mirror.parent.mkdir(parents=True, exist_ok=True)
-        await run_git("init", "--bare", "--quiet", str(mirror))
+    """Create the bare mirror, atomically: `git init` writes HEAD before the rest, so it
+    builds in a temp dir that is renamed into place; a concurrent creator's rename wins."""
+    if (mirror / "HEAD").exists():
+        return
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{mirror.name}.", dir=mirror.parent))
+    try:
+        await run_git("init", "--bare", "--quiet", str(building))
+        with contextlib.suppress(OSError):  # another job created it meanwhile
+            building.rename(mirror)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def mirror_lock(mirror: Path) -> AsyncIterator[None]:
+    """One writer per mirror across jobs and worker processes: concurrent fetches of the same
+    ref fail with "cannot lock ref"."""
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(mirror.parent / f"{mirror.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 async def check_ref(ref: str) -> None:
@@ -233,9 +256,9 @@ async def fetch(
     await check_ref(ref)
     if commit_sha is not None and not SHA.match(commit_sha):
         raise Invalid("commit_sha must be 7 to 64 hex characters")
-    await ensure_mirror(mirror)
     local = "refs/devpush/" + ref.removeprefix("refs/")
-    async with auth_env(credentials) as auth:
+    async with mirror_lock(mirror), auth_env(credentials) as auth:
+        await ensure_mirror(mirror)
         await run_git(
             "--git-dir",
             str(mirror),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, default_queue_name, in_progress_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    default_queue_name,
+    in_progress_key_prefix,
+    job_key_prefix,
+    retry_key_prefix,
+)
+from arq.jobs import Job
 
 
 async def enqueue_start(redis: ArqRedis, deployment_id: str) -> None:
@@ -61,3 +68,39 @@ async def start_job_state(redis: ArqRedis, deployment_id: str) -> str:
     if await redis.zscore(default_queue_name, job_id) is not None:
         return "queued"
     return "missing"
+
+
+async def discard_start_job(redis: ArqRedis, deployment_id: str) -> None:
+    """Forget a start job whose worker died after the deployment moved on: arq would keep it
+    "in progress", blocking the queue, until its in-progress mark expires (minutes)."""
+    job_id = f"start:{deployment_id}"
+    await redis.zrem(default_queue_name, job_id)
+    await redis.delete(
+        job_key_prefix + job_id, in_progress_key_prefix + job_id, retry_key_prefix + job_id
+    )
+
+
+async def in_progress_jobs(redis: ArqRedis) -> list[str]:
+    """Ids of the jobs a worker marked as running."""
+    return [
+        (key.decode() if isinstance(key, bytes) else key).removeprefix(in_progress_key_prefix)
+        async for key in redis.scan_iter(match=in_progress_key_prefix + "*", count=500)
+    ]
+
+
+async def release_stale_job(
+    redis: ArqRedis, job_id: str, *, timeouts: dict[str, float], mark_seconds: float
+) -> bool:
+    """A job marked running for longer than its own timeout cannot be running (arq cancels it
+    at the timeout and removes the mark): its worker died. Remove the mark so that a live
+    worker runs the job again (jobs are idempotent). True when released."""
+    key = in_progress_key_prefix + job_id
+    ttl_ms = await redis.pttl(key)
+    if ttl_ms < 0:
+        return False
+    info = await Job(job_id, redis).info()
+    timeout = timeouts.get(info.function) if info else None
+    if timeout is None or mark_seconds - ttl_ms / 1000 <= timeout + 10:
+        return False
+    await redis.delete(key)
+    return True

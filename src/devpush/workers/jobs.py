@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from arq import cron, func
-from arq.worker import Function
+from arq.worker import Function, Worker
+from redis.exceptions import RedisError
 
 from devpush.deployments import flows
 from devpush.github import jobs as github_jobs
@@ -20,6 +22,7 @@ from devpush.settings import Settings, get_settings
 from devpush.sources import jobs as source_jobs
 
 HEARTBEAT_TTL_MS = 6000
+log = logging.getLogger("devpush.worker")
 
 
 def platform_of(ctx: dict[str, Any]) -> Platform:
@@ -39,7 +42,10 @@ async def heartbeat(p: Platform, deployment_id: str) -> AsyncIterator[None]:
 
     async def beat() -> None:
         while True:
-            await p.redis.set(key, "1", px=HEARTBEAT_TTL_MS)
+            try:
+                await p.redis.set(key, "1", px=HEARTBEAT_TTL_MS)
+            except (RedisError, OSError) as exc:  # Redis restarting: beat again shortly
+                log.warning("cannot renew the heartbeat", extra={"error": str(exc)[:200]})
             await asyncio.sleep(HEARTBEAT_TTL_MS / 3000)
 
     task = asyncio.create_task(beat())
@@ -49,7 +55,8 @@ async def heartbeat(p: Platform, deployment_id: str) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await p.redis.delete(key)
+        with contextlib.suppress(RedisError, OSError):  # the key expires on its own
+            await p.redis.delete(key)
 
 
 async def start_deployment(ctx: dict[str, Any], deployment_id: str) -> None:
@@ -113,6 +120,25 @@ def functions(settings: Settings) -> list[Function]:
         *github_jobs.functions(settings),
         *source_jobs.functions(settings),
     ]
+
+
+class ResilientWorker(Worker):
+    """arq's worker, except that losing Redis (a restart, a network blip) does not end it: it
+    logs, waits and polls again, and the jobs it is running go on."""
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            log.warning("redis unavailable, polling again shortly", extra={"error": str(exc)[:200]})
+            await asyncio.sleep(1)
+
+
+def job_timeouts(settings: Settings) -> tuple[dict[str, float], float]:
+    """Each job function's timeout, and how long arq marks a job as running (the longest
+    timeout plus 10 s, as arq computes it)."""
+    timeouts = {f.name: float(f.timeout_s or settings.job_timeout) for f in functions(settings)}
+    return timeouts, max([*timeouts.values(), settings.job_timeout]) + 10
 
 
 def worker_settings(settings: Settings | None = None) -> dict[str, Any]:

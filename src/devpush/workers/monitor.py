@@ -18,7 +18,9 @@ import uuid
 from dataclasses import dataclass, field
 
 import httpx
+from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from devpush import events
 from devpush.db import session_scope, utcnow
@@ -30,16 +32,22 @@ from devpush.logs.shipper import Shipper
 from devpush.platform import Platform
 from devpush.runtime.base import InstanceState, Phase, RuntimeHandle
 from devpush.workers.enqueue import (
+    discard_start_job,
     enqueue_fail,
     enqueue_finalize,
     enqueue_start,
+    in_progress_jobs,
+    release_stale_job,
     start_job_state,
 )
-from devpush.workers.jobs import heartbeat_key
+from devpush.workers.jobs import heartbeat_key, job_timeouts
 
 log = logging.getLogger("devpush.monitor")
 LOCK_TTL_MS = 15_000
 STALE_PREPARE_S = 8.0
+WORKER_DIED = (
+    "The worker preparing this deployment stopped (killed or crashed). Redeploy to try again."
+)
 
 
 @dataclass
@@ -61,7 +69,11 @@ class Monitor:
         last_reconcile = asyncio.get_running_loop().time()
         last_id = "$"
         while not stop.is_set():
-            await self.pick_up()
+            try:
+                await self.pick_up()
+            except (OSError, RedisError, SQLAlchemyError) as exc:  # restarting: try again
+                log.warning("cannot pick up deployments", extra={"error": str(exc)[:200]})
+                await asyncio.sleep(1)
             now = asyncio.get_running_loop().time()
             if now - last_reconcile >= self.p.settings.reconcile_interval:
                 await self.reconcile()
@@ -78,7 +90,7 @@ class Monitor:
             result = await self.p.redis.xread(
                 {events.MONITOR_STREAM: last_id}, block=1000, count=100
             )
-        except (OSError, ConnectionError) as exc:
+        except (OSError, RedisError) as exc:
             log.warning("redis unavailable", extra={"error": str(exc)})
             await asyncio.sleep(1)
             return last_id
@@ -128,11 +140,16 @@ class Monitor:
         )
 
     async def _renew(self, deployment_id: str) -> bool:
+        """Keep the lock; False when another monitor holds it. While Redis is unreachable the
+        watch goes on (two watchers at worst: the log store's offsets keep lines single)."""
         key = self._lock_key(deployment_id)
-        holder = await self.p.redis.get(key)
-        if holder is not None and holder.decode() != self.instance_id:
-            return False
-        await self.p.redis.set(key, self.instance_id, px=LOCK_TTL_MS)
+        try:
+            holder = await self.p.redis.get(key)
+            if holder is not None and holder.decode() != self.instance_id:
+                return False
+            await self.p.redis.set(key, self.instance_id, px=LOCK_TTL_MS)
+        except (OSError, RedisError) as exc:
+            log.warning("cannot renew the watch lock", extra={"error": str(exc)[:200]})
         return True
 
     # ---- watching one deployment -------------------------------------------------------
@@ -264,24 +281,35 @@ class Monitor:
         try:
             await self._reconcile_stale_prepares()
             await self._reconcile_stuck_finalize()
+            await self._reconcile_dead_jobs()
             await self._reconcile_orphans()
-        except (DevpushError, OSError) as exc:
+        except (DevpushError, OSError, RedisError, SQLAlchemyError) as exc:
             log.warning("reconcile incomplete", extra={"error": str(exc)})
 
     async def _reconcile_stale_prepares(self) -> None:
         """A deployment still in `prepare` a while after it was created, with no worker
         heart-beating for it: if its job is marked running, that worker died (conclude it);
         if the job is gone, enqueue it again (the job id deduplicates); if it is only queued,
-        it waits for a worker."""
+        it waits for a worker. A deployment in `deploy` whose instance was never started
+        (no upstream) and whose worker stopped beating is concluded too: nothing else would
+        ever move it on."""
         async with session_scope(self.p.sessions) as session:
             rows = list(
-                await session.scalars(select(Deployment).where(Deployment.status == Status.prepare))
+                await session.scalars(
+                    select(Deployment).where(
+                        (Deployment.status == Status.prepare)
+                        | ((Deployment.status == Status.deploy) & Deployment.upstream.is_(None))
+                    )
+                )
             )
         for row in rows:
-            since = row.prepare_started_at or row.created_at
+            since = row.deploy_started_at or row.prepare_started_at or row.created_at
             if (utcnow() - since).total_seconds() < STALE_PREPARE_S:
                 continue
             if await self.p.redis.exists(heartbeat_key(row.id)):
+                continue
+            if row.status == Status.deploy:
+                await flows.fail_deployment(self.p, row.id, WORKER_DIED)
                 continue
             state = await start_job_state(self.p.redis, row.id)
             if state == "queued":
@@ -289,12 +317,7 @@ class Monitor:
             if state == "missing" and row.prepare_started_at is None:
                 await enqueue_start(self.p.redis, row.id)
                 continue
-            await flows.fail_deployment(
-                self.p,
-                row.id,
-                "The worker preparing this deployment stopped (killed or crashed). "
-                "Redeploy to try again.",
-            )
+            await flows.fail_deployment(self.p, row.id, WORKER_DIED)
 
     async def _reconcile_stuck_finalize(self) -> None:
         """finalize/fail states whose job vanished are enqueued again (jobs are idempotent)."""
@@ -311,6 +334,24 @@ class Monitor:
                 await enqueue_finalize(self.p.redis, deployment_id)
             else:
                 await enqueue_fail(self.p.redis, deployment_id, error or "failed")
+
+    async def _reconcile_dead_jobs(self) -> None:
+        """Jobs a dead worker left marked as running: a start job whose deployment moved on
+        (concluded, or its instance started) with no heartbeat is forgotten; any other job
+        marked for longer than its timeout is released, so a live worker runs it again."""
+        timeouts, mark_seconds = job_timeouts(self.p.settings)
+        for job_id in await in_progress_jobs(self.p.redis):
+            if job_id.startswith("start:"):
+                deployment_id = job_id.removeprefix("start:")
+                if await self.p.redis.exists(heartbeat_key(deployment_id)):
+                    continue
+                row = await self._load(deployment_id)
+                if row is None or row.status == Status.completed or row.upstream:
+                    await discard_start_job(self.p.redis, deployment_id)
+            elif await release_stale_job(
+                self.p.redis, job_id, timeouts=timeouts, mark_seconds=mark_seconds
+            ):
+                log.warning("released a job its dead worker left running", extra={"job": job_id})
 
     async def _reconcile_orphans(self) -> None:
         """Runtime instances with no live deployment are removed."""

@@ -3,6 +3,7 @@ every project's retention dropped whole, shorter per-project retention deleted r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
@@ -143,3 +144,47 @@ async def test_shorter_project_retention_deletes_only_that_projects_old_lines(
         )
         total = await session.scalar(select(func.count()).select_from(LogLine))
     assert left == ["2d", "0d"] and total == 6
+
+
+async def test_lines_written_while_their_days_partition_is_made_are_not_lost(
+    platform: Platform, clean_partitions: None, make_deployment: MakeDeployment
+) -> None:
+    """A line stored while retention attaches the partition of its own day (a fresh install's
+    first run) waits for the partition and lands in it, instead of failing DEFAULT's new
+    constraint (CI once lost a deployment's failure message this way)."""
+    now = utcnow()
+    deployment_id = await make_deployment()
+    async with platform.engine.connect() as reader:
+        # a reader holding DEFAULT keeps retention waiting mid-way, after it has begun
+        await reader.execute(text("SELECT 1 FROM log_lines_default LIMIT 1"))
+        create = asyncio.create_task(make_partition(platform, now.date()))
+        await wait_for_lock_waiters(platform, 1)
+        store = asyncio.create_task(append(platform, deployment_id, ["during"], ts=now))
+        await wait_for_lock_waiters(platform, 2)
+        await reader.rollback()
+    assert await create == 0
+    stored = await store
+    assert [line.message for line in stored] == ["during"]
+    assert await count(platform, retention.partition_name(now.date())) == 1
+    assert await count(platform, "log_lines_default") == 0
+
+
+async def make_partition(platform: Platform, day: date) -> int | None:
+    async with platform.engine.connect() as conn:
+        return await retention.create_partition(conn, day)
+
+
+async def wait_for_lock_waiters(platform: Platform, n: int) -> None:
+    """Until n sessions of this database wait for a lock (each step is bounded by 5 s)."""
+    for _ in range(500):
+        async with platform.engine.connect() as conn:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting == n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"expected {n} sessions waiting for a lock, saw {waiting}")

@@ -1,0 +1,1 @@
+"""`devpush backup` and `devpush restore`: the whole platform in one archive, and back."""

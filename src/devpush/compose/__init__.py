@@ -1,0 +1,1 @@
+"""Compose mode: the same CLI commands drive the compose stack in compose/."""

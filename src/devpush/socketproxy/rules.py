@@ -1,0 +1,99 @@
+"""Which Engine API calls the socket proxy lets through: pure functions, no I/O.
+
+A request is allowed when its method and path (with or without the `/v1.NN` version prefix)
+match a rule. Calls on one container also require the container to carry the label
+`devpush.managed=true` (checked by the server), and a create must ask for nothing that
+escapes the runtime's sandbox: no privileged mode, host paths, added capabilities, devices or
+host namespaces, and the devpush label must be set so the container is manageable later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MANAGED_LABEL = "devpush.managed"
+_VERSION = r"(?:/v\d+(?:\.\d+)?)?"
+_ID = r"(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)"
+
+
+@dataclass(frozen=True)
+class Rule:
+    method: str
+    pattern: str  # a path regex without the version prefix
+    what: str  # the runtime call it serves, for the docs and the error message
+    container: bool = False  # the path names one container, which must be devpush-managed
+    create: bool = False  # the body is a container config to check
+
+    def matches(self, method: str, path: str) -> re.Match[str] | None:
+        if method != self.method:
+            return None
+        return re.fullmatch(_VERSION + self.pattern, path)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("GET", r"/_ping", "liveness"),
+    Rule("HEAD", r"/_ping", "liveness"),
+    Rule("GET", r"/version", "API version negotiation, `describe`"),
+    Rule("GET", r"/containers/json", "`list` (devpush-managed containers, by label)"),
+    Rule("POST", r"/containers/create", "`create`", create=True),
+    Rule("GET", rf"/containers/{_ID}/json", "inspect: `start`, `status`", container=True),
+    Rule("PUT", rf"/containers/{_ID}/archive", "upload the source tree: `create`", container=True),
+    Rule("GET", rf"/containers/{_ID}/archive", "read the phase file: `status`", container=True),
+    Rule("HEAD", rf"/containers/{_ID}/archive", "stat a path: `status`", container=True),
+    Rule("POST", rf"/containers/{_ID}/start", "`start`", container=True),
+    Rule("GET", rf"/containers/{_ID}/logs", "`logs` (streams with follow)", container=True),
+    Rule("POST", rf"/containers/{_ID}/stop", "`stop`", container=True),
+    Rule("POST", rf"/containers/{_ID}/kill", "`stop` (forced)", container=True),
+    Rule("POST", rf"/containers/{_ID}/wait", "wait for an exit", container=True),
+    Rule("DELETE", rf"/containers/{_ID}", "`remove`", container=True),
+    Rule("GET", r"/images/(?P<image>.+)/json", "check the runner image exists: `create`"),
+    Rule("GET", r"/networks", "diagnostics: list networks"),
+    Rule("GET", r"/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", "diagnostics: a network"),
+)
+
+_HOST_NAMESPACES = ("PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
+_EMPTY_LISTS = ("Binds", "Mounts", "VolumesFrom", "Devices", "CapAdd", "DeviceRequests", "Links")
+
+
+class Refused(Exception):
+    """A call the proxy does not forward; the message says why."""
+
+
+def match(method: str, path: str) -> tuple[Rule, str | None]:
+    """The rule allowing this call and the container it names, or Refused."""
+    for rule in RULES:
+        found = rule.matches(method, path)
+        if found:
+            return rule, found.groupdict().get("id") if rule.container else None
+    raise Refused(f"{method} {path} is not an allowed Engine API call")
+
+
+def check_create(config: Any) -> None:
+    """Refuse a container config that asks for more than the docker runtime ever does."""
+    if not isinstance(config, dict):
+        raise Refused("a container create body must be a JSON object")
+    labels = config.get("Labels") or {}
+    if not isinstance(labels, dict) or labels.get(MANAGED_LABEL) != "true":
+        raise Refused(f"containers must be created with the label {MANAGED_LABEL}=true")
+    if config.get("Volumes"):
+        raise Refused("containers may not declare volumes")
+    host = config.get("HostConfig") or {}
+    if not isinstance(host, dict):
+        raise Refused("HostConfig must be a JSON object")
+    if host.get("Privileged"):
+        raise Refused("privileged containers are not allowed")
+    for key in _EMPTY_LISTS:
+        if host.get(key):
+            raise Refused(f"HostConfig.{key} is not allowed (no host paths, devices or caps)")
+    network = str(host.get("NetworkMode") or "")
+    if network == "host" or network.startswith("container:"):
+        raise Refused(f"NetworkMode {network} is not allowed")
+    for key in _HOST_NAMESPACES:
+        value = str(host.get(key) or "")
+        if value == "host" or value.startswith("container:"):
+            raise Refused(f"HostConfig.{key}={value} is not allowed")
+    for option in host.get("SecurityOpt") or []:
+        if "unconfined" in str(option) or str(option).startswith("label=disable"):
+            raise Refused(f"SecurityOpt {option} is not allowed")
