@@ -1,3 +1,3 @@
-from devpush.cli import main
+from devpush.components import main
 
 main()

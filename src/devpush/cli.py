@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from devpush import components
 from devpush.errors import DevpushError
 from devpush.settings import Settings, get_settings
 
@@ -122,19 +123,7 @@ async def _first_admin_link(settings: Settings) -> str:
 @app.command("app")
 def run_app() -> None:
     """Run the web app (API, pages, webhooks, SSE)."""
-    import uvicorn
-
-    settings = get_settings()
-    uvicorn.run(
-        "devpush.api.app:create_app",
-        factory=True,
-        host=settings.app_host,
-        port=settings.app_port,
-        workers=settings.workers,
-        proxy_headers=True,
-        log_level="warning",
-        access_log=False,
-    )
+    components.run_app()
 
 
 @app.command("worker")
@@ -142,38 +131,23 @@ def run_worker(
     check: Annotated[bool, typer.Option("--check", help="Exit non-zero if unhealthy")] = False,
 ) -> None:
     """Run the arq worker that executes deployment and cleanup jobs."""
+    if not check:
+        components.run_worker()
+        return
     from arq.worker import async_check_health
 
     from devpush.platform import arq_redis_settings
-    from devpush.workers.jobs import ResilientWorker, worker_settings
 
-    settings = get_settings()
-    if check:
-        code = asyncio.run(async_check_health(arq_redis_settings(settings)))
-        if code:
-            err.print("worker unhealthy: no recent health check in Redis")
-        raise typer.Exit(code)
-    ResilientWorker(**worker_settings(settings)).run()
+    code = asyncio.run(async_check_health(arq_redis_settings(get_settings())))
+    if code:
+        err.print("worker unhealthy: no recent health check in Redis")
+    raise typer.Exit(code)
 
 
 @app.command("monitor")
 def run_monitor_cmd() -> None:
     """Run the monitor: readiness probes, exits, timeouts, log shipping, reconciliation."""
-    from devpush.logsetup import configure_logging
-    from devpush.platform import build_platform
-    from devpush.workers.monitor import run_monitor
-
-    settings = get_settings()
-    configure_logging(settings)
-
-    async def main() -> None:
-        platform = await build_platform(settings)
-        try:
-            await run_monitor(platform)
-        finally:
-            await platform.close()
-
-    asyncio.run(main())
+    components.run_monitor()
 
 
 @app.command()

@@ -1,0 +1,81 @@
+"""The platform's long-running components: the web app, the worker and the monitor.
+
+`devpush app|worker|monitor` start here without loading the command-line interface (typer,
+rich and click add some megabytes to every one of these processes for nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+
+# httpx imports its optional command-line client (click, rich, pygments) whenever those are
+# installed, as they are here for the CLI. No component uses it; a None entry makes that
+# import fail, and httpx then skips it as it does when they are missing.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
+def run_app() -> None:
+    """Run the web app (API, pages, webhooks, SSE)."""
+    import uvicorn
+
+    from devpush.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        "devpush.api.app:create_app",
+        factory=True,
+        host=settings.app_host,
+        port=settings.app_port,
+        workers=settings.workers,
+        proxy_headers=True,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def run_worker() -> None:
+    """Run the arq worker that executes deployment and cleanup jobs."""
+    from devpush.settings import get_settings
+    from devpush.workers.jobs import ResilientWorker, worker_settings
+
+    ResilientWorker(**worker_settings(get_settings())).run()
+
+
+def run_monitor() -> None:
+    """Run the monitor: readiness probes, exits, timeouts, log shipping, reconciliation."""
+    from devpush.logsetup import configure_logging
+    from devpush.platform import build_platform
+    from devpush.settings import get_settings
+    from devpush.workers.monitor import run_monitor as monitor_loop
+
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def main() -> None:
+        platform = await build_platform(settings)
+        try:
+            await monitor_loop(platform)
+        finally:
+            await platform.close()
+
+    asyncio.run(main())
+
+
+COMPONENTS: dict[str, Callable[[], None]] = {
+    "app": run_app,
+    "worker": run_worker,
+    "monitor": run_monitor,
+}
+
+
+def main() -> None:
+    """The `devpush` program: a bare component name runs that component; anything else
+    (options, help, every other command) goes to the CLI."""
+    args = sys.argv[1:]
+    if len(args) == 1 and args[0] in COMPONENTS:
+        COMPONENTS[args[0]]()
+        return
+    from devpush.cli import main as cli_main
+
+    cli_main()
