@@ -107,9 +107,10 @@ start_service() {
         return
     fi
     rm -f "$socket"
-    # 9>&-: the service must not inherit (and hold forever) the setup lock.
-    setsid nohup podman system service --time=0 "unix://$socket" \
-        >>"$service_log" 2>&1 </dev/null 9>&- &
+    # 9>&-: the service must not inherit (and hold forever) the setup lock. It runs in its own
+    # directory: conmon drops files (an `oom` marker) into the service's working directory.
+    (cd "$run_dir" && exec setsid nohup podman system service --time=0 "unix://$socket" \
+        >>"$service_log" 2>&1 </dev/null 9>&-) &
     echo $! >"$pid_file"
     for _ in $(seq 100); do
         if ping_ok; then
