@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.conftest import ADMIN, ROOT, Mailbox, new_context, screenshot, sign_in
+from tests.browser.conftest import ADMIN, Mailbox, new_context, screenshot, sign_in
 from tests.e2e.apps import commit, make_repo
 from tests.e2e.platform import RunningPlatform
 
@@ -158,8 +158,9 @@ def test_create_project_and_watch_it_deploy(admin: Session, dashboard: str, repo
     expect(log).to_contain_text("listening on", timeout=30_000)
     expect(log).to_contain_text("Deployment is live")
     expect(page.locator("[data-url-kind=environment]")).to_be_visible()
+    # docs/deployment-page.png (the README's picture) is a copy of this one; tests never
+    # write into the tracked tree.
     screenshot(page, "deployment")
-    page.screenshot(path=str(ROOT / "docs" / "deployment-page.png"), full_page=False)
 
     url = page.locator("[data-url-kind=environment]").get_attribute("href")
     assert url is not None and url.startswith("http://shop.localhost:")
