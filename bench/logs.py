@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.apps import Api, commit, git  # noqa: E402
+from tests.e2e.apps import OK_SERVER, Api, commit, git  # noqa: E402
 from tests.e2e.platform import (  # noqa: E402
     RunningPlatform,
     platform_env,
@@ -45,24 +45,6 @@ from devpush.embedded.state import database_url  # noqa: E402
 from devpush.logs.store import LogQuery, PostgresLogStore  # noqa: E402
 from devpush.settings import Settings  # noqa: E402
 
-SERVE = """
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
-"""
 TICKER = (
     """
 import sys, threading, time
@@ -78,7 +60,7 @@ def tick():
 
 threading.Thread(target=tick, daemon=True).start()
 """
-    + SERVE
+    + OK_SERVER
 )
 BURST = (
     """
@@ -90,7 +72,7 @@ for i in range(n):
     out.write(f"burst {i:08d} GET /api/items/{i % 9973} 200 {i % 300}ms req={rid:08x}\\n")
 out.flush()
 """
-    + SERVE
+    + OK_SERVER
 )
 
 
@@ -226,15 +208,19 @@ FROM (SELECT i, i % 50 AS b FROM generate_series($2::bigint, $3::bigint) i) s
 
 async def generate(dsn: str, total: int) -> float:
     """One standalone table per day, filled and indexed in parallel, then attached as the
-    day's partition (ATTACH adopts the matching indexes instead of building them again)."""
+    day's partition in place of the empty one (ATTACH adopts the matching indexes instead of
+    building them again)."""
     started = time.monotonic()
     conn = await asyncpg.connect(dsn)
     indexes = await conn.fetch(
         "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'log_lines' "
         "AND indexname <> 'pk_log_lines'"
     )
-    await conn.close()
     today = datetime.now(UTC).date()
+    for n in range(DAYS):  # migrations pre-make the coming days' (empty) partitions
+        d = today - timedelta(days=DAYS - 1 - n)
+        await conn.execute(f'DROP TABLE IF EXISTS "log_lines_p{d:%Y%m%d}"')
+    await conn.close()
     per_day = total // DAYS
 
     async def day(n: int) -> tuple[str, datetime, datetime]:

@@ -12,32 +12,24 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.apps import Api, commit, git
+from tests.e2e.apps import OK_SERVER, Api, commit, git
 
-NUMBERED_APP = """\
-import os, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
+NUMBERED_APP = (
+    """
+import os, threading, time
 
 
-server = ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-for i in range(int(os.environ["LINES"])):
-    print(f"line {i}", flush=True)
-    time.sleep(float(os.environ["PAUSE"]))
-print("all lines printed", flush=True)
-threading.Event().wait()
+def count():
+    for i in range(int(os.environ["LINES"])):
+        print(f"line {i}", flush=True)
+        time.sleep(float(os.environ["PAUSE"]))
+    print("all lines printed", flush=True)
+
+
+threading.Thread(target=count, daemon=True).start()
 """
+    + OK_SERVER
+)
 DROPPED = re.compile(r"devpush: (\d+) log lines were dropped")
 
 

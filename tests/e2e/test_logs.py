@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.apps import Api, commit, git
+from tests.e2e.apps import OK_SERVER, Api, commit, git
 from tests.e2e.platform import RunningPlatform, platform_env, start_platform, wait_health
 
 pytestmark = pytest.mark.e2e
@@ -22,28 +22,16 @@ BUILD = f"""\
 for i in range({N}):
     print(f"build {{i}}")
 """
-APP = f"""\
-import os, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+APP = (
+    f"""\
+import sys
 
 for i in range({N}):
     print(f"app {{i}}")
 sys.stdout.flush()
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
 """
+    + OK_SERVER
+)
 
 
 @pytest.fixture(scope="module")
