@@ -6,12 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 from arq.constants import default_queue_name, in_progress_key_prefix
 from sqlalchemy import update
 
 from devpush.db import session_scope, utcnow
 from devpush.deployments.models import Deployment
 from devpush.platform import Platform
+from devpush.runtime.base import RuntimeHandle
 from devpush.workers.enqueue import enqueue_finalize, start_job_state
 from devpush.workers.jobs import heartbeat_key, job_timeouts
 from devpush.workers.monitor import Monitor
@@ -131,3 +133,44 @@ async def test_jobs_a_dead_worker_left_running_are_released(
     assert await start_job_state(platform.redis, stale) == "missing"
     queued = {j.decode() for j in await platform.redis.zrange(default_queue_name, 0, -1)}
     assert queued == {f"finalize:{stale}", f"finalize:{fresh}"}  # still there, to run again
+
+
+class ListingRuntime:
+    """A runtime with an instance of each given deployment. While the monitor lists them, the
+    worker saves the handle of the first one (after the monitor read which deployments are
+    live, and after its heartbeat ended)."""
+
+    def __init__(self, platform: Platform, deployment_ids: list[str]) -> None:
+        self.platform = platform
+        self.handles = [
+            RuntimeHandle(backend="fake", id=f"instance-{i}", deployment_id=i)
+            for i in deployment_ids
+        ]
+        self.removed: list[str] = []
+
+    async def list(self) -> list[RuntimeHandle]:
+        saved = self.handles[0]
+        async with session_scope(self.platform.sessions) as session:
+            await session.execute(
+                update(Deployment)
+                .where(Deployment.id == saved.deployment_id)
+                .values(status="deploy", runtime_handle=saved.to_json())
+            )
+        return self.handles
+
+    async def remove(self, handle: RuntimeHandle) -> None:
+        self.removed.append(handle.deployment_id)
+
+
+async def test_an_instance_whose_handle_is_saved_while_listing_is_kept(
+    client: httpx.AsyncClient,
+    platform: Platform,
+    alice: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deployment_id = await stale_deployment(client, platform, alice)
+    runtime = ListingRuntime(platform, [deployment_id, "nosuchdeployment"])
+    monkeypatch.setattr(platform.runtimes, "available", lambda: ["fake"])
+    monkeypatch.setattr(platform.runtimes, "get", lambda name: runtime)
+    await Monitor(platform)._reconcile_orphans()
+    assert runtime.removed == ["nosuchdeployment"]  # the true orphan goes, the new one stays

@@ -372,15 +372,21 @@ class Monitor:
             for handle in handles:
                 if handle.deployment_id in live or handle.deployment_id in warm:
                     continue
-                if await self._recently_created(handle.deployment_id):
+                if await self._in_use(handle.deployment_id):
                     continue
                 log.info("removing orphan instance", extra={"deployment_id": handle.deployment_id})
                 await runtime.remove(handle)
 
-    async def _recently_created(self, deployment_id: str) -> bool:
-        """An instance whose handle the worker has not saved yet is not an orphan."""
+    async def _in_use(self, deployment_id: str) -> bool:
+        """Asked again just before a removal, since the sets above were read before the
+        runtime's list: the worker may have saved the handle since, or not saved it yet (it
+        still heart-beats while it prepares)."""
         row = await self._load(deployment_id)
-        if row is None or row.status == Status.completed:
+        if row is None:
+            return False
+        if row.runtime_handle is not None:
+            return True
+        if row.status == Status.completed:
             return False
         return await self.p.redis.exists(heartbeat_key(deployment_id)) > 0
 
