@@ -463,9 +463,10 @@ async def fail_deployment(p: Platform, deployment_id: str, error: str) -> None:
 
 
 async def remove_instance(p: Platform, deployment_id: str, *, unless_warm: bool = False) -> bool:
-    """Remove a deployment's runtime instance and forget its handle (idempotent)."""
+    """Stop routing to a deployment's instance, then remove it and forget its handle
+    (idempotent)."""
     async with session_scope(p.sessions) as session:
-        deployment = await deployments.get(session=session, deployment_id=deployment_id)
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         if not deployment.runtime_handle:
             return False
         if unless_warm and deployment.id in await deployments.warm_deployment_ids(
@@ -473,15 +474,16 @@ async def remove_instance(p: Platform, deployment_id: str, *, unless_warm: bool 
         ):
             return False
         handle = RuntimeHandle.from_json(deployment.runtime_handle)
+        # Its own `-id-` hostname stops routing first: a request sent to an instance while it
+        # is removed would hang until the proxy gives up on the vanished address.
+        deployment.upstream = None
+        await proxy_sync.sync_project(
+            session=session, settings=p.settings, project_id=deployment.project_id
+        )
     await p.runtimes.get(handle.backend).remove(handle)
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         deployment.runtime_handle = None
-        deployment.upstream = None
-        # Its own `-id-` hostname stops routing to an instance that is gone.
-        await proxy_sync.sync_project(
-            session=session, settings=p.settings, project_id=deployment.project_id
-        )
     return True
 
 
