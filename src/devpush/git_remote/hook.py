@@ -21,7 +21,7 @@ from devpush.auth.service import Principal
 from devpush.db import session_scope
 from devpush.deployments import service as deployments
 from devpush.errors import DevpushError
-from devpush.logs.store import PostgresLogStore, StatusChange, stream_position
+from devpush.logs.store import Followed, PostgresLogStore, StatusChange, stream_position
 from devpush.platform import Platform, build_platform
 from devpush.projects.models import Environment, Project
 from devpush.settings import Settings
@@ -156,20 +156,34 @@ async def follow_deployment(p: Platform, deployment_id: str, url: str) -> None:
         position=position,
         idle=FOLLOW_POLL_S,
     )
+    last_seq = 0
     async for batch in followed:
-        for item in batch:
-            if isinstance(item, StatusChange):
-                say(f"-> {item.payload.get('status')}")
-            else:
-                say(f"[{item.phase}] {item.message}")
+        last_seq = _say_batch(batch, last_seq)
         async with session_scope(p.sessions) as session:
             row = await deployments.get(session=session, deployment_id=deployment_id)
         if deployments.is_concluded(row):
+            # lines stored before it concluded that the stream had not brought yet
+            rest = store.stored_after(
+                sessions=p.sessions, deployment_id=deployment_id, after_seq=last_seq
+            )
+            async for batch in rest:
+                last_seq = _say_batch(batch, last_seq)
             _conclusion(row.conclusion.value if row.conclusion else "", row.error, url)
             return
         if time.monotonic() > deadline:
             break
     say(f"Still deploying after {limit:.0f}s; stopped following.")
+
+
+def _say_batch(batch: list[Followed], last_seq: int) -> int:
+    """Print a batch; returns the sequence number of the last line printed."""
+    for item in batch:
+        if isinstance(item, StatusChange):
+            say(f"-> {item.payload.get('status')}")
+        else:
+            say(f"[{item.phase}] {item.message}")
+            last_seq = item.seq
+    return last_seq
 
 
 def _conclusion(conclusion: str, error: str | None, url: str) -> None:

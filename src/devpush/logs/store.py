@@ -493,6 +493,13 @@ class PostgresLogStore:
             if not quiet:
                 yield []
 
+    def stored_after(
+        self, *, sessions: async_sessionmaker[AsyncSession], deployment_id: str, after_seq: int
+    ) -> AsyncIterator[list[Followed]]:
+        """Every stored line after `after_seq`, in pages: what a follower that stops (its
+        deployment concluded) had not been brought yet."""
+        return _Tail(self, sessions, deployment_id, after_seq).drain()
+
 
 class _Tail:
     """One follower's place: the last sequence number it passed on."""
