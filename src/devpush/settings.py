@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     build_timeout: float = Field(600, description="Seconds a build may take.")
     deploy_timeout: float = Field(120, description="Seconds from deploy start to ready.")
     job_timeout: float = Field(900, description="Seconds any worker job may run.")
+    drain_seconds: float = Field(
+        10,
+        ge=0,
+        description="Seconds a retired instance keeps running after its route is gone, so "
+        "that requests already sent to it are answered.",
+    )
     probe_min_interval: float = Field(0.05, description="First readiness probe backoff (s).")
     probe_max_interval: float = Field(1.0, description="Largest readiness probe backoff (s).")
     monitor_mode: Literal["backoff", "poll"] = Field(

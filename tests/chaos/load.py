@@ -13,20 +13,34 @@ from pathlib import Path
 
 SCRIPT = """\
 local hosts = {%(hosts)s}
+local threads = {}
 local n = 0
+setup = function(thread) table.insert(threads, thread) end
+init = function() failed = {} end
 request = function()
   n = n %% #hosts + 1
   return wrk.format("GET", "/", {Host = hosts[n]})
 end
 delay = function() return %(pause)d end
+response = function(status, headers, body)
+  if status >= 400 and #failed < 5 then
+    table.insert(failed, status .. " " .. string.sub(body or "", 1, 120))
+  end
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     "RESULT requests=%%d connect=%%d read=%%d write=%%d status=%%d timeout=%%d\\n",
     summary.requests, e.connect, e.read, e.write, e.status, e.timeout))
+  for _, thread in ipairs(threads) do
+    for _, line in ipairs(thread:get("failed")) do
+      io.write("FAILED " .. string.gsub(line, "\\n", " ") .. "\\n")
+    end
+  end
 end
 """
 RESULT = re.compile(r"RESULT (.*)")
+FAILED = re.compile(r"^FAILED (.*)$", re.M)
 
 
 class SteadyLoad:
@@ -92,5 +106,6 @@ class SteadyLoad:
         return (
             f"{self.requests} requests in {self.elapsed:.0f}s "
             f"({self.requests / self.elapsed:.0f}/s, pausing {self.pause} ms on each of "
-            f"{self.connections} connections), {self.failures} failed {self.counts}"
+            f"{self.connections} connections), {self.failures} failed {self.counts}; "
+            f"first failed answers: {FAILED.findall(self.output)}"
         )

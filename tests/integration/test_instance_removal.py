@@ -1,7 +1,10 @@
 """Removing a deployment's instance (cleanup, failure, delete): its route goes first, so no
-request is sent to an instance while it disappears (real PostgreSQL, Traefik files)."""
+request is sent to an instance while it disappears, and a retired instance answers the requests
+already sent to it (real PostgreSQL, Traefik files, a real HTTP server as the instance)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 import pytest
@@ -9,7 +12,7 @@ import pytest
 from devpush.db import session_scope
 from devpush.deployments import flows
 from devpush.deployments import service as deployments
-from devpush.deployments.models import Status
+from devpush.deployments.models import Conclusion, Status
 from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.proxy import sync as proxy_sync
@@ -36,7 +39,9 @@ def routed_hostnames(platform: Platform) -> list[str]:
     return [r["rule"] for r in routers]
 
 
-async def serving_deployment(client: httpx.AsyncClient, platform: Platform, alice: Account) -> str:
+async def serving_deployment(
+    client: httpx.AsyncClient, platform: Platform, alice: Account, upstream: str = "127.0.0.1:9"
+) -> str:
     """A concluded deployment with an instance, an upstream and its own routed hostname."""
     deployment_id = await stale_deployment(client, platform, alice)
     async with session_scope(platform.sessions) as session:
@@ -47,7 +52,7 @@ async def serving_deployment(client: httpx.AsyncClient, platform: Platform, alic
         deployment.runtime_handle = RuntimeHandle(
             backend="fake", id="instance", deployment_id=deployment_id
         ).to_json()
-        deployment.upstream = "127.0.0.1:9"
+        deployment.upstream = upstream
         own = [s for s in deployments.alias_specs(project, deployment, None) if "-id-" in s.value]
         await deployments.point_aliases(
             session=session, project_id=project.id, specs=own, deployment_id=deployment_id
@@ -76,3 +81,74 @@ async def test_the_route_is_gone_before_the_instance_is_removed(
         deployment = await deployments.get(session=session, deployment_id=deployment_id)
         assert deployment.runtime_handle is None and deployment.upstream is None
     assert not await flows.remove_instance(platform, deployment_id)  # idempotent
+
+
+class SlowInstance:
+    """An instance whose app answers after `delay`; removing it cuts every open connection,
+    as removing a container does."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.writers: list[asyncio.StreamWriter] = []
+        self.removed = False
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(self.delay)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def remove(self, handle: RuntimeHandle) -> None:
+        self.removed = True
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+
+
+async def test_cleanup_answers_the_requests_already_sent(
+    client: httpx.AsyncClient,
+    platform: Platform,
+    alice: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    instance = SlowInstance(delay=0.5)
+    upstream = await instance.start()
+    deployment_id = await serving_deployment(client, platform, alice, upstream=upstream)
+    monkeypatch.setattr(platform.runtimes, "get", lambda name: instance)
+    monkeypatch.setattr(platform.settings, "drain_seconds", 1.5)
+
+    async with httpx.AsyncClient() as http:
+        in_flight = asyncio.create_task(http.get(f"http://{upstream}/"))
+        await asyncio.sleep(0.1)  # sent before the route goes
+        assert await flows.cleanup_inactive(platform) == [deployment_id]
+        response = await in_flight
+    assert response.status_code == 200 and response.text == "ok"
+    assert instance.removed
+    async with session_scope(platform.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id)
+        assert deployment.runtime_handle is None and deployment.upstream is None
+    assert await flows.cleanup_inactive(platform) == []
+
+
+async def test_a_retiring_deployment_is_not_served_again(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
+    deployment_id = await serving_deployment(client, platform, alice)
+    async with session_scope(platform.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id)
+        deployment.conclusion = Conclusion.succeeded
+        deployment.upstream = None  # unrouted, its instance still draining
+    refused = await client.post(
+        f"/api/v1/deployments/{deployment_id}/promote", headers=alice.headers
+    )
+    assert refused.status_code == 409, refused.text
+    assert "not running any more" in refused.json()["error"]["message"]
+    async with session_scope(platform.sessions) as session:
+        warm = await deployments.warm_deployment_ids(session=session)
+    assert deployment_id not in warm  # no environment alias was moved to it

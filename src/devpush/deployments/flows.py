@@ -465,45 +465,73 @@ async def fail_deployment(p: Platform, deployment_id: str, error: str) -> None:
 async def remove_instance(p: Platform, deployment_id: str, *, unless_warm: bool = False) -> bool:
     """Stop routing to a deployment's instance, then remove it and forget its handle
     (idempotent)."""
+    handle = await _unroute(p, deployment_id, unless_warm=unless_warm)
+    if handle is None:
+        return False
+    await _remove_unrouted(p, deployment_id, handle)
+    return True
+
+
+async def _unroute(
+    p: Platform, deployment_id: str, *, unless_warm: bool = False
+) -> RuntimeHandle | None:
+    """Take the deployment's routes away, keeping its instance (and handle) for now. Without an
+    upstream it can no longer be served again (rollback refuses it): it is retiring."""
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         if not deployment.runtime_handle:
-            return False
+            return None
         if unless_warm and deployment.id in await deployments.warm_deployment_ids(
             session=session, project_id=deployment.project_id
         ):
-            return False
-        handle = RuntimeHandle.from_json(deployment.runtime_handle)
+            return None
         # Its own `-id-` hostname stops routing first: a request sent to an instance while it
         # is removed would hang until the proxy gives up on the vanished address.
         deployment.upstream = None
         await proxy_sync.sync_project(
             session=session, settings=p.settings, project_id=deployment.project_id
         )
+        return RuntimeHandle.from_json(deployment.runtime_handle)
+
+
+async def _remove_unrouted(p: Platform, deployment_id: str, handle: RuntimeHandle) -> None:
     await p.runtimes.get(handle.backend).remove(handle)
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         deployment.runtime_handle = None
-    return True
 
 
 async def cleanup_inactive(p: Platform, project_id: str | None = None) -> list[str]:
-    """Remove instances of concluded deployments that no alias points at (now or just before)."""
+    """Retire the instances of concluded deployments that no alias points at (now or just
+    before): unroute them, let the requests already sent to them finish for
+    `drain_seconds`, then remove them. Deployments retired meanwhile (their own cleanup was
+    refused as a duplicate of this running job) are taken in the next round."""
     from sqlalchemy import select
 
-    async with session_scope(p.sessions) as session:
-        stmt = select(Deployment.id).where(
-            Deployment.runtime_handle.is_not(None), Deployment.status == Status.completed
-        )
-        if project_id:
-            stmt = stmt.where(Deployment.project_id == project_id)
-        candidates = list(await session.scalars(stmt))
-        warm = await deployments.warm_deployment_ids(session=session, project_id=project_id)
-    removed = []
-    for deployment_id in candidates:
-        if deployment_id not in warm and await remove_instance(p, deployment_id, unless_warm=True):
+    removed: list[str] = []
+    while True:
+        async with session_scope(p.sessions) as session:
+            stmt = select(Deployment.id).where(
+                Deployment.runtime_handle.is_not(None), Deployment.status == Status.completed
+            )
+            if project_id:
+                stmt = stmt.where(Deployment.project_id == project_id)
+            candidates = list(await session.scalars(stmt))
+            warm = await deployments.warm_deployment_ids(session=session, project_id=project_id)
+        retiring = {}
+        for deployment_id in candidates:
+            if deployment_id not in warm and (
+                handle := await _unroute(p, deployment_id, unless_warm=True)
+            ):
+                retiring[deployment_id] = handle
+        if not retiring:
+            return removed
+        # A request Traefik sent just before the route went (a slow one, or one still
+        # connecting to a busy app) is answered by the old instance, not cut off.
+        await asyncio.sleep(p.settings.drain_seconds)
+        for deployment_id, handle in retiring.items():
+            await _remove_unrouted(p, deployment_id, handle)
             removed.append(deployment_id)
-    return removed
 
 
 # ---- app-side actions: create, cancel, rollback, promote ----------------------------------------
@@ -583,7 +611,8 @@ async def _switch_environment(
 ) -> None:
     from devpush.errors import Conflict
 
-    if target.conclusion != Conclusion.succeeded or not target.runtime_handle:
+    running = target.runtime_handle and target.upstream  # no upstream: retiring
+    if target.conclusion != Conclusion.succeeded or not running:
         raise Conflict(f"deployment {target.id[:7]} is not running any more; redeploy it instead")
     specs = [
         s
