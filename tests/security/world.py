@@ -215,6 +215,7 @@ class World:
                 deployment.runtime_handle = RuntimeHandle(
                     backend="process", id=f"fake-{deployment.id}", deployment_id=deployment.id
                 ).to_json()
+                deployment.upstream = "127.0.0.1:9"
             return deployment.id
 
     async def fresh_domain(self) -> str:
