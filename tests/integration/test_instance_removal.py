@@ -8,11 +8,12 @@ import asyncio
 
 import httpx
 import pytest
+from sqlalchemy import delete
 
 from devpush.db import session_scope
 from devpush.deployments import flows
 from devpush.deployments import service as deployments
-from devpush.deployments.models import Conclusion, Status
+from devpush.deployments.models import Alias, Conclusion, Deployment, Status
 from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.proxy import sync as proxy_sync
@@ -152,3 +153,25 @@ async def test_a_retiring_deployment_is_not_served_again(
     async with session_scope(platform.sessions) as session:
         warm = await deployments.warm_deployment_ids(session=session)
     assert deployment_id not in warm  # no environment alias was moved to it
+
+
+async def test_a_deployment_deleted_while_its_instance_drains(
+    client: httpx.AsyncClient,
+    platform: Platform,
+    alice: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    instance = SlowInstance(delay=0)
+    deployment_id = await serving_deployment(
+        client, platform, alice, upstream=await instance.start()
+    )
+    monkeypatch.setattr(platform.runtimes, "get", lambda name: instance)
+    monkeypatch.setattr(platform.settings, "drain_seconds", 0.5)
+
+    cleanup = asyncio.create_task(flows.cleanup_inactive(platform))
+    await asyncio.sleep(0.2)
+    async with session_scope(platform.sessions) as session:  # its project was deleted meanwhile
+        await session.execute(delete(Alias).where(Alias.deployment_id == deployment_id))
+        await session.execute(delete(Deployment).where(Deployment.id == deployment_id))
+    assert await cleanup == [deployment_id]
+    assert instance.removed

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush import crypto, events
@@ -496,9 +497,10 @@ async def _unroute(
 
 async def _remove_unrouted(p: Platform, deployment_id: str, handle: RuntimeHandle) -> None:
     await p.runtimes.get(handle.backend).remove(handle)
-    async with session_scope(p.sessions) as session:
-        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
-        deployment.runtime_handle = None
+    async with session_scope(p.sessions) as session:  # the row may be gone (project deleted)
+        await session.execute(
+            update(Deployment).where(Deployment.id == deployment_id).values(runtime_handle=None)
+        )
 
 
 async def cleanup_inactive(p: Platform, project_id: str | None = None) -> list[str]:
@@ -506,8 +508,6 @@ async def cleanup_inactive(p: Platform, project_id: str | None = None) -> list[s
     before): unroute them, let the requests already sent to them finish for
     `drain_seconds`, then remove them. Deployments retired meanwhile (their own cleanup was
     refused as a duplicate of this running job) are taken in the next round."""
-    from sqlalchemy import select
-
     removed: list[str] = []
     while True:
         async with session_scope(p.sessions) as session:
@@ -665,8 +665,6 @@ async def promote(
     p: Platform, session: AsyncSession, deployment: Deployment, project: Project
 ) -> Deployment:
     """Serve this deployment (e.g. a preview) on the production environment."""
-    from sqlalchemy import select
-
     production = await session.scalar(
         select(Environment).where(
             Environment.project_id == project.id, Environment.is_production.is_(True)
