@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 import httpx
@@ -135,6 +137,24 @@ async def test_health_ok(client: httpx.AsyncClient) -> None:
     response = await client.get("/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+async def test_health_waits_out_a_busy_moment(
+    client: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Every pooled connection busy for 3 s (as under `devpush update` on a loaded machine):
+    /health waits for one instead of reporting PostgreSQL down."""
+    pool = platform.engine.pool
+    size = pool.size() + pool._max_overflow  # type: ignore[attr-defined]
+    async with contextlib.AsyncExitStack() as held:
+        for _ in range(size):
+            await held.enter_async_context(platform.engine.connect())
+        probe = asyncio.create_task(client.get("/health"))
+        await asyncio.sleep(3)
+        assert not probe.done()  # it was waiting for a connection, not failing
+    response = await probe
+    assert response.status_code == 200, response.text
+    assert response.json()["database"] == "ok"
 
 
 async def test_health_503_when_database_down(platform: Platform) -> None:

@@ -12,10 +12,16 @@ from devpush.api.deps import PlatformDep
 
 router = APIRouter(tags=["health"])
 
+# How long a probe may take before its service counts as down. A busy moment (every pooled
+# connection checked out, or a loaded machine starting containers during `devpush update`)
+# can hold an answer for a few seconds: that is slow, not down. It stays under the 8 s the
+# compose healthcheck gives the whole request.
+PROBE_SECONDS = 5.0
+
 
 async def _check_db(platform: PlatformDep) -> str | None:
     try:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(PROBE_SECONDS):
             async with platform.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         return None
@@ -25,7 +31,7 @@ async def _check_db(platform: PlatformDep) -> str | None:
 
 async def _check_redis(platform: PlatformDep) -> str | None:
     try:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(PROBE_SECONDS):
             await platform.redis.ping()
         return None
     except Exception as exc:  # noqa: BLE001 - any failure means "down"; the reason is reported
