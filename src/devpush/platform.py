@@ -3,6 +3,7 @@ the app's lifespan, the worker's on_startup or the monitor, and handed on explic
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from arq import create_pool
@@ -22,6 +23,21 @@ class Platform:
     sessions: async_sessionmaker[AsyncSession]
     redis: ArqRedis
     runtimes: Runtimes
+
+    async def warm(self, connections: int) -> None:
+        """Open `connections` to PostgreSQL and as many to Redis now, and keep them pooled.
+
+        A new connection resolves its host's name first, and Podman's DNS server (aardvark-dns)
+        can stall for seconds while containers join or leave its networks, as they do during
+        `devpush update`. Connected beforehand, a handful of concurrent requests (a healthcheck
+        next to a user's request) reuse these instead of waiting on that lookup."""
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(connections):
+                await held.enter_async_context(self.engine.connect())
+        pool = self.redis.connection_pool
+        redis = [await pool.get_connection() for _ in range(connections)]
+        for connection in redis:
+            await pool.release(connection)
 
     async def close(self) -> None:
         await self.runtimes.close()

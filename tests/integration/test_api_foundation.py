@@ -7,12 +7,13 @@ import contextlib
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
-from devpush.api.app import create_app
+from devpush.api.app import WARM_CONNECTIONS, create_app
 from devpush.auth.models import ApiToken
 from devpush.db import session_scope, utcnow
 from devpush.platform import Platform, build_platform
+from devpush.settings import Settings
 from devpush.teams.models import Team
 from tests.factories.auth import Account, token_for
 
@@ -157,9 +158,28 @@ async def test_health_waits_out_a_busy_moment(
     assert response.json()["database"] == "ok"
 
 
-async def test_health_503_when_database_down(platform: Platform) -> None:
-    from devpush.settings import Settings
+async def test_the_app_connects_before_it_serves(settings: Settings) -> None:
+    """Requests arriving together right after a start (a healthcheck next to a user's request,
+    as after `devpush update` swaps colours) open no connection, so none waits on a DNS lookup
+    that Podman's DNS server can stall during the swap."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        platform: Platform = app.state.platform
+        redis_pool = platform.redis.connection_pool
+        opened: list[object] = []
+        event.listen(platform.engine.sync_engine, "connect", lambda *_: opened.append(1))
+        redis_before = len(redis_pool._available_connections)  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as c:
+            answers = await asyncio.gather(*(c.get("/health") for _ in range(WARM_CONNECTIONS)))
+        assert [a.status_code for a in answers] == [200] * WARM_CONNECTIONS
+        assert opened == []  # every request had a pooled PostgreSQL connection
+        assert redis_before == WARM_CONNECTIONS
+        assert len(redis_pool._available_connections) == WARM_CONNECTIONS  # type: ignore[attr-defined]
 
+
+async def test_health_503_when_database_down(platform: Platform) -> None:
     down = Settings(  # type: ignore[call-arg]
         data_dir=platform.settings.data_dir,
         database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none",

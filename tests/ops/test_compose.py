@@ -362,10 +362,15 @@ class RequestLoop:
         with httpx.Client(timeout=60) as client:
             while not self._stop.is_set():
                 for host, path, body in self.targets:
+                    sent = time.monotonic()
                     try:
                         r = client.get(f"{self.stack.url}{path}", headers={"Host": host})
                         if r.status_code != 200 or (body is not None and r.text != body):
-                            self.errors.append(f"{host}{path}: {r.status_code} {r.text[:100]}")
+                            took = time.monotonic() - sent
+                            self.errors.append(
+                                f"{host}{path}: {r.status_code} after {took:.1f}s at "
+                                f"{time.strftime('%H:%M:%S')} {r.text[:100]}"
+                            )
                         else:
                             self.ok += 1
                     except httpx.HTTPError as exc:

@@ -19,6 +19,10 @@ from devpush.platform import build_platform
 from devpush.settings import Settings, get_settings
 from devpush.signing import secret_key
 
+# Connections to PostgreSQL and to Redis the app opens before it serves (Platform.warm): a few
+# concurrent requests right after a start or a blue-green swap need no new connection.
+WARM_CONNECTIONS = 4
+
 log = logging.getLogger("devpush.app")
 
 
@@ -65,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # and closed its own connection (a PostgreSQL fork + SCRAM), the largest cost of the
         # deployments list under load (bench/control_plane.py).
         app.state.platform = await build_platform(settings, pool_size=settings.app_db_pool_size)
+        await app.state.platform.warm(min(WARM_CONNECTIONS, settings.app_db_pool_size))
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # GC's full collections, whose pauses over it were the tail of request latency.
         gc.freeze()

@@ -2,7 +2,8 @@
 
 1. Run `devpush migrate` in a one-off container of the new image. If it fails, stop: the old
    version keeps running and nothing was switched.
-2. App: start the other colour next to the running one, wait for its healthcheck, have it
+2. App: start the other colour next to the running one (it opens its PostgreSQL and Redis
+   connections before it serves: `Platform.warm`), wait for its healthcheck, have it
    rewrite Traefik's platform file (the dashboard route), confirm on Traefik's API that the
    route points at it, let in-flight requests finish, then stop the old colour gracefully.
 3. Worker: start the other colour, wait healthy, stop the old one (arq jobs are idempotent;
