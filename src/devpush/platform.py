@@ -48,7 +48,10 @@ class Platform:
 def arq_redis_settings(settings: Settings) -> RedisSettings:
     rs = RedisSettings.from_dsn(redis_url(settings))
     rs.conn_timeout = 2
-    rs.conn_retries = 3
+    # Up to ~30 s of attempts (each says "retries remaining"), so that a process starting while
+    # Redis restarts, or while Podman's DNS server stalls after containers were recreated (as
+    # right after `devpush update`), waits it out: a push's hook, a worker, the CLI.
+    rs.conn_retries = 10
     return rs
 
 
