@@ -70,6 +70,22 @@ class Settings(BaseSettings):
         False, description="Let the process runtime run apps without bubblewrap."
     )
     build_timeout: float = Field(600, description="Seconds a build may take.")
+    build_memory_mb: int = Field(
+        2048, ge=64, description="Memory limit of a build (MiB), separate from the app's."
+    )
+    build_cpus: float | None = Field(
+        None, gt=0, description="CPU limit of a build; unset: the app's CPU limit."
+    )
+    build_cache_dir: Path | None = Field(
+        None,
+        description="Package caches shared by builds on the process runtime (uv, npm, yarn, "
+        "pnpm, corepack); default DATA_DIR/cache/builds.",
+    )
+    build_ca_bundle: Path | None = Field(
+        Path("/etc/ssl/certs/ca-certificates.crt"),
+        description="CA certificates that builds trust for outbound HTTPS (package registries "
+        "behind a TLS-inspecting proxy too); placed at /devpush/ca.crt in every instance.",
+    )
     deploy_timeout: float = Field(120, description="Seconds from deploy start to ready.")
     job_timeout: float = Field(900, description="Seconds any worker job may run.")
     drain_seconds: float = Field(

@@ -42,7 +42,7 @@ def test_full_file() -> None:
         "health_path": "/healthz",
         "cpus": 0.5,
         "memory_mb": 256,
-        "image": "devpush-runner-node:20",
+        "runner_language": "node",
     }
     assert config.environments == {"staging": "release/*"}
     assert config.touches(["services/api/main.py"]) and config.touches(["shared/x"])

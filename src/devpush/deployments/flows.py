@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush import crypto, events
+from devpush import builds, crypto, events
 from devpush.auth.service import Principal
 from devpush.db import session_scope, utcnow
 from devpush.deployments import service as deployments
@@ -27,7 +27,7 @@ from devpush.errors import DevpushError, Invalid
 from devpush.github import reporting as github_reporting
 from devpush.logs.store import NewLine, PostgresLogStore
 from devpush.platform import Platform
-from devpush.projects import presets, repo_config
+from devpush.projects import repo_config
 from devpush.projects.env import resolve_env
 from devpush.projects.models import Environment, Project
 from devpush.projects.service import list_environments, pattern_matches
@@ -114,22 +114,14 @@ def runtime_env(
     return env
 
 
-def fill_config(config: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Fill the commands from preset detection when no start command is set (a build or
-    pre-deploy command the user set is kept)."""
-    if config.get("start_command"):
-        return config
-    preset = presets.detect(root)
-    if preset is None:
-        return config
-    filled = dict(config)
-    filled["preset"] = preset.name
-    filled["start_command"] = preset.start_command
-    if "build_command" not in config:
-        filled["build_command"] = preset.build_command
-    if "pre_deploy_command" not in config and preset.pre_deploy_command:
-        filled["pre_deploy_command"] = preset.pre_deploy_command
-    return filled
+async def make_plan(
+    p: Platform, runtime_name: str, root: Path, config: dict[str, Any]
+) -> builds.Plan:
+    """The build plan for the tree at `root`, among the toolchains the runtime offers."""
+    toolchains = await p.runtimes.get(runtime_name).toolchains()
+    return await asyncio.to_thread(
+        builds.detect, root, toolchains=toolchains, runtime=runtime_name, config=config
+    )
 
 
 async def _claim_prepare(p: Platform, deployment_id: str) -> tuple[Deployment, Project] | None:
@@ -220,12 +212,12 @@ async def _prepare_and_deploy(
     if repo is not None and not await _touches_watched(p, project, deployment, commit.sha, repo):
         await skip_deployment(p, deployment.id, "No path in devpush.toml [watch] changed")
         return
-    config = fill_config({**deployment.config, **(repo.overrides if repo else {})}, root)
-    if not config.get("start_command"):
-        raise DevpushError(
-            "No start command: set start_command on the project, or add a recognised app "
-            "(Django, FastAPI, Flask, Python, Node or static files) to the repository"
-        )
+    config = {**deployment.config, **(repo.overrides if repo else {})}
+    plan = await make_plan(p, deployment.runtime, root, config)
+    for line in plan.lines():
+        await system_log(p, deployment.id, line)
+    await asyncio.to_thread(builds.prepare, plan, root)
+    config = {**config, "preset": plan.framework or plan.stack, "plan": plan.to_json()}
     async with session_scope(p.sessions) as session:
         row = await deployments.get(session=session, deployment_id=deployment.id, lock=True)
         if deployments.is_concluded(row):
@@ -241,10 +233,8 @@ async def _prepare_and_deploy(
         row.status = Status.deploy
         row.deploy_started_at = utcnow()
         row.timings = {**row.timings, "fetch": _elapsed(started)}
-        spec = await _spec(p, session, row, project, root)
+        spec = await _spec(p, session, row, project, root, plan)
     await publish_status(p, row)
-    if config.get("preset"):
-        await system_log(p, row.id, f"Detected preset: {config['preset']}")
     await _launch(p, row, spec)
 
 
@@ -298,7 +288,12 @@ async def _match_repo_environment(
 
 
 async def _spec(
-    p: Platform, session: AsyncSession, deployment: Deployment, project: Project, root: Path
+    p: Platform,
+    session: AsyncSession,
+    deployment: Deployment,
+    project: Project,
+    root: Path,
+    plan: builds.Plan,
 ) -> RuntimeSpec:
     team = await session.get(Team, project.team_id)
     environment = (
@@ -309,20 +304,25 @@ async def _spec(
     assert team is not None
     config = deployment.config
     port = int(config.get("port") or 8000)
-    injected = injected_env(p, project, team, deployment, environment, port)
+    injected = {**plan.env, **injected_env(p, project, team, deployment, environment, port)}
     env = runtime_env(injected, deployments.env_snapshot(deployment), deployment.runtime, port)
     return RuntimeSpec(
         deployment_id=deployment.id,
         project_id=project.id,
         source_dir=root,
-        start_command=config["start_command"],
-        build_command=config.get("build_command") or None,
-        pre_deploy_command=config.get("pre_deploy_command") or None,
+        start_command=plan.start,
+        install_command=plan.install,
+        build_command=plan.build,
+        pre_deploy_command=plan.pre_deploy,
         env=env,
         port=port,
-        image=config.get("image"),
+        image=plan.image,
         cpus=config.get("cpus"),
         memory_mb=config.get("memory_mb"),
+        build_memory_mb=config.get("build_memory_mb") or p.settings.build_memory_mb,
+        build_cpus=p.settings.build_cpus,
+        path=plan.path,
+        support_files=builds.SUPPORT_FILES,
         pids_limit=p.settings.default_pids,
         labels={"devpush.team": team.id},
     )

@@ -13,6 +13,7 @@ deployment of that commit.
     [resources]
     cpus = 0.5
     memory_mb = 256
+    build_memory_mb = 2048
 
     [runner]
     language = "python"   # python | node
@@ -42,7 +43,7 @@ FILENAME = "devpush.toml"
 _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "build": {"command": str, "pre_deploy": str},
     "start": {"command": str, "port": int, "health_path": str},
-    "resources": {"cpus": (int, float), "memory_mb": int},
+    "resources": {"cpus": (int, float), "memory_mb": int, "build_memory_mb": int},
     "runner": {"language": str, "version": str},
     "watch": {"paths": list},
 }
@@ -54,6 +55,9 @@ _CONFIG_KEYS = {
     ("start", "health_path"): "health_path",
     ("resources", "cpus"): "cpus",
     ("resources", "memory_mb"): "memory_mb",
+    ("resources", "build_memory_mb"): "build_memory_mb",
+    ("runner", "language"): "runner_language",
+    ("runner", "version"): "runner_version",
 }
 _LANGUAGES = {"python", "node"}
 
@@ -98,8 +102,8 @@ def _check_value(text: str, section: str, key: str, value: Any) -> None:
         raise _fail(text, section, key, "[start] port must be between 1 and 65535")
     if key == "health_path" and not value.startswith("/"):
         raise _fail(text, section, key, "[start] health_path must start with '/'")
-    if key == "memory_mb" and not 32 <= value <= 262144:
-        raise _fail(text, section, key, "[resources] memory_mb must be between 32 and 262144")
+    if key in ("memory_mb", "build_memory_mb") and not 32 <= value <= 262144:
+        raise _fail(text, section, key, f"[resources] {key} must be between 32 and 262144")
     if key == "cpus" and not 0 < value <= 64:
         raise _fail(text, section, key, "[resources] cpus must be between 0 and 64")
     if key == "language" and value not in _LANGUAGES:
@@ -145,10 +149,6 @@ def parse(text: str) -> RepoConfig:
             _check_value(text, section, key, value)
             if (section, key) in _CONFIG_KEYS:
                 overrides[_CONFIG_KEYS[(section, key)]] = value
-    runner = data.get("runner", {})
-    if runner.get("language"):
-        version = runner.get("version") or ("3.12" if runner["language"] == "python" else "20")
-        overrides["image"] = f"devpush-runner-{runner['language']}:{version}"
     watch = tuple(data.get("watch", {}).get("paths", ()))
     return RepoConfig(overrides=overrides, environments=environments, watch=watch)
 

@@ -122,6 +122,7 @@ class ProjectConfig(BaseModel):
     health_path: Annotated[str, Field(max_length=255), AfterValidator(_health_path)] | None = None
     cpus: float | None = Field(None, gt=0, le=64)
     memory_mb: int | None = Field(None, ge=32, le=262144)
+    build_memory_mb: int | None = Field(None, ge=64, le=262144)
     runtime: Literal["docker", "process"] | None = None
     image: str | None = Field(None, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
     env_vars: dict[str, EnvValue] | None = None

@@ -24,6 +24,7 @@ CONFIG_KEYS = (
     "health_path",
     "cpus",
     "memory_mb",
+    "build_memory_mb",
     "runtime",
     "image",
 )

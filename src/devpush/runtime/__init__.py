@@ -4,6 +4,7 @@ DEVPUSH_RUNTIME, then docker when a Docker/Podman socket is configured, else pro
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devpush.errors import ConfigError
@@ -51,14 +52,20 @@ class Runtimes:
                 network=s.runner_network,
                 default_image=s.runner_image,
                 owner=owner_id(s),
+                ca_bundle=s.build_ca_bundle,
             )
         if name == "process":
+            import uv
+
             from devpush.runtime.process import ProcessRuntime
 
             return ProcessRuntime(
                 root=s.data_path / "runtime" / "process",
                 protected_paths=[s.data_path],
                 allow_unsandboxed=s.allow_unsandboxed,
+                cache_dir=s.build_cache_dir or s.data_path / "cache" / "builds",
+                ca_bundle=s.build_ca_bundle,
+                tools={"bin/uv": Path(uv.find_uv_bin())},
             )
         raise ConfigError(f"unknown runtime {name!r}; use docker or process")
 

@@ -4,8 +4,9 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
 
 - `create(spec)` allocates the instance and copies `spec.source_dir` into it. Nothing runs yet.
   The instance is labelled with `spec.labels` (devpush ids only, never secrets).
-- `start(handle)` runs, inside the instance, the shared `entrypoint.sh`: build command, then
-  pre-deploy command, then the start command. It returns the handle with `upstream`
+- `start(handle)` runs, inside the instance, the shared `entrypoint.sh`: install and build
+  commands (the build phase, under the build's own limits where the backend can separate
+  them), then the pre-deploy command, then the start command. It returns the handle with `upstream`
   ("host:port" the proxy and the readiness probe use) filled in.
 - `status(handle)` says whether the instance is building, running the app, or has exited (with
   the exit code and the phase it was in), or is missing.
@@ -14,6 +15,9 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
 - `stop` and `remove` are idempotent: a missing instance is not an error.
 - `list()` returns every instance this backend manages (found by label/directory), so the
   monitor can remove those with no live deployment.
+- `toolchains()` lists the interpreters and Node versions this backend can run (host
+  interpreters for `process`, runner images for `docker`), for the builder to choose from.
+- `spec.support_files` are placed read-only at `/devpush/<name>` in the instance.
 - Backend errors are raised as `devpush.errors.RuntimeFailure` with a message for people.
 
 The app's instance outlives the worker that started it: killing the worker never kills apps.
@@ -29,6 +33,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 ENTRYPOINT = Path(__file__).with_name("entrypoint.sh")
+# The variables that make Python (uv, pip, requests), Node and npm trust the CA bundle a runtime
+# places at /devpush/ca.crt, so builds reach package registries behind TLS inspection too.
+CA_ENV = (
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "npm_config_cafile",
+    "PIP_CERT",
+    "REQUESTS_CA_BUNDLE",
+)
 PHASE_MARKER = "::devpush phase="
 
 
@@ -47,11 +60,22 @@ class InstanceState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Toolchain:
+    """A language version a backend can run: a host interpreter or a runner image."""
+
+    language: str  # "python" | "node"
+    version: str  # "3.11.2", or "3.11" when only the minor version is known
+    path: str | None = None  # process: the interpreter as seen inside the sandbox
+    image: str | None = None  # docker: the runner image
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     deployment_id: str
     project_id: str
     source_dir: Path  # prepared source tree on the worker's side (root_directory applied)
     start_command: str
+    install_command: str | None = None
     build_command: str | None = None
     pre_deploy_command: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # includes PORT
@@ -60,6 +84,10 @@ class RuntimeSpec:
     cpus: float | None = None
     memory_mb: int | None = None
     pids_limit: int | None = None
+    build_memory_mb: int | None = None  # the build phase's own limits (None: the app's)
+    build_cpus: float | None = None
+    path: tuple[str, ...] = ()  # directories (relative to the app) put first on PATH
+    support_files: dict[str, Path] = field(default_factory=dict)  # name -> host file
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -95,6 +123,9 @@ class LogRecord:
     message: str  # one line without its newline; invalid UTF-8 replaced
 
 
+_Toolchains = list[Toolchain]  # an alias: inside Runtime, `list` is a method
+
+
 class Runtime(Protocol):
     """One backend that runs deployments. See the module docstring for the contract."""
 
@@ -113,6 +144,8 @@ class Runtime(Protocol):
     async def remove(self, handle: RuntimeHandle) -> None: ...
 
     async def list(self) -> list[RuntimeHandle]: ...
+
+    async def toolchains(self) -> _Toolchains: ...
 
     async def describe(self) -> dict[str, Any]: ...
 

@@ -26,6 +26,7 @@ from aiodocker.exceptions import DockerError
 
 from devpush.errors import RuntimeFailure
 from devpush.runtime.base import (
+    CA_ENV,
     ENTRYPOINT,
     PHASE_MARKER,
     InstanceState,
@@ -34,6 +35,7 @@ from devpush.runtime.base import (
     Phase,
     RuntimeHandle,
     RuntimeSpec,
+    Toolchain,
 )
 
 RUNNER_UID = 10001
@@ -47,9 +49,14 @@ LABEL_OWNER = "devpush.owner"  # which platform (database) the container belongs
 LABEL_DEPLOYMENT = "devpush.deployment"
 LABEL_PROJECT = "devpush.project"
 LABEL_PORT = "devpush.port"
+LABEL_LANGUAGE = "devpush.runner.language"  # on runner images (scripts/runner-images.sh)
+LABEL_VERSION = "devpush.runner.version"
+CACHE_VOLUME = "devpush-build-cache"  # package caches shared by builds, at /devpush/cache
+CA_PATH = "/devpush/ca.crt"
 
 # "2024-05-01T12:34:56Z " (Podman) or "2024-05-01T12:34:56.123456789Z " (Docker)
 _TIMESTAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d) ")
+_Toolchains = list[Toolchain]  # an alias: inside DockerRuntime, `list` is a method
 _LOG_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
@@ -59,9 +66,18 @@ class DockerRuntime:
     name = "docker"
 
     def __init__(
-        self, *, url: str, network: str, default_image: str, owner: str | None = None
+        self,
+        *,
+        url: str,
+        network: str,
+        default_image: str,
+        owner: str | None = None,
+        ca_bundle: Path | None = None,
+        cache_volume: str | None = CACHE_VOLUME,
     ) -> None:
         self.url = url
+        self.ca_bundle = ca_bundle if ca_bundle and ca_bundle.is_file() else None
+        self.cache_volume = cache_volume
         self.network = network
         self.default_image = default_image
         # Several platforms may share one engine: each lists (and so reconciles) only the
@@ -112,6 +128,11 @@ class DockerRuntime:
             # A job that runs twice finds its own container: replace it with a fresh one.
             await self._delete(docker.containers.container(name))
             config = _container_config(spec, image=image, network=self.network, owner=self.owner)
+            if self.ca_bundle is not None:
+                config["Env"] += [f"{name}={CA_PATH}" for name in CA_ENV]
+            if self.cache_volume:
+                mount = {"Type": "volume", "Source": self.cache_volume, "Target": "/devpush/cache"}
+                config["HostConfig"]["Mounts"] = [mount]
             try:
                 container = await docker.containers.create(config, name=name)
             except DockerError as exc:
@@ -119,7 +140,10 @@ class DockerRuntime:
                     raise
                 await self._delete(docker.containers.container(name))  # lost a race
                 container = await docker.containers.create(config, name=name)
-            archive = await asyncio.to_thread(_source_archive, source_dir)
+            files = {**spec.support_files}
+            if self.ca_bundle is not None:
+                files["ca.crt"] = self.ca_bundle
+            archive = await asyncio.to_thread(_source_archive, source_dir, files)
             try:
                 await container.put_archive("/", archive)
             except BaseException:
@@ -139,8 +163,8 @@ class DockerRuntime:
         except DockerError as exc:
             if exc.status == 404:
                 raise RuntimeFailure(
-                    f"runner image {image} is missing; build it with scripts/podman-setup.sh "
-                    "(CI) or from runners/ (see runners/README.md)"
+                    f"runner image {image} is missing; build it with "
+                    "`bash scripts/runner-images.sh` (see runners/README.md)"
                 ) from exc
             raise
 
@@ -257,6 +281,20 @@ class DockerRuntime:
             )
         return handles
 
+    async def toolchains(self) -> _Toolchains:
+        """The runner images present, by their language and version labels."""
+        with self._errors("listing runner images"):
+            images = await self._docker().images.list(filters={"label": [LABEL_LANGUAGE]})
+        found = []
+        for image in images:
+            labels = image.get("Labels") or {}
+            tags = [t for t in image.get("RepoTags") or [] if not t.endswith(":<none>")]
+            language, version = labels.get(LABEL_LANGUAGE), labels.get(LABEL_VERSION)
+            if language and version and tags:
+                name = next((t for t in tags if t.endswith(f":{version}")), tags[0])
+                found.append(Toolchain(language, version, image=name))
+        return found
+
     async def describe(self) -> dict[str, Any]:
         with self._errors("asking the container engine for its version"):
             version = await self._docker().version()
@@ -306,6 +344,7 @@ def _container_config(
     spec: RuntimeSpec, *, image: str, network: str, owner: str | None = None
 ) -> dict[str, Any]:
     commands = {
+        "DEVPUSH_INSTALL_COMMAND": spec.install_command,
         "DEVPUSH_BUILD_COMMAND": spec.build_command,
         "DEVPUSH_PRE_DEPLOY_COMMAND": spec.pre_deploy_command,
         "DEVPUSH_START_COMMAND": spec.start_command,
@@ -313,6 +352,8 @@ def _container_config(
     env = {k: v for k, v in spec.env.items() if k not in commands}
     env |= {k: v for k, v in commands.items() if v is not None}
     env |= {"DEVPUSH_APP_DIR": APP_DIR, "DEVPUSH_STATE_DIR": STATE_DIR}
+    if spec.path:
+        env["DEVPUSH_PATH"] = ":".join(spec.path)
     labels = {
         **spec.labels,
         LABEL_MANAGED: "true",
@@ -328,8 +369,11 @@ def _container_config(
         "CapDrop": ["ALL"],
         "RestartPolicy": {"Name": "no"},
     }
-    if spec.memory_mb:
-        host["Memory"] = host["MemorySwap"] = spec.memory_mb * MIB  # no swap on top
+    # One container runs build and app: it gets the larger of the two memory limits (the
+    # engine can't lower a running container's limit through the Docker API on Podman).
+    memory_mb = max(spec.memory_mb or 0, spec.build_memory_mb or 0)
+    if memory_mb:
+        host["Memory"] = host["MemorySwap"] = memory_mb * MIB  # no swap on top
     if spec.cpus:
         host["NanoCpus"] = int(spec.cpus * 1e9)
     if spec.pids_limit:
@@ -348,8 +392,9 @@ def _container_config(
     }
 
 
-def _source_archive(source_dir: Path) -> IO[bytes]:
-    """A tar of the source under app/ and the entrypoint under devpush/, owned by the runner."""
+def _source_archive(source_dir: Path, files: dict[str, Path] | None = None) -> IO[bytes]:
+    """A tar of the source under app/, and the entrypoint and `files` under devpush/, owned by
+    the runner."""
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = RUNNER_UID
@@ -375,10 +420,11 @@ def _source_archive(source_dir: Path) -> IO[bytes]:
             tar.add(source_dir, arcname="app", filter=source_entry)
             tar.addfile(directory("devpush"))
             tar.addfile(directory("devpush/state"))
-            entry = tar.gettarinfo(ENTRYPOINT, arcname="devpush/entrypoint.sh")
-            entry.mode = 0o755
-            with ENTRYPOINT.open("rb") as f:
-                tar.addfile(owned(entry), f)
+            for name, path in {"entrypoint.sh": ENTRYPOINT, **(files or {})}.items():
+                entry = tar.gettarinfo(path, arcname=f"devpush/{name}")
+                entry.mode = 0o755 if name == "entrypoint.sh" else 0o644
+                with path.open("rb") as f:
+                    tar.addfile(owned(entry), f)
     except BaseException:
         archive.close()
         raise

@@ -1,15 +1,35 @@
 #!/bin/sh
-# devpush runner entrypoint, shared by every runtime: build, pre-deploy, then the app.
-# Commands arrive as environment entries (never spliced into this script). Each phase is
+# devpush runner entrypoint, shared by every runtime: install and build, pre-deploy, then the
+# app. Commands arrive as environment entries (never spliced into this script). Each phase is
 # announced on stdout with a marker line and written to $DEVPUSH_STATE_DIR/phase; the exit
 # code of the whole run is written to $DEVPUSH_STATE_DIR/exit_code.
+#
+# With no argument it runs everything. A runtime that gives the build its own limits runs it
+# twice: `entrypoint.sh build` (install, build, pre-deploy; exits 0 on success without
+# recording an exit code) and then `entrypoint.sh run` (the app).
 set -u
+mode="${1:-all}"
 state="${DEVPUSH_STATE_DIR:-/tmp/devpush-state}"
+app_dir="${DEVPUSH_APP_DIR:-/app}"
 mkdir -p "$state"
+install_cmd="${DEVPUSH_INSTALL_COMMAND:-}"
 build_cmd="${DEVPUSH_BUILD_COMMAND:-}"
 pre_cmd="${DEVPUSH_PRE_DEPLOY_COMMAND:-}"
 start_cmd="${DEVPUSH_START_COMMAND:-}"
-unset DEVPUSH_BUILD_COMMAND DEVPUSH_PRE_DEPLOY_COMMAND DEVPUSH_START_COMMAND
+unset DEVPUSH_INSTALL_COMMAND DEVPUSH_BUILD_COMMAND DEVPUSH_PRE_DEPLOY_COMMAND \
+    DEVPUSH_START_COMMAND
+
+# The plan's PATH entries (".venv/bin:node_modules/.bin") come first, relative to the app.
+if [ -n "${DEVPUSH_PATH:-}" ]; then
+    prefix=""
+    old_ifs=$IFS
+    IFS=:
+    for entry in $DEVPUSH_PATH; do prefix="$prefix$app_dir/$entry:"; done
+    IFS=$old_ifs
+    PATH="$prefix$PATH"
+    export PATH
+fi
+unset DEVPUSH_PATH
 
 finish() {
     printf '%s\n' "$1" > "$state/exit_code"
@@ -22,15 +42,25 @@ phase() {
     printf '::devpush phase=%s\n' "$1" >&2
 }
 
-cd "${DEVPUSH_APP_DIR:-/app}" || finish 125
+cd "$app_dir" || finish 125
 
-if [ -n "$build_cmd" ]; then
-    phase build
-    sh -c "$build_cmd" || finish $?
-fi
-if [ -n "$pre_cmd" ]; then
-    phase pre_deploy
-    sh -c "$pre_cmd" || finish $?
+if [ "$mode" != run ]; then
+    if [ -n "$install_cmd" ] || [ -n "$build_cmd" ]; then
+        phase build
+    fi
+    if [ -n "$install_cmd" ]; then
+        sh -c "$install_cmd" || finish $?
+    fi
+    if [ -n "$build_cmd" ]; then
+        sh -c "$build_cmd" || finish $?
+    fi
+    if [ -n "$pre_cmd" ]; then
+        phase pre_deploy
+        sh -c "$pre_cmd" || finish $?
+    fi
+    if [ "$mode" = build ]; then
+        exit 0
+    fi
 fi
 
 phase runtime

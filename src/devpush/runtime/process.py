@@ -28,6 +28,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,7 @@ import psutil
 
 from devpush.errors import RuntimeFailure
 from devpush.runtime.base import (
+    CA_ENV,
     ENTRYPOINT,
     PHASE_MARKER,
     InstanceState,
@@ -48,6 +50,7 @@ from devpush.runtime.base import (
     Phase,
     RuntimeHandle,
     RuntimeSpec,
+    Toolchain,
 )
 
 NO_BWRAP_MESSAGE = (
@@ -59,7 +62,7 @@ MiB = 1024 * 1024
 MAX_LINE = 64 * 1024  # longer log lines are cut
 _READ_CHUNK = 1024 * 1024
 _POLL = 0.025  # idle poll of log files and process state; live logs target < 100 ms
-_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_PATH = "/devpush/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What python3, node and sh need from /etc (plus /etc/python3*); the rest of /etc (platform
@@ -70,6 +73,7 @@ _ETC_ENTRIES = (
     " services ssl"
 ).split()
 _COMMANDS = (
+    ("DEVPUSH_INSTALL_COMMAND", Phase.build),
     ("DEVPUSH_BUILD_COMMAND", Phase.build),
     ("DEVPUSH_PRE_DEPLOY_COMMAND", Phase.pre_deploy),
     ("DEVPUSH_START_COMMAND", Phase.runtime),
@@ -79,12 +83,18 @@ _COMMANDS = (
 # A constant script; the paths arrive as arguments.
 _JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 _CONTROLLERS = ("memory", "cpu", "pids")
+_BUILD = "build:"  # key prefix of the build stage's cgroups in instance.cgroups
+_DRIVER = Path(__file__).with_name("driver.py")
+# Where the CA bundle and caches appear inside the sandbox (runtime/base.py: CA_ENV).
+_CA_PATH = "/devpush/ca.crt"
+_CACHE_PATH = "/devpush/cache"
 _PHASES = {phase.value for phase in Phase}
 _STALE_STAGING = 3600.0  # seconds after which a `.new-*` directory is a crashed create()
 _CPU_PERIOD_US = 100_000
 # Aliases, because inside ProcessRuntime the name `list` is the protocol's method.
 _Argv = list[str]
 _Handles = list[RuntimeHandle]
+_Toolchains = list[Toolchain]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,6 +127,7 @@ class _Instance:
             "port": spec.port,
             "cpus": spec.cpus,
             "memory_mb": spec.memory_mb,
+            "build_memory_mb": spec.build_memory_mb,
             "pids_limit": spec.pids_limit,
             "env_keys": sorted(spec.env),
         }
@@ -149,6 +160,20 @@ class _Instance:
 
 
 @dataclass(frozen=True)
+class _Limits:
+    memory_mb: int | None
+    cpus: float | None
+    pids_limit: int | None
+
+    @classmethod
+    def of(cls, spec: RuntimeSpec, *, build: bool) -> _Limits:
+        if build:
+            memory = spec.build_memory_mb or spec.memory_mb
+            return cls(memory, spec.build_cpus or spec.cpus, spec.pids_limit)
+        return cls(spec.memory_mb, spec.cpus, spec.pids_limit)
+
+
+@dataclass(frozen=True)
 class _Cgroups:
     """Where instance cgroups go on this machine, and which controllers they get."""
 
@@ -159,7 +184,7 @@ class _Cgroups:
     def label(self) -> str:
         return f"cgroup v{self.version}"
 
-    def create(self, instance_id: str, spec: RuntimeSpec) -> dict[str, str]:
+    def create(self, instance_id: str, limits: _Limits) -> dict[str, str]:
         # v1 cgroups go next to the worker's own (inside whatever limits the host gave it);
         # v2 forbids controllers in a group that holds processes, hence one devpush/ parent.
         name = instance_id if self.version == 2 else f"devpush-{instance_id}"
@@ -169,13 +194,13 @@ class _Cgroups:
             if _read(directory / "cgroup.procs").split():  # never share: stop() kills it all
                 raise RuntimeFailure(f"cgroup {directory} is in use by another instance")
         if self.version == 2:
-            _limit_v2(dirs, spec)
+            _limit_v2(dirs, limits)
         else:
-            _limit_v1(dirs, spec)
+            _limit_v1(dirs, limits)
         return {ctrl: str(directory) for ctrl, directory in dirs.items()}
 
 
-def _limit_v2(dirs: dict[str, Path], spec: RuntimeSpec) -> None:
+def _limit_v2(dirs: dict[str, Path], spec: _Limits) -> None:
     if spec.memory_mb and "memory" in dirs:
         _write(dirs["memory"] / "memory.max", str(spec.memory_mb * MiB))
         if (dirs["memory"] / "memory.swap.max").exists():
@@ -186,7 +211,7 @@ def _limit_v2(dirs: dict[str, Path], spec: RuntimeSpec) -> None:
         _write(dirs["pids"] / "pids.max", str(spec.pids_limit))
 
 
-def _limit_v1(dirs: dict[str, Path], spec: RuntimeSpec) -> None:
+def _limit_v1(dirs: dict[str, Path], spec: _Limits) -> None:
     if spec.memory_mb and "memory" in dirs:
         _write(dirs["memory"] / "memory.limit_in_bytes", str(spec.memory_mb * MiB))
         if (dirs["memory"] / "memory.memsw.limit_in_bytes").exists():  # no swapping past it
@@ -268,12 +293,12 @@ def _cgroup_kill(dirs: dict[str, str]) -> None:
     raise RuntimeFailure(f"processes {sorted(_cgroup_members(dirs))} survived SIGKILL")
 
 
-def _cgroup_oom_killed(dirs: dict[str, str]) -> bool:
-    if "memory" not in dirs:
+def _cgroup_oom_killed(dirs: dict[str, str], controller: str = "memory") -> bool:
+    if controller not in dirs:
         return False
     for name in ("memory.events", "memory.oom_control"):  # v2, v1
         with contextlib.suppress(FileNotFoundError):
-            for line in _read(Path(dirs["memory"]) / name).splitlines():
+            for line in _read(Path(dirs[controller]) / name).splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill" and int(value) > 0:
                     return True
@@ -376,10 +401,19 @@ class ProcessRuntime:
         port_range: tuple[int, int] = (20000, 29999),
         bwrap: str | None = "bwrap",
         cgroup_root: Path | None = Path("/sys/fs/cgroup"),
+        cache_dir: Path | None = None,
+        ca_bundle: Path | None = None,
+        tools: dict[str, Path] | None = None,
     ) -> None:
         """`bwrap` is looked up on PATH (None: act as if it were not installed);
-        `cgroup_root=None` turns cgroups off (setrlimit is used instead)."""
+        `cgroup_root=None` turns cgroups off (setrlimit is used instead). `cache_dir` is the
+        package cache shared by builds (at /devpush/cache inside), `ca_bundle` the CA
+        certificates builds trust for outbound HTTPS, and `tools` host files placed
+        read-only under /devpush (e.g. {"bin/uv": ...})."""
         self._root = Path(root).absolute()
+        self._cache_dir = Path(cache_dir).absolute() if cache_dir else None
+        self._ca_bundle = ca_bundle if ca_bundle and ca_bundle.is_file() else None
+        self._tools = dict(tools or {})
         self._protected = [Path(p).absolute() for p in protected_paths] + [self._root]
         self._allow_unsandboxed = allow_unsandboxed
         self._port_range = port_range
@@ -443,7 +477,13 @@ class ProcessRuntime:
             )
         exit_code = _read_exit_code(state_dir)
         error = None
-        if instance.cgroups and _cgroup_oom_killed(instance.cgroups):
+        if instance.cgroups and _cgroup_oom_killed(instance.cgroups, _BUILD + "memory"):
+            limit = instance.spec.get("build_memory_mb") or instance.spec.get("memory_mb")
+            error = (
+                f"out of memory: the build's limit is {limit} MiB; raise the project's "
+                "build_memory_mb or DEVPUSH_BUILD_MEMORY_MB"
+            )
+        elif instance.cgroups and _cgroup_oom_killed(instance.cgroups):
             error = "OOM killed"
         elif exit_code is None:
             error = "stopped" if instance.stopped else "the process disappeared"
@@ -498,6 +538,9 @@ class ProcessRuntime:
     async def list(self) -> _Handles:
         return await asyncio.to_thread(self._list)
 
+    async def toolchains(self) -> _Toolchains:
+        return await asyncio.to_thread(_host_toolchains)
+
     async def describe(self) -> dict[str, Any]:
         cgroups = await asyncio.to_thread(self._limits)
         sandbox = "unsandboxed"
@@ -527,6 +570,10 @@ class ProcessRuntime:
 
     def _populate(self, spec: RuntimeSpec, instance: _Instance) -> None:
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self._cache_dir is not None and not self._cache_dir.is_dir():
+            self._cache_dir.mkdir(mode=0o700, parents=True)
+            if self._bwrap and self._privileged:
+                os.chown(self._cache_dir, SANDBOX_UID, SANDBOX_UID)
         staging = self._root / f".new-{instance.deployment_id}-{secrets.token_hex(4)}"
         try:
             staging.mkdir(mode=0o700)
@@ -556,7 +603,7 @@ class ProcessRuntime:
         with self._lock():
             port = self._free_port(instance.deployment_id)
             try:
-                cgroup_dirs = cgroups.create(instance.deployment_id, spec) if cgroups else {}
+                cgroup_dirs = self._create_cgroups(cgroups, instance.deployment_id, spec)
             except OSError as exc:
                 raise RuntimeFailure(f"cannot set up the cgroup: {exc}") from exc
             proc = self._popen(directory, spec, port, cgroup_dirs)
@@ -572,23 +619,43 @@ class ProcessRuntime:
             instance.save(directory)
         return proc
 
+    def _create_cgroups(
+        self, cgroups: _Cgroups | None, instance_id: str, spec: RuntimeSpec
+    ) -> dict[str, str]:
+        """The app's cgroups, plus the build stage's own (keys prefixed `build:`) when the
+        spec has a build phase."""
+        if cgroups is None:
+            return {}
+        dirs = cgroups.create(instance_id, _Limits.of(spec, build=False))
+        if _has_build(spec):
+            build = cgroups.create(f"{instance_id}-build", _Limits.of(spec, build=True))
+            dirs |= {_BUILD + ctrl: path for ctrl, path in build.items()}
+        return dirs
+
     def _popen(
         self, directory: Path, spec: RuntimeSpec, port: int, cgroup_dirs: dict[str, str]
     ) -> subprocess.Popen[bytes]:
-        argv: list[str] = []
-        if cgroup_dirs:
-            procs = sorted({str(Path(d) / "cgroup.procs") for d in cgroup_dirs.values()})
-            argv += ["/bin/sh", "-c", _JOIN_CGROUPS, "devpush-join", *procs, "--"]
-        elif spec.memory_mb and self._prlimit:
-            argv += [self._prlimit, f"--data={spec.memory_mb * MiB}", "--"]
-        if self._bwrap:
-            argv += self._bwrap_argv(directory, spec)
-            env = _app_env(spec, port=port, app_dir="/app", state_dir="/devpush/state")
-        else:
-            argv += ["/bin/sh", str(ENTRYPOINT)]
-            env = _app_env(
-                spec, port=port, app_dir=str(directory / "app"), state_dir=str(directory / "state")
-            )
+        stages: dict[str, Any] = {"build": None}
+        if _has_build(spec):
+            stages["build"] = self._stage(directory, spec, cgroup_dirs, build=True)
+        stages["run"] = self._stage(directory, spec, cgroup_dirs, build=False)
+        stages_file = directory / "stages.json"
+        stages_file.write_text(json.dumps(stages))
+        stages_file.chmod(0o600)
+        argv = [sys.executable, "-I", str(_DRIVER), str(directory)]
+        app_dir, state_dir = "/app", "/devpush/state"
+        if not self._bwrap:
+            app_dir, state_dir = str(directory / "app"), str(directory / "state")
+        env = _app_env(spec, port=port, app_dir=app_dir, state_dir=state_dir)
+        if self._ca_bundle is not None:
+            ca = _CA_PATH if self._bwrap else str(self._ca_bundle)
+            env.update({name: ca for name in CA_ENV})
+        if self._cache_dir is not None and not self._bwrap:  # the caches' real path
+            real = str(self._cache_dir)
+            env = {
+                k: real + v[len(_CACHE_PATH) :] if v.startswith(_CACHE_PATH) else v
+                for k, v in env.items()
+            }
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         stdout = os.open(directory / "logs" / "stdout.log", flags, 0o600)
         stderr = os.open(directory / "logs" / "stderr.log", flags, 0o600)
@@ -610,7 +677,27 @@ class ProcessRuntime:
             os.close(stdout)
             os.close(stderr)
 
-    def _bwrap_argv(self, directory: Path, spec: RuntimeSpec) -> _Argv:
+    def _stage(
+        self, directory: Path, spec: RuntimeSpec, cgroup_dirs: dict[str, str], *, build: bool
+    ) -> dict[str, Any]:
+        """One stage for driver.py: the cgroup.procs files to join and the argv to run."""
+        limits = _Limits.of(spec, build=build)
+        prefix = _BUILD if build else ""
+        own = {k.removeprefix(prefix) for k in cgroup_dirs if k.startswith(_BUILD) == build}
+        procs = sorted({str(Path(cgroup_dirs[prefix + c]) / "cgroup.procs") for c in own})
+        argv: list[str] = []
+        if not cgroup_dirs and limits.memory_mb and self._prlimit:
+            argv += [self._prlimit, f"--data={limits.memory_mb * MiB}", "--"]
+        mode = "build" if build else "run"
+        if self._bwrap:
+            argv += self._bwrap_argv(directory, spec, limits)
+            argv += ["/bin/sh", "/devpush/entrypoint.sh", mode]
+        else:
+            argv += ["/bin/sh", str(ENTRYPOINT), mode]
+        return {"cgroups": procs, "argv": argv}
+
+    def _bwrap_argv(self, directory: Path, spec: RuntimeSpec, limits: _Limits) -> _Argv:
+        """bubblewrap up to (not including) the command it runs."""
         assert self._bwrap is not None
         argv = [self._bwrap, *self._namespace_flags()]
         visible: list[Path] = []
@@ -626,15 +713,24 @@ class ProcessRuntime:
             argv += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
             visible.append(Path("/etc", entry).resolve())
         argv += ["--proc", "/proc", "--dev", "/dev"]
-        if spec.memory_mb:  # /tmp is memory: cap it too (cgroups charge it, rlimits do not)
-            argv += ["--size", str(spec.memory_mb * MiB)]
+        if limits.memory_mb:  # /tmp is memory: cap it too (cgroups charge it, rlimits do not)
+            argv += ["--size", str(limits.memory_mb * MiB)]
         argv += ["--perms", "01777", "--tmpfs", "/tmp"]
         argv += _mask_protected(self._protected, visible)
         argv += ["--bind", str(directory / "app"), "/app"]
         argv += ["--perms", "0755", "--dir", "/devpush"]
         argv += ["--bind", str(directory / "state"), "/devpush/state"]
         argv += ["--ro-bind", str(ENTRYPOINT), "/devpush/entrypoint.sh"]
-        argv += ["--chdir", "/app", *self._drop_privileges(), "/bin/sh", "/devpush/entrypoint.sh"]
+        files = {**self._tools, **spec.support_files}
+        for parent in sorted({str(Path(name).parent) for name in files} - {"."}):
+            argv += ["--perms", "0755", "--dir", f"/devpush/{parent}"]  # else bwrap makes 0700
+        for name, path in files.items():
+            argv += ["--ro-bind", str(path), f"/devpush/{name}"]
+        if self._ca_bundle is not None:
+            argv += ["--ro-bind", str(self._ca_bundle), _CA_PATH]
+        if self._cache_dir is not None:
+            argv += ["--bind", str(self._cache_dir), _CACHE_PATH]
+        argv += ["--chdir", "/app", *self._drop_privileges()]
         return argv
 
     def _namespace_flags(self) -> _Argv:
@@ -830,12 +926,19 @@ def _app_env(spec: RuntimeSpec, *, port: int, app_dir: str, state_dir: str) -> d
     """The app's whole environment: never the worker's own (it holds the platform's secrets)."""
     env = {"PATH": _PATH, "HOME": app_dir, "LANG": "C.UTF-8"}
     env.update(spec.env)
-    commands = (spec.build_command, spec.pre_deploy_command, spec.start_command)
+    commands = (
+        spec.install_command,
+        spec.build_command,
+        spec.pre_deploy_command,
+        spec.start_command,
+    )
     for (name, _phase), command in zip(_COMMANDS, commands, strict=True):
         env.pop(name, None)  # never taken from the user's env vars
         if command is not None:
             env[name] = command  # the entrypoint marks each phase on stdout and stderr
     env.update(PORT=str(port), DEVPUSH_APP_DIR=app_dir, DEVPUSH_STATE_DIR=state_dir)
+    if spec.path:
+        env["DEVPUSH_PATH"] = ":".join(spec.path)
     return env
 
 
@@ -1010,3 +1113,43 @@ def _write(path: Path, value: str) -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# Interpreters the sandbox can see (it binds /usr): Debian's python3.X and a Node on PATH.
+_TOOLCHAIN_DIRS = (Path("/usr/bin"), Path("/usr/local/bin"))
+_PYTHON_NAME = re.compile(r"python3\.\d+")
+
+
+def _host_toolchains() -> list[Toolchain]:
+    found: dict[tuple[str, str], Toolchain] = {}
+    for directory in _TOOLCHAIN_DIRS:
+        candidates = sorted(directory.glob("python3.*")) + [directory / "node"]
+        for path in candidates:
+            if path.name != "node" and not _PYTHON_NAME.fullmatch(path.name):
+                continue
+            version = _version_of(str(path))
+            if version is not None:
+                language = "node" if path.name == "node" else "python"
+                found.setdefault((language, version), Toolchain(language, version, str(path)))
+    return list(found.values())
+
+
+_VERSIONS: dict[str, str | None] = {}
+
+
+def _version_of(path: str) -> str | None:
+    """The interpreter's own version ("3.11.2", "20.20.2"), asked once per path."""
+    if path not in _VERSIONS:
+        try:
+            out = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=10, env={}
+            )
+            match = re.search(r"(\d+\.\d+\.\d+)", out.stdout + out.stderr)
+            _VERSIONS[path] = match.group(1) if match and out.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            _VERSIONS[path] = None
+    return _VERSIONS[path]
+
+
+def _has_build(spec: RuntimeSpec) -> bool:
+    return bool(spec.install_command or spec.build_command or spec.pre_deploy_command)

@@ -1,5 +1,5 @@
-"""Preset detection for the "new project" page: a shallow fetch of one branch into a temporary
-mirror, the tree exported, and `projects.presets.detect` run on it — the same detection the
+"""Build-plan detection for the "new project" page: a shallow fetch of one branch into a
+temporary mirror, the tree exported, and `builds.detect` run on it — the same detection the
 worker runs at deploy time, so the page can pre-fill the commands it would use."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from devpush import builds
 from devpush.errors import DevpushError
-from devpush.projects import presets
 from devpush.projects.schemas import REPO_URL
+from devpush.runtime.base import Toolchain
 from devpush.sources import git
 
 DETECT_TIMEOUT = 30.0
@@ -25,9 +26,11 @@ async def detect(
     subdir: str = "",
     credentials: git.Credentials | None = None,
     private_dir: Path | None = None,
-) -> presets.Preset | None:
-    """The preset of `branch` at `url`, or None when nothing is recognised. Raises a
-    DevpushError when the repository cannot be read. A file:// URL may not point into
+    toolchains: list[Toolchain],
+    runtime: str,
+) -> builds.Plan:
+    """The build plan of `branch` at `url`. Raises a DevpushError when the repository cannot be
+    read, or a PlanError when nothing is recognised. A file:// URL may not point into
     `private_dir` (the platform's data dir, with other teams' repositories)."""
     if not REPO_URL.match(url) or len(url) > 2048:
         raise DevpushError("enter an https://, ssh://, git@host: or file:/// git URL")
@@ -58,6 +61,8 @@ async def detect(
         root = await git.export(
             mirror=mirror, sha="refs/devpush/detect", dest=tmp / "src", subdir=subdir
         )
-        return await asyncio.to_thread(presets.detect, root)
+        return await asyncio.to_thread(
+            builds.detect, root, toolchains=toolchains, runtime=runtime, config={}
+        )
     finally:
         await asyncio.to_thread(shutil.rmtree, tmp, True)

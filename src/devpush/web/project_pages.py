@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_project, load_team
+from devpush.builds import PlanError
 from devpush.deployments import flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment
+from devpush.deployments.service import default_runtime
 from devpush.errors import Conflict, DevpushError, Invalid
 from devpush.platform import Platform
 from devpush.projects import service as projects
@@ -111,37 +113,42 @@ async def new_project(
 async def detect_commands(
     team: str, request: Request, viewer: ViewerDep, session: SessionDep
 ) -> Response:
-    """The command fields, filled from the preset detected in the repository's branch."""
+    """The command fields, filled from the build plan detected in the repository's branch."""
     row = await load_team(
         session=session, principal=viewer.principal, team_ref=team, action=Action.manage
     )
     form = await request.form()
     values = {k: form_text(form, k, 4096) for k in (*NEW_FIELDS, *COMMAND_FIELDS)}
-    preset, note = None, ""
+    plan, note = None, ""
     try:
         url, credentials = await _source(request, row, values)
         if url.startswith("file://") and not platform_of(request).settings.allow_file_repos:
             raise Invalid("file:// repositories are disabled on this platform")
         if url:
-            preset = await detection.detect(
+            p = platform_of(request)
+            runtime = default_runtime(p.settings)
+            plan = await detection.detect(
                 url=url,
                 branch=values["production_branch"].strip() or "main",
                 subdir=values["root_directory"].strip().strip("/"),
                 credentials=credentials,
-                private_dir=platform_of(request).settings.data_path,
+                private_dir=p.settings.data_path,
+                toolchains=await p.runtimes.get(runtime).toolchains(),
+                runtime=runtime,
             )
-            note = "" if preset else "No preset recognised; enter the commands yourself."
         else:
             note = "Enter a repository first."
+    except PlanError as exc:
+        note = f"{exc.message} Enter the commands yourself."
     except DevpushError as exc:
         note = (
             f"Could not read the repository ({exc.message}); commands are detected at deploy time."
         )
-    if preset is not None:
+    if plan is not None:
         found = {
-            "build_command": preset.build_command or "",
-            "pre_deploy_command": preset.pre_deploy_command or "",
-            "start_command": preset.start_command,
+            "build_command": plan.build or "",
+            "pre_deploy_command": plan.pre_deploy or "",
+            "start_command": plan.start,
         }
         for key, value in found.items():
             # Replace what detection filled before, never what the user typed.
@@ -154,7 +161,7 @@ async def detect_commands(
         "projects/_commands.html",
         values=values,
         errors={},
-        detected=preset.name if preset else None,
+        detected=(plan.framework or plan.stack) if plan else None,
         detect_note=note,
     )
 

@@ -1,4 +1,4 @@
-"""Pure pieces: hostname labels, branch patterns, preset detection, Traefik rendering, levels."""
+"""Pure pieces: hostname labels, branch patterns, Traefik rendering, levels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from devpush.errors import ConfigError
 from devpush.logs.store import cut, parse_level
 from devpush.naming import label, slugify
-from devpush.projects.presets import detect
 from devpush.projects.service import pattern_matches
 from devpush.proxy import traefik
 from devpush.settings import Settings
@@ -51,73 +50,6 @@ def test_long_labels_stay_dns_safe_and_distinct() -> None:
 )
 def test_branch_patterns(pattern: str, branch: str, matches: bool) -> None:
     assert pattern_matches(pattern, branch) is matches
-
-
-def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    return tmp_path
-
-
-@pytest.mark.parametrize(
-    ("files", "name", "start"),
-    [
-        (
-            {
-                "manage.py": "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site.settings')",
-                "requirements.txt": "django\ngunicorn",
-            },
-            "django",
-            "gunicorn site.wsgi --bind $HOST:$PORT",
-        ),
-        (
-            {
-                "main.py": "from fastapi import FastAPI\napp = FastAPI()",
-                "requirements.txt": "fastapi",
-            },
-            "fastapi",
-            "uvicorn main:app --host $HOST --port $PORT",
-        ),
-        (
-            {"app.py": "from flask import Flask\nserver = Flask(__name__)"},
-            "flask",
-            "python3 -m flask --app app:server run --host $HOST --port $PORT",
-        ),
-        ({"wsgi.py": "def application(e, s): ..."}, "python-wsgi", None),
-        ({"asgi.py": "app = 1"}, "python-asgi", "uvicorn asgi:app --host $HOST --port $PORT"),
-        ({"server.py": "print()"}, "python", "python3 server.py"),
-        (
-            {"package.json": '{"scripts": {"build": "x", "start": "node s.js"}}'},
-            "node",
-            "npm start",
-        ),
-        (
-            {"public/index.html": "<h1>hi</h1>"},
-            "static",
-            "python3 -m http.server $PORT --bind $HOST --directory public",
-        ),
-    ],
-)
-def test_presets(tmp_path: Path, files: dict[str, str], name: str, start: str | None) -> None:
-    preset = detect(_tree(tmp_path, files))
-    assert preset is not None and preset.name == name
-    if start:
-        assert preset.start_command == start
-
-
-def test_no_preset_for_an_empty_tree(tmp_path: Path) -> None:
-    assert detect(tmp_path) is None
-
-
-def test_node_build_runs_install_then_build(tmp_path: Path) -> None:
-    preset = detect(
-        _tree(
-            tmp_path,
-            {"package.json": '{"scripts": {"build": "vite build"}}', "package-lock.json": "{}"},
-        )
-    )
-    assert preset is not None and preset.build_command == "npm ci && npm run build"
 
 
 def _settings(tmp_path: Path, **kw: object) -> Settings:

@@ -1,0 +1,82 @@
+"""The build plan: plain data that says what was detected in a source tree and how it will be
+installed, built and started. Detection produces it (`builds.detect`), runtimes execute it, and
+it is printed first in the build log, by `devpush plan` and by the API, so a user sees what was
+chosen and why."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from devpush.errors import Invalid
+
+
+class PlanError(Invalid):
+    """The tree can't be built as it is; the message says what to change (one line)."""
+
+    code = "plan_failed"
+
+
+# Where the instance keeps the shared package caches: a directory (process) or a volume
+# (docker) mounted at /devpush/cache, content-addressed by the tools themselves.
+CACHE_ENV = {
+    "UV_CACHE_DIR": "/devpush/cache/uv",
+    "UV_LINK_MODE": "copy",  # the cache and /app are different mounts: no hard links
+    "UV_PYTHON_DOWNLOADS": "never",
+    "UV_NO_PROGRESS": "1",
+    "npm_config_cache": "/devpush/cache/npm",
+    "npm_config_update_notifier": "false",
+    "npm_config_fund": "false",
+    "npm_config_audit": "false",
+    "COREPACK_HOME": "/devpush/cache/corepack",
+    "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
+    "YARN_CACHE_FOLDER": "/devpush/cache/yarn",
+    "npm_config_store_dir": "/devpush/cache/pnpm",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: str  # python | node | static | custom
+    start: str
+    framework: str | None = None  # django, flask, fastapi, express, next, vite, ...
+    language: str | None = None  # python | node
+    version: str | None = None  # the version chosen, e.g. "3.11.2"
+    version_reason: str | None = None  # e.g. ".python-version asks for 3.11"
+    image: str | None = None  # docker: the runner image
+    package_manager: str | None = None  # e.g. "uv from uv.lock", "npm ci"
+    install: str | None = None
+    build: str | None = None
+    pre_deploy: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    path: tuple[str, ...] = ()  # relative to the app directory, first on PATH
+    notes: tuple[str, ...] = ()  # why things were chosen
+    files: dict[str, str] = field(default_factory=dict)  # generated files, path -> text
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = list(self.path)
+        data["notes"] = list(self.notes)
+        data["files"] = sorted(self.files)
+        return data
+
+    def lines(self) -> list[str]:
+        """The plan as a person reads it, one fact per line."""
+        what = self.framework or self.stack
+        lines = [f"Plan: {what} ({self.stack})"]
+        if self.language:
+            runner = f" in {self.image}" if self.image else ""
+            reason = f" ({self.version_reason})" if self.version_reason else ""
+            lines.append(f"  {self.language} {self.version or '?'}{runner}{reason}")
+        if self.package_manager:
+            lines.append(f"  packages: {self.package_manager}")
+        for label, command in (
+            ("install", self.install),
+            ("build", self.build),
+            ("pre-deploy", self.pre_deploy),
+            ("start", self.start),
+        ):
+            if command:
+                lines.append(f"  {label}: {command}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return lines
