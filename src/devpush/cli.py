@@ -319,6 +319,54 @@ def status(components: ComponentsOpt = "") -> None:
     raise typer.Exit(1 if "stopped" in states.values() else 0)
 
 
+@app.command()
+def plan(
+    path: Annotated[str, typer.Argument(help="The source tree")] = ".",
+    runtime: Annotated[
+        str | None, typer.Option("--runtime", help="process or docker (default: the platform's)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON")] = False,
+) -> None:
+    """Show the build plan of a source tree: what is detected and which commands would run,
+    without deploying."""
+    import json
+    from pathlib import Path
+
+    from devpush.builds import PlanError, detect
+    from devpush.deployments.service import default_runtime
+    from devpush.projects import repo_config
+    from devpush.runtime import Runtimes
+
+    root = Path(path)
+    if not root.is_dir():
+        raise fail(f"{path} is not a directory", "give the path of an app's source tree")
+    settings = get_settings()
+    chosen = runtime or default_runtime(settings)
+
+    async def run() -> list[str] | dict[str, Any]:
+        runtimes = Runtimes(settings)
+        try:
+            toolchains = await runtimes.get(chosen).toolchains()
+        finally:
+            await runtimes.close()
+        repo = repo_config.load(root)
+        config = repo.overrides if repo else {}
+        found = detect(root, toolchains=toolchains, runtime=chosen, config=config)
+        return found.to_json() if as_json else found.lines()
+
+    try:
+        result = asyncio.run(run())
+    except PlanError as exc:
+        raise fail(exc.message) from None
+    except DevpushError as exc:
+        raise fail(exc.message, "check DEVPUSH_RUNTIME and DEVPUSH_DOCKER_HOST") from None
+    if isinstance(result, dict):
+        out.print_json(json.dumps(result))
+    else:
+        for line in result:
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 # ---- accounts ---------------------------------------------------------------------------
 @user_app.command("create")
 def user_create(

@@ -266,3 +266,37 @@ async def test_jobs_are_idempotent(
         await client.get(f"/api/v1/deployments/{deployment['id']}", headers=alice.headers)
     ).json()
     assert result["conclusion"] == "failed" and result["error"] == "first"
+
+
+async def test_a_failure_met_twice_is_logged_and_recorded_once(
+    client: httpx.AsyncClient, alice: Account, platform: Platform
+) -> None:
+    """The monitor and the worker (or a job run twice) may both fail a deployment while the
+    first teardown is still under way: one reason, one log line."""
+    from devpush.deployments import flows
+    from devpush.deployments.models import Status
+
+    project = await create_project(client, alice)
+    deployment = (
+        await client.post(
+            f"/api/v1/projects/{project['id']}/deployments", json={}, headers=alice.headers
+        )
+    ).json()
+    async with session_scope(platform.sessions) as session:  # the first call, mid-teardown
+        row = await session.get(Deployment, deployment["id"])
+        assert row is not None
+        row.status, row.error = Status.fail, "The app did not answer within 120s"
+    await flows.system_log(platform, deployment["id"], "The app did not answer within 120s")
+    await flows.fail_deployment(platform, deployment["id"], "The app did not answer within 120s")
+    result = (
+        await client.get(f"/api/v1/deployments/{deployment['id']}", headers=alice.headers)
+    ).json()
+    assert result["conclusion"] == "failed"
+    logs = (
+        await client.get(
+            f"/api/v1/projects/{project['id']}/logs",
+            params={"deployment": deployment["id"]},
+            headers=alice.headers,
+        )
+    ).json()["items"]
+    assert [line["message"] for line in logs].count("The app did not answer within 120s") == 1

@@ -208,11 +208,19 @@ def _flask(root: Path, deps: str) -> App | None:
     )
 
 
+def _callable(path: Path, default: str) -> str:
+    """The WSGI/ASGI callable a module defines: `application` or `app`."""
+    match = re.search(r"^(application|app)\s*(?::\s*\w+\s*)?=", read(path), re.M)
+    return match.group(1) if match else default
+
+
 def _plain(root: Path, deps: str) -> App | None:
     if (root / "asgi.py").is_file() and uses(deps, "uvicorn"):
-        return App("asgi", "uvicorn asgi:app --host $HOST --port $PORT")
+        name = _callable(root / "asgi.py", "app")
+        return App("asgi", f"uvicorn asgi:{name} --host $HOST --port $PORT")
     if (root / "wsgi.py").is_file() and uses(deps, "gunicorn"):
-        return App("wsgi", "gunicorn wsgi:application --bind $HOST:$PORT")
+        name = _callable(root / "wsgi.py", "application")
+        return App("wsgi", f"gunicorn wsgi:{name} --bind $HOST:$PORT --access-logfile -")
     for entry in ("main.py", "app.py", "server.py"):
         if (root / entry).is_file():
             return App("python", f"python {entry}")

@@ -95,7 +95,7 @@ def choose(
         return max(matching, key=lambda t: _sort_key(t.version))
     label = _LABEL[language]
     have = ", ".join(sorted({t.version for t in own}, key=_sort_key)) or "none"
-    where = "runner images present" if runtime == "docker" else "on this server"
+    where = "runner images present" if runtime == "docker" else "available on this server"
     if request is None:
         raise PlanError(f"This app needs {label}, but no {label} is available ({where}).")
     hint = ""
@@ -111,8 +111,8 @@ def choose(
                 f"`bash scripts/runner-images.sh {buildable[-1]}`"
             )
     raise PlanError(
-        f"{request.reason}, but {label} {request.spec} is not available: "
-        f"{where}: {have}{hint}. Pin one of those versions, or install {label} {request.spec}."
+        f"{request.reason}, but {label} {request.spec} is not available ({where}: {have})"
+        f"{hint}. Pin one of those versions, or install {label} {request.spec}."
     )
 
 

@@ -446,14 +446,20 @@ async def skip_deployment(p: Platform, deployment_id: str, reason: str) -> None:
 
 
 async def fail_deployment(p: Platform, deployment_id: str, error: str) -> None:
+    """Idempotent: a second call (a job run twice, the monitor and the worker both failing it)
+    only finishes the teardown; the reason is recorded and logged once."""
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         if deployments.is_concluded(deployment):
             return
-        deployment.status = Status.fail
-        deployment.error = error[:4000]
-    await publish_status(p, deployment)
-    await system_log(p, deployment_id, error)
+        first = deployment.status != Status.fail
+        if first:
+            deployment.status = Status.fail
+            deployment.error = error[:4000]
+        error = deployment.error or error
+    if first:
+        await publish_status(p, deployment)
+        await system_log(p, deployment_id, error)
     await remove_instance(p, deployment_id)
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)

@@ -13,9 +13,14 @@ from devpush.api.responses import model_json
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_deployment, load_project
 from devpush.auth.service import Principal
-from devpush.deployments import flows, service
+from devpush.deployments import flows, plans, service
 from devpush.deployments.models import Deployment
-from devpush.deployments.schemas import DeploymentCreate, DeploymentPage, DeploymentRead
+from devpush.deployments.schemas import (
+    DeploymentCreate,
+    DeploymentPage,
+    DeploymentRead,
+    PlanRead,
+)
 from devpush.platform import Platform
 from devpush.projects.models import Environment, Project
 
@@ -113,6 +118,26 @@ async def list_deployments(
         next_cursor=next_cursor,
     )
     return model_json(page)
+
+
+@router.get("/projects/{project_id}/plan", response_model=PlanRead)
+async def get_plan(
+    project_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    platform: PlatformDep,
+    branch: Annotated[
+        str | None, Query(max_length=255, description="Default: the production branch")
+    ] = None,
+) -> PlanRead:
+    """The build plan of the branch's latest commit, detected as a deployment would, without
+    deploying. 422 with the reason when the tree can't be built."""
+    project = await load_project(
+        session=session, principal=principal, project_id=project_id, action=Action.read
+    )
+    chosen = branch or project.production_branch
+    plan, sha = await plans.plan_project(platform, project, chosen)
+    return PlanRead(branch=chosen, commit_sha=sha, plan=plan.to_json(), lines=plan.lines())
 
 
 @router.get("/deployments/{deployment_id}", response_model=DeploymentRead)

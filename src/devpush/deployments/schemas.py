@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -45,3 +45,12 @@ class DeploymentRead(BaseModel):
 class DeploymentPage(BaseModel):
     items: list[DeploymentRead]
     next_cursor: str | None
+
+
+class PlanRead(BaseModel):
+    """What a deployment of `branch` would do now: the detected build plan."""
+
+    branch: str
+    commit_sha: str
+    plan: dict[str, Any]
+    lines: list[str]  # the plan as printed first in the build log

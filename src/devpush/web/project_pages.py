@@ -18,7 +18,6 @@ from devpush.builds import PlanError
 from devpush.deployments import flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment
-from devpush.deployments.service import default_runtime
 from devpush.errors import Conflict, DevpushError, Invalid
 from devpush.platform import Platform
 from devpush.projects import service as projects
@@ -126,15 +125,13 @@ async def detect_commands(
             raise Invalid("file:// repositories are disabled on this platform")
         if url:
             p = platform_of(request)
-            runtime = default_runtime(p.settings)
             plan = await detection.detect(
+                p,
                 url=url,
                 branch=values["production_branch"].strip() or "main",
                 subdir=values["root_directory"].strip().strip("/"),
                 credentials=credentials,
                 private_dir=p.settings.data_path,
-                toolchains=await p.runtimes.get(runtime).toolchains(),
-                runtime=runtime,
             )
         else:
             note = "Enter a repository first."
