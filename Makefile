@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test test-fast test-e2e test-chaos test-ops lint install bench
+.PHONY: up test test-fast test-e2e test-corpus test-chaos test-ops lint install bench
 
 $(BIN)/devpush: pyproject.toml
 	bash scripts/bootstrap.sh $(VENV)
@@ -14,19 +14,22 @@ up: install
 	$(BIN)/devpush up
 
 # Everything the tests need (podman, runner images, bubblewrap, git) is installed by
-# scripts/test-setup.sh; then the suite runs in four steps: fast tests, end-to-end, chaos,
-# and the production stack (compose, TLS, update, backup).
-SLOW := e2e or chaos or ops
+# scripts/test-setup.sh; then the suite runs in five steps: fast tests, end-to-end, the
+# sample-app corpus built on both runtimes, chaos, and the production stack (compose, TLS,
+# update, backup).
+SLOW := e2e or corpus or chaos or ops
 
 test: install
 	bash scripts/test-setup.sh
-	@echo "==> step 1/4: unit and integration tests"
+	@echo "==> step 1/5: unit and integration tests"
 	$(BIN)/pytest -m "not ($(SLOW))" $(PYTEST_ARGS)
-	@echo "==> step 2/4: end-to-end tests (real platform processes, Traefik, Podman)"
+	@echo "==> step 2/5: end-to-end tests (real platform processes, Traefik, Podman)"
 	$(BIN)/pytest -m e2e --timeout 900 $(PYTEST_ARGS)
-	@echo "==> step 3/4: chaos scenarios (faults injected into a real platform)"
+	@echo "==> step 3/5: sample apps (Flask, Django, FastAPI, Next.js, Vite, ...) on both runtimes"
+	$(BIN)/pytest -m corpus --timeout 1200 $(PYTEST_ARGS)
+	@echo "==> step 4/5: chaos scenarios (faults injected into a real platform)"
 	$(BIN)/pytest -m chaos --timeout 900 $(PYTEST_ARGS)
-	@echo "==> step 4/4: production operations (compose stack, TLS, update, backup/restore)"
+	@echo "==> step 5/5: production operations (compose stack, TLS, update, backup/restore)"
 	$(BIN)/pytest -m ops --timeout 1200 $(PYTEST_ARGS)
 
 test-fast: install
@@ -36,6 +39,10 @@ test-fast: install
 test-e2e: install
 	bash scripts/test-setup.sh
 	$(BIN)/pytest -m e2e --timeout 900 $(PYTEST_ARGS)
+
+test-corpus: install
+	bash scripts/test-setup.sh
+	$(BIN)/pytest -m corpus --timeout 1200 $(PYTEST_ARGS)
 
 test-chaos: install
 	bash scripts/test-setup.sh
@@ -50,9 +57,10 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# Every benchmark, one after another: deploy pipeline, logs, control plane under load.
+# Every benchmark, one after another: deploy pipeline, builds, logs, control plane under load.
 bench: install
 	bash scripts/test-setup.sh
 	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/builds.py
 	$(BIN)/python bench/logs.py
 	$(BIN)/python bench/control_plane.py

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Prepares Podman for devpush's tests and CI on a plain Debian/Ubuntu machine, as root:
 # packages, containers.conf, the Docker-compatible API socket, the runner images (built
-# locally: no registry is reachable) and the runner network. Idempotent; seconds on a re-run.
+# locally by scripts/runner-images.sh: no registry is reachable) and the runner network.
+# Idempotent; seconds on a re-run.
 #
 # Environment (all optional):
 #   DEVPUSH_PODMAN_SOCKET   API socket path        (default /run/devpush-podman/podman.sock)
 #   DEVPUSH_DEBIAN_MIRROR   debootstrap mirror     (default http://deb.debian.org/debian)
-#   DEVPUSH_CACHE_DIR       rootfs tarball cache   (default /var/cache/devpush)
+#   DEVPUSH_CACHE_DIR       rootfs tarballs, npm downloads (default /var/cache/devpush)
 set -euo pipefail
 
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,8 +17,6 @@ pid_file="$run_dir/podman-service.pid"
 service_log=/tmp/devpush-podman.log
 mirror="${DEVPUSH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 cache_dir="${DEVPUSH_CACHE_DIR:-/var/cache/devpush}"
-base_image=localhost/devpush-base:bookworm
-runner_image=localhost/devpush-runner-python:3.12
 network=devpush_runner
 conf=/etc/containers/containers.conf
 
@@ -123,48 +122,11 @@ start_service() {
     die "podman service did not answer on $socket within 10 s"
 }
 
-build_base_image() {
-    if podman image exists "$base_image"; then
-        step "image $base_image: present"
-        return
-    fi
-    local tarball="$cache_dir/devpush-base-bookworm.tar"
-    if [ ! -s "$tarball" ]; then
-        local rootfs="$cache_dir/rootfs.tmp"
-        step "image $base_image: debootstrap bookworm from $mirror (a minute or two)"
-        rm -rf --one-file-system "$rootfs"
-        debootstrap --variant=minbase --include=python3,ca-certificates \
-            --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
-            bookworm "$rootfs" "$mirror" >"$cache_dir/debootstrap.log" 2>&1 \
-            || { tail -n 20 "$cache_dir/debootstrap.log" >&2; die "debootstrap failed"; }
-        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-        tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
-        mv "$tarball.tmp" "$tarball"
-        rm -rf --one-file-system "$rootfs"
-    fi
-    step "image $base_image: importing $tarball"
-    podman import --quiet \
-        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'ENV LANG=C.UTF-8' \
-        --change 'CMD ["/bin/sh"]' \
-        "$tarball" "$base_image" >/dev/null
-}
-
-build_runner_image() {
-    # Rebuilt when its Containerfile changes: the image carries the file's hash as a label.
-    local containerfile="$repo_dir/runners/ci/Containerfile" sha have=""
-    sha="$(sha256sum "$containerfile" | cut -c1-16)"
-    if podman image exists "$runner_image"; then
-        have="$(podman image inspect "$runner_image" \
-            --format '{{index .Labels "devpush.containerfile"}}' 2>/dev/null || true)"
-        if [ "$have" = "$sha" ]; then
-            step "image $runner_image: present"
-            return
-        fi
-    fi
-    step "image $runner_image: building runners/ci/Containerfile"
-    podman build --pull=never -q --label "devpush.containerfile=$sha" -t "$runner_image" \
-        -f "$containerfile" "$(dirname "$containerfile")" >/dev/null
+build_runner_images() {
+    # Every runner image, and the Debian base images they (and compose/standins) start from.
+    # Rebuilt only when their inputs change.
+    DEVPUSH_DEBIAN_MIRROR="$mirror" DEVPUSH_CACHE_DIR="$cache_dir" PODMAN=podman \
+        bash "$repo_dir/scripts/runner-images.sh"
 }
 
 create_network() {
@@ -182,7 +144,6 @@ if write_conf; then
     stop_own_service
 fi
 start_service
-build_base_image
-build_runner_image
+build_runner_images
 create_network
 step "ready: DOCKER_HOST=unix://$socket"

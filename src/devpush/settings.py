@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="Package caches shared by builds on the process runtime (uv, npm, yarn, "
         "pnpm, corepack); default DATA_DIR/cache/builds.",
     )
+    build_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for every build and app, as JSON, e.g. a package mirror: "
+        '{"UV_INDEX_URL": "...", "npm_config_registry": "..."}. Project env vars override it.',
+    )
     build_ca_bundle: Path | None = Field(
         Path("/etc/ssl/certs/ca-certificates.crt"),
         description="CA certificates that builds trust for outbound HTTPS (package registries "

@@ -133,6 +133,13 @@ APPS: tuple[SampleApp, ...] = (
         Check("/env", contains="production"),
         Check("/api/todos", contains="Push to deploy", header=("content-type", "json")),
     ),
+    # Express 5 installed by pnpm (through corepack) from pnpm-lock.yaml.
+    _app(
+        "pnpm-express",
+        _home("pnpm-express"),
+        Check("/health", contains="ok"),
+        Check("/env", contains="production"),
+    ),
     # TypeScript compiled by tsc, a devDependency: the build needs devDependencies installed.
     _app(
         "typescript-server",

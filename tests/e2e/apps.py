@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.apps.corpus import SampleApp
 
 APP = """\
 import os, sys, time
@@ -159,3 +162,35 @@ class Api:
         response = self.serve(url)
         assert response.status_code == 200, (url, response.status_code, response.text[:200])
         return response.text
+
+
+# ---- the sample-app corpus (tests/apps) ------------------------------------------------------
+IGNORED = shutil.ignore_patterns(
+    "node_modules", ".venv", "dist", "build", ".next", "__pycache__", "db.sqlite3", "staticfiles"
+)
+
+
+def push_app(app: SampleApp | Path, repo: Path) -> Path:
+    """A corpus app as a user's repository: its files, committed on main."""
+    source = app if isinstance(app, Path) else app.path
+    shutil.copytree(source, repo, ignore=IGNORED)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", f"{source.name}: initial commit")
+    return repo
+
+
+def create_bare_project(api: Api, repo: Path, name: str) -> dict[str, Any]:
+    """A project with nothing set but the repository: detection does the rest."""
+    body = {"name": name, "repo_url": f"file://{repo}"}
+    return dict(api.post(f"/api/v1/teams/{api.team()}/projects", body, expect=201))
+
+
+def build_log(api: Api, project_id: str, deployment_id: str) -> list[str]:
+    page = api.get(f"/api/v1/projects/{project_id}/logs", deployment=deployment_id, limit=1000)
+    return [item["message"] for item in reversed(page["items"])]
+
+
+def deploy_and_wait(api: Api, project: dict[str, Any]) -> dict[str, Any]:
+    deployment = api.deploy(project["id"])
+    return api.wait(deployment["id"], timeout=900)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +69,27 @@ async def system_log(p: Platform, deployment_id: str, message: str) -> None:
         stored = await store.append(session=session, deployment_id=deployment_id, lines=[line])
     for s in stored:
         await events.publish_deployment(p.redis, deployment_id, "log", s.to_json())
+
+
+# Lines of a failed build that say why, most useful first; and noise that never does.
+_CAUSE = re.compile(
+    r"error|not found|no solution|unsatisfiable|failed|cannot|unable|denied|killed|no such",
+    re.I,
+)
+_NOISE = re.compile(r"complete log of this run|^npm (error|ERR!) (code|path|errno|syscall)\b")
+
+
+async def failure_cause(p: Platform, deployment_id: str) -> str | None:
+    """The line of a failed build's output that most likely says why (for the one-line
+    error a user reads first), or None when the build printed nothing."""
+    async with session_scope(p.sessions) as session:
+        lines = await store.tail(
+            session=session, deployment_id=deployment_id, phases=("build", "pre_deploy"), limit=60
+        )
+    messages = [m for line in lines if (m := line.message.strip()) and not _NOISE.search(m)]
+    found = next((m for m in reversed(messages) if _CAUSE.search(m)), None)
+    cause = found or (messages[-1] if messages else None)
+    return cause[:300] if cause else None
 
 
 def _elapsed(start: datetime | None) -> float:
@@ -304,7 +326,11 @@ async def _spec(
     assert team is not None
     config = deployment.config
     port = int(config.get("port") or 8000)
-    injected = {**plan.env, **injected_env(p, project, team, deployment, environment, port)}
+    injected = {
+        **plan.env,
+        **p.settings.build_env,
+        **injected_env(p, project, team, deployment, environment, port),
+    }
     env = runtime_env(injected, deployments.env_snapshot(deployment), deployment.runtime, port)
     return RuntimeSpec(
         deployment_id=deployment.id,

@@ -227,6 +227,7 @@ class LogStore(Protocol):
       that deployment; with `offsets=(expected, reached)`, store it only if the deployment's
       runtime offsets are `expected` (else raise OffsetConflict) and move them to `reached`.
     - since(): a deployment's lines after a sequence number, in order.
+    - tail(): a deployment's last lines of some phases, in order.
     - query(): a project's lines matching filters, newest first, one page and the cursor of
       the next (older) page.
     - follow(): since(), then the lines (and status changes) published after `position`, in
@@ -244,6 +245,10 @@ class LogStore(Protocol):
 
     async def since(
         self, *, session: AsyncSession, deployment_id: str, after_seq: int, limit: int = 5000
+    ) -> list[StoredLine]: ...
+
+    async def tail(
+        self, *, session: AsyncSession, deployment_id: str, phases: tuple[str, ...], limit: int
     ) -> list[StoredLine]: ...
 
     async def query(
@@ -405,6 +410,17 @@ class PostgresLogStore:
             .limit(limit)
         )
         return [_stored(r) for r in rows]
+
+    async def tail(
+        self, *, session: AsyncSession, deployment_id: str, phases: tuple[str, ...], limit: int
+    ) -> list[StoredLine]:
+        rows = await session.scalars(
+            select(LogLine)
+            .where(LogLine.deployment_id == deployment_id, LogLine.phase.in_(phases))
+            .order_by(LogLine.seq.desc())
+            .limit(limit)
+        )
+        return [_stored(r) for r in reversed(list(rows))]
 
     # ---- search ---------------------------------------------------------------------------
     async def query(self, *, session: AsyncSession, project_id: str, query: LogQuery) -> LogPage:

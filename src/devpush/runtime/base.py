@@ -17,6 +17,8 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
   monitor can remove those with no live deployment.
 - `toolchains()` lists the interpreters and Node versions this backend can run (host
   interpreters for `process`, runner images for `docker`), for the builder to choose from.
+- `listening(handle)` lists the TCP ports the app listens on, where the backend can tell
+  (else an empty list), so an app that ignores $PORT is told so.
 - `spec.support_files` are placed read-only at `/devpush/<name>` in the instance.
 - Backend errors are raised as `devpush.errors.RuntimeFailure` with a message for people.
 
@@ -123,7 +125,8 @@ class LogRecord:
     message: str  # one line without its newline; invalid UTF-8 replaced
 
 
-_Toolchains = list[Toolchain]  # an alias: inside Runtime, `list` is a method
+_Toolchains = list[Toolchain]  # aliases: inside Runtime, `list` is a method
+_Ports = list[int]
 
 
 class Runtime(Protocol):
@@ -146,6 +149,8 @@ class Runtime(Protocol):
     async def list(self) -> list[RuntimeHandle]: ...
 
     async def toolchains(self) -> _Toolchains: ...
+
+    async def listening(self, handle: RuntimeHandle) -> _Ports: ...
 
     async def describe(self) -> dict[str, Any]: ...
 

@@ -51,12 +51,15 @@ LABEL_PROJECT = "devpush.project"
 LABEL_PORT = "devpush.port"
 LABEL_LANGUAGE = "devpush.runner.language"  # on runner images (scripts/runner-images.sh)
 LABEL_VERSION = "devpush.runner.version"
+LABEL_MEMORY = "devpush.memory_mb"  # the app's limit; the container starts with the build's
+LABEL_BUILD_MEMORY = "devpush.build_memory_mb"
 CACHE_VOLUME = "devpush-build-cache"  # package caches shared by builds, at /devpush/cache
 CA_PATH = "/devpush/ca.crt"
 
 # "2024-05-01T12:34:56Z " (Podman) or "2024-05-01T12:34:56.123456789Z " (Docker)
 _TIMESTAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d) ")
-_Toolchains = list[Toolchain]  # an alias: inside DockerRuntime, `list` is a method
+_Toolchains = list[Toolchain]  # aliases: inside DockerRuntime, `list` is a method
+_Ports = list[int]
 _LOG_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 
 
@@ -84,6 +87,7 @@ class DockerRuntime:
         # containers it labelled with its own owner id.
         self.owner = owner
         self._client: aiodocker.Docker | None = None  # built on first use, inside the loop
+        self._app_limited: set[str] = set()  # containers whose build limits were lowered
 
     def _docker(self) -> aiodocker.Docker:
         if self._client is None:
@@ -212,7 +216,35 @@ class DockerRuntime:
                             f"reading the phase of container {handle.id[:12]} failed: {exc}"
                         ) from exc
                     await asyncio.sleep(0.05)
+        if phase is Phase.runtime and state.get("Running"):
+            await self._limit_app(handle.id, info)
         return _status(info, phase or Phase.build)
+
+    async def _limit_app(self, container_id: str, info: dict[str, Any]) -> None:
+        """The build ran under the build's memory limit; the app gets its own, lower one as
+        soon as it is seen starting (the engine lowers a running container's cgroup)."""
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        app_mb = int(labels.get(LABEL_MEMORY) or 0)
+        if not app_mb or container_id in self._app_limited:
+            return
+        limit = app_mb * MIB
+        with self._errors(f"limiting the memory of container {container_id[:12]}"):
+            try:
+                await self._docker()._query_json(
+                    f"containers/{container_id}/update",
+                    method="POST",
+                    data={"Memory": limit, "MemorySwap": limit},
+                )
+            except DockerError as exc:
+                if exc.status != 404 or "no such container" in str(exc.message).lower():
+                    raise
+                # Podman's Docker API has no update; its own API does.
+                await self._docker()._query_json(
+                    f"libpod/containers/{container_id}/update",
+                    method="POST",
+                    data={"memory": {"limit": limit, "swap": limit}},
+                )
+        self._app_limited.add(container_id)
 
     async def logs(self, handle: RuntimeHandle, *, follow: bool) -> AsyncIterator[LogRecord]:
         params = {"stdout": True, "stderr": True, "follow": follow, "timestamps": True}
@@ -281,6 +313,10 @@ class DockerRuntime:
             )
         return handles
 
+    async def listening(self, handle: RuntimeHandle) -> _Ports:
+        """Not known from outside the container: the container's port is the project's."""
+        return []
+
     async def toolchains(self) -> _Toolchains:
         """The runner images present, by their language and version labels."""
         with self._errors("listing runner images"):
@@ -328,13 +364,22 @@ def _status(info: dict[str, Any], phase: Phase) -> InstanceStatus:
             InstanceState.running if running else InstanceState.building, phase=phase
         )
     error = state.get("Error") or None
-    limit_mb = ((info.get("HostConfig") or {}).get("Memory") or 0) // MIB
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    created_mb = ((info.get("HostConfig") or {}).get("Memory") or 0) // MIB
+    limit_mb = int(labels.get(LABEL_MEMORY) or 0) or created_mb
+    if phase is not Phase.runtime:
+        limit_mb = int(labels.get(LABEL_BUILD_MEMORY) or 0) or created_mb
+    raise_it = (
+        "; raise the project's build_memory_mb or DEVPUSH_BUILD_MEMORY_MB"
+        if phase is not Phase.runtime
+        else ""
+    )
     if state.get("OOMKilled"):
-        error = f"out of memory (limit {limit_mb} MiB)" if limit_mb else "out of memory"
+        error = f"out of memory (limit {limit_mb} MiB){raise_it}" if limit_mb else "out of memory"
     elif state.get("ExitCode") == 137 and limit_mb:
         # Podman on cgroup v1 does not always set OOMKilled when the kernel's OOM killer
         # struck; SIGKILL under a memory limit is most often that.
-        error = f"killed (SIGKILL), probably out of memory (limit {limit_mb} MiB)"
+        error = f"killed (SIGKILL), probably out of memory (limit {limit_mb} MiB){raise_it}"
     return InstanceStatus(
         InstanceState.exited, phase=phase, exit_code=state.get("ExitCode"), error=error
     )
@@ -369,11 +414,16 @@ def _container_config(
         "CapDrop": ["ALL"],
         "RestartPolicy": {"Name": "no"},
     }
-    # One container runs build and app: it gets the larger of the two memory limits (the
-    # engine can't lower a running container's limit through the Docker API on Podman).
-    memory_mb = max(spec.memory_mb or 0, spec.build_memory_mb or 0)
+    # One container runs build and app: it starts under the build's memory limit, lowered
+    # to the app's once the app phase starts (DockerRuntime._limit_app).
+    has_build = spec.install_command or spec.build_command or spec.pre_deploy_command
+    memory_mb = (spec.build_memory_mb if has_build else None) or spec.memory_mb
     if memory_mb:
         host["Memory"] = host["MemorySwap"] = memory_mb * MIB  # no swap on top
+    if spec.memory_mb and memory_mb != spec.memory_mb:
+        labels[LABEL_MEMORY] = str(spec.memory_mb)
+    if memory_mb:
+        labels[LABEL_BUILD_MEMORY] = str(memory_mb)
     if spec.cpus:
         host["NanoCpus"] = int(spec.cpus * 1e9)
     if spec.pids_limit:

@@ -36,6 +36,16 @@ finish() {
     exit "$1"
 }
 
+now() { date +%s.%N 2>/dev/null || date +%s; }
+
+# Runs one build step and says how long it took ("devpush: install took 1.52s").
+step() {
+    started=$(now)
+    sh -c "$2" || finish $?
+    printf 'devpush: %s took %ss\n' "$1" "$(awk -v a="$started" -v b="$(now)" \
+        'BEGIN { printf "%.2f", b - a }')"
+}
+
 phase() {
     printf '%s\n' "$1" > "$state/phase"
     printf '::devpush phase=%s\n' "$1"
@@ -49,14 +59,14 @@ if [ "$mode" != run ]; then
         phase build
     fi
     if [ -n "$install_cmd" ]; then
-        sh -c "$install_cmd" || finish $?
+        step install "$install_cmd"
     fi
     if [ -n "$build_cmd" ]; then
-        sh -c "$build_cmd" || finish $?
+        step build "$build_cmd"
     fi
     if [ -n "$pre_cmd" ]; then
         phase pre_deploy
-        sh -c "$pre_cmd" || finish $?
+        step pre-deploy "$pre_cmd"
     fi
     if [ "$mode" = build ]; then
         exit 0

@@ -95,6 +95,7 @@ _CPU_PERIOD_US = 100_000
 _Argv = list[str]
 _Handles = list[RuntimeHandle]
 _Toolchains = list[Toolchain]
+_Ports = list[int]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,6 +538,12 @@ class ProcessRuntime:
 
     async def list(self) -> _Handles:
         return await asyncio.to_thread(self._list)
+
+    async def listening(self, handle: RuntimeHandle) -> _Ports:
+        instance = self._load(_check_id(handle.id))
+        if instance is None:
+            return []
+        return await asyncio.to_thread(_listening, self._process(instance), instance.cgroups)
 
     async def toolchains(self) -> _Toolchains:
         return await asyncio.to_thread(_host_toolchains)
@@ -1153,3 +1160,18 @@ def _version_of(path: str) -> str | None:
 
 def _has_build(spec: RuntimeSpec) -> bool:
     return bool(spec.install_command or spec.build_command or spec.pre_deploy_command)
+
+
+def _listening(root: psutil.Process | None, cgroups: dict[str, str]) -> list[int]:
+    """The TCP ports the instance's processes listen on."""
+    pids = {proc.pid for proc in _instance_processes(root, cgroups)}
+    try:
+        connections = psutil.net_connections("tcp")
+    except (psutil.Error, OSError):
+        return []
+    ports = {
+        c.laddr.port
+        for c in connections
+        if c.pid in pids and c.status == "LISTEN" and isinstance(c.laddr, tuple) and c.laddr
+    }
+    return sorted(ports)

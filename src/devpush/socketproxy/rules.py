@@ -48,13 +48,25 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", rf"/containers/{_ID}/kill", "`stop` (forced)", container=True),
     Rule("POST", rf"/containers/{_ID}/wait", "wait for an exit", container=True),
     Rule("DELETE", rf"/containers/{_ID}", "`remove`", container=True),
+    Rule(
+        "POST", rf"/containers/{_ID}/update", "the app's own limits after the build", container=True
+    ),
+    Rule(
+        "POST",
+        rf"/libpod/containers/{_ID}/update",
+        "the same on Podman, whose Docker API lacks it",
+        container=True,
+    ),
+    Rule("GET", r"/images/json", "`toolchains` (runner images, by label)"),
     Rule("GET", r"/images/(?P<image>.+)/json", "check the runner image exists: `create`"),
     Rule("GET", r"/networks", "diagnostics: list networks"),
     Rule("GET", r"/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", "diagnostics: a network"),
 )
 
 _HOST_NAMESPACES = ("PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
-_EMPTY_LISTS = ("Binds", "Mounts", "VolumesFrom", "Devices", "CapAdd", "DeviceRequests", "Links")
+_EMPTY_LISTS = ("Binds", "VolumesFrom", "Devices", "CapAdd", "DeviceRequests", "Links")
+# The one mount a runtime asks for: the named volume of shared package caches.
+CACHE_MOUNT = {"Type": "volume", "Source": "devpush-build-cache", "Target": "/devpush/cache"}
 
 
 class Refused(Exception):
@@ -87,6 +99,13 @@ def check_create(config: Any) -> None:
     for key in _EMPTY_LISTS:
         if host.get(key):
             raise Refused(f"HostConfig.{key} is not allowed (no host paths, devices or caps)")
+    _check_mounts_and_namespaces(host)
+
+
+def _check_mounts_and_namespaces(host: dict[str, Any]) -> None:
+    for mount in host.get("Mounts") or []:
+        if mount != CACHE_MOUNT:
+            raise Refused(f"HostConfig.Mounts may only hold the build cache volume {CACHE_MOUNT}")
     network = str(host.get("NetworkMode") or "")
     if network == "host" or network.startswith("container:"):
         raise Refused(f"NetworkMode {network} is not allowed")

@@ -30,7 +30,7 @@ from devpush.deployments.models import Conclusion, Deployment, Status
 from devpush.errors import DevpushError
 from devpush.logs.shipper import Shipper
 from devpush.platform import Platform
-from devpush.runtime.base import InstanceState, Phase, RuntimeHandle
+from devpush.runtime.base import InstanceState, Phase, Runtime, RuntimeHandle
 from devpush.workers.enqueue import (
     discard_start_job,
     enqueue_fail,
@@ -54,6 +54,32 @@ WORKER_DIED = (
 class Outcome:
     ready: bool = False
     error: str | None = None
+    build_failed: bool = False  # the build or pre-deploy command failed: name its cause
+
+
+@dataclass
+class PortCheck:
+    """An app that listens, but not on $PORT, is told so within seconds instead of timing out
+    (e.g. one that documents "listens on 3000")."""
+
+    runtime: Runtime
+    handle: RuntimeHandle
+    checked_at: float = 0.0
+
+    async def wrong_port(self, running_for: float) -> str | None:
+        now = asyncio.get_running_loop().time()
+        if running_for < 3.0 or now - self.checked_at < 1.0 or not self.handle.upstream:
+            return None
+        self.checked_at = now
+        assigned = int(self.handle.upstream.rsplit(":", 1)[1])
+        ports = await self.runtime.listening(self.handle)
+        if not ports or assigned in ports:
+            return None
+        listed = ", ".join(str(port) for port in ports)
+        return (
+            f"The app listens on port {listed}, not on $PORT ({assigned}): start it on "
+            "$HOST:$PORT (e.g. `--port $PORT`, or read process.env.PORT / os.environ['PORT'])."
+        )
 
 
 @dataclass
@@ -182,7 +208,13 @@ class Monitor:
                 if outcome.error:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(ship), 2.0)
-                    await enqueue_fail(self.p.redis, deployment_id, outcome.error)
+                    error = outcome.error
+                    cause = outcome.build_failed and await flows.failure_cause(
+                        self.p, deployment_id
+                    )
+                    if cause:
+                        error = f"{error} Cause: {cause}"
+                    await enqueue_fail(self.p.redis, deployment_id, error)
                     return
                 if not outcome.ready:
                     return
@@ -207,6 +239,7 @@ class Monitor:
         ready_deadline: float | None = None
         last_answer = "no answer"
         last_check = loop.time()
+        ports = PortCheck(runtime, handle)
         if s.monitor_mode == "poll":
             await self._pause(interval)
         while True:
@@ -216,7 +249,10 @@ class Monitor:
                     return Outcome()
             status = await runtime.status(handle)
             if status.state in (InstanceState.exited, InstanceState.missing):
-                return Outcome(error=exit_message(status.phase, status.exit_code, status.error))
+                return Outcome(
+                    error=exit_message(status.phase, status.exit_code, status.error),
+                    build_failed=status.phase in (Phase.build, Phase.pre_deploy),
+                )
             if status.phase == Phase.runtime and status.state == InstanceState.running:
                 if ready_deadline is None:
                     ready_deadline = loop.time() + s.deploy_timeout
@@ -225,6 +261,8 @@ class Monitor:
                 if answer is None:
                     return Outcome(ready=True)
                 last_answer = answer
+                if wrong := await ports.wrong_port(loop.time() - ready_deadline + s.deploy_timeout):
+                    return Outcome(error=wrong)
                 if loop.time() > ready_deadline:
                     return Outcome(
                         error=(
