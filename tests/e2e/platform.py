@@ -66,6 +66,7 @@ class RunningPlatform:
         from devpush.settings import Settings
 
         fields = {k[8:].lower(): v for k, v in self.env.items() if k.startswith("DEVPUSH_")}
+        fields.pop("build_env", None)  # JSON in the environment, not a keyword value
         owner = owner_id(Settings(**fields))
         listed = subprocess.run(
             ["podman", "ps", "-aq", "--filter", f"label=devpush.owner={owner}"],
