@@ -300,3 +300,45 @@ async def test_a_failure_met_twice_is_logged_and_recorded_once(
         )
     ).json()["items"]
     assert [line["message"] for line in logs].count("The app did not answer within 120s") == 1
+
+
+async def test_the_plan_of_a_branch_without_deploying(
+    client: httpx.AsyncClient, alice: Account, platform: Platform, tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "flask"
+    shutil.copytree(Path(__file__).parents[1] / "apps" / "flask-gunicorn", repo)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "flask"]):
+        subprocess.run(
+            ["git", "-c", "user.name=T", "-c", "user.email=t@e", *args], cwd=repo, check=True
+        )
+    project = await create_project(
+        client, alice, repo_url=f"file://{repo}", start_command=None, name="planned"
+    )
+    url = f"/api/v1/projects/{project['id']}/plan"
+    answer = await client.get(url, headers=alice.headers)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["branch"] == "main" and len(body["commit_sha"]) == 40
+    assert body["lines"][0] == "Plan: flask (python)"
+    assert body["plan"]["start"].startswith("gunicorn 'app:app'")
+    before = await count(platform, Deployment)
+    missing = await client.get(url, params={"branch": "nope"}, headers=alice.headers)
+    assert missing.status_code == 502 and "git fetch failed" in missing.json()["error"]["message"]
+    hostile = await client.get(url, params={"branch": "-u;rm"}, headers=alice.headers)
+    assert hostile.status_code == 422
+    (repo / "requirements.txt").unlink()
+    (repo / "app.py").unlink()
+    (repo / "README.md").write_text("nothing to run\n")
+    subprocess.run(
+        ["git", "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qam", "x"],
+        cwd=repo,
+        check=True,
+    )
+    nothing = await client.get(url, headers=alice.headers)
+    assert nothing.status_code == 422 and "No app found" in nothing.json()["error"]["message"]
+    assert await count(platform, Deployment) == before  # planning deploys nothing
+    stranger = await make_account(platform, "plan-stranger@example.com")
+    assert (await client.get(url, headers=stranger.headers)).status_code == 404

@@ -205,6 +205,8 @@ CASES: list[Case] = [
     ),
     Case("GET", f"{API}/projects/{{project_id}}/deployments", team_api(200)),
     Case("GET", f"{API}/deployments/{{deployment_id}}", team_api(200)),
+    # allowed for members; the world's project has had nothing pushed yet
+    Case("GET", f"{API}/projects/{{project_id}}/plan", team_api(409)),
     Case("POST", f"{API}/deployments/{{deployment_id}}/cancel", team_api(200), params=in_flight),
     Case(
         "POST", f"{API}/deployments/{{deployment_id}}/rollback", team_api(200), params=serving_main

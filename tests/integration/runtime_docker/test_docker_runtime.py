@@ -123,7 +123,10 @@ async def test_deploy_serves_the_app_and_logs_each_phase(
     ]
     for line in expected:
         assert line in seen, seen
-    stdout = [line for line in seen if line[0] == "stdout"]
+    assert ("stdout", Phase.build, "building the app") in seen
+    timed = [m for s, p, m in seen if m.startswith("devpush: ")]
+    assert [m.split(" took ")[0] for m in timed] == ["devpush: build", "devpush: pre-deploy"]
+    stdout = [line for line in seen if line[0] == "stdout" and not line[2].startswith("devpush: ")]
     assert [stdout.index(line) for line in expected if line[0] == "stdout"] == [0, 1, 2]
     assert not any(r.message.startswith(PHASE_MARKER) for r in records)
     assert all(r.ts.tzinfo is not None for r in records)

@@ -262,10 +262,12 @@ async def test_logs_are_tagged_by_stream_and_phase_in_order(runtime: ProcessRunt
     await get(handle)
 
     records = await all_logs(runtime, handle)
-    assert lines(records, "stdout") == [
+    assert [(p, m.split(" took ")[0]) for p, m in lines(records, "stdout")] == [
         (Phase.build, "build one"),
         (Phase.build, "build two"),
+        (Phase.build, "devpush: build"),
         (Phase.pre_deploy, "migrating"),
+        (Phase.pre_deploy, "devpush: pre-deploy"),
         (Phase.runtime, f"app listening on {handle.upstream.split(':')[1]}"),  # type: ignore[union-attr]
     ]
     assert lines(records, "stderr") == [
