@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from devpush.builds import node, python, versions
-from devpush.builds.plan import CACHE_ENV, Plan, PlanError
+from devpush.builds.plan import CACHE_ENV, Plan, PlanError, cache_key
 from devpush.runtime.base import Toolchain
 
 STATIC_DIRS = (".", "public", "dist", "build")
@@ -70,7 +70,8 @@ def _python(
     request = versions.python_request(root, config.get("runner_version"))
     chosen = versions.choose("python", request, toolchains, runtime)
     interpreter = chosen.path or "python3"
-    install = python.install(root, interpreter)
+    commands = f"{config.get('build_command') or ''}\n{config.get('pre_deploy_command') or ''}"
+    install = python.install(root, interpreter, seed=re.search(r"\bpip3?\b", commands) is not None)
     notes: list[str] = []
     app = None if "web" in procfile else python.detect_app(root)
     if "web" in procfile:
@@ -103,6 +104,8 @@ def _python(
         path=(".venv/bin",),
         notes=tuple(notes),
         files=install.files,
+        cache_key=_key(root, install.lock, chosen, install.command),
+        cache_dir=".venv" if install.lock else None,
     )
 
 
@@ -145,7 +148,17 @@ def _node(
         env={**CACHE_ENV, "NODE_ENV": "production", "NEXT_TELEMETRY_DISABLED": "1"},
         path=("node_modules/.bin",),
         notes=tuple(notes),
+        cache_key=_key(root, pm.lockfile, chosen, pm.install),
+        cache_dir="node_modules" if pm.lockfile else None,
     )
+
+
+def _key(root: Path, lockfile: str | None, chosen: Toolchain, install: str) -> str | None:
+    if lockfile is None:
+        return None
+    lock = (root / lockfile).read_bytes()
+    package = versions.read(root / "package.json", limit=2_000_000)  # scripts run at install
+    return cache_key(lock, package, chosen.version, chosen.image or chosen.path, install)
 
 
 def _override(plan: Plan, config: Mapping[str, Any]) -> Plan:

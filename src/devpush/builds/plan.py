@@ -5,6 +5,7 @@ chosen and why."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,6 +53,11 @@ class Plan:
     path: tuple[str, ...] = ()  # relative to the app directory, first on PATH
     notes: tuple[str, ...] = ()  # why things were chosen
     files: dict[str, str] = field(default_factory=dict)  # generated files, path -> text
+    # The installed tree (".venv", "node_modules") is kept per project under this key, derived
+    # from the lockfile, the version and the install command: an unchanged lockfile restores
+    # it instead of installing again. None when nothing locks the install.
+    cache_key: str | None = None
+    cache_dir: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,6 +76,10 @@ class Plan:
             lines.append(f"  {self.language} {self.version or '?'}{runner}{reason}")
         if self.package_manager:
             lines.append(f"  packages: {self.package_manager}")
+        if self.cache_key:
+            lines.append(
+                f"  cache: {self.cache_dir} kept for this lockfile ({self.cache_key[:12]})"
+            )
         for label, command in (
             ("install", self.install),
             ("build", self.build),
@@ -80,3 +90,12 @@ class Plan:
                 lines.append(f"  {label}: {command}")
         lines += [f"  note: {note}" for note in self.notes]
         return lines
+
+
+def cache_key(*parts: str | bytes | None) -> str:
+    """A content address for an installed tree: the hash of everything that shapes it."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else (part or b"")
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()[:32]

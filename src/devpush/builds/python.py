@@ -46,6 +46,7 @@ class Install:
     manager: str  # what the plan says, e.g. "uv from uv.lock"
     command: str
     files: dict[str, str]
+    lock: str | None = None  # the file that pins every package, when one does
 
 
 def is_python(root: Path) -> bool:
@@ -53,14 +54,15 @@ def is_python(root: Path) -> bool:
     return any((root / name).is_file() for name in (*_MARKERS, *entries))
 
 
-def install(root: Path, interpreter: str) -> Install:
+def install(root: Path, interpreter: str, *, seed: bool = False) -> Install:
     """A fresh .venv made by uv for `interpreter`, filled from the first of uv.lock,
-    poetry.lock, Pipfile.lock, requirements.txt, Pipfile or pyproject.toml."""
-    venv = f"uv venv --quiet --seed --clear --python {interpreter} .venv"
+    poetry.lock, Pipfile.lock, requirements.txt, Pipfile or pyproject.toml. `seed` adds pip
+    to it (for commands that call pip themselves)."""
+    venv = f"uv venv --quiet{' --seed' if seed else ''} --clear --python {interpreter} .venv"
     pip = "uv pip install --python .venv/bin/python"
     if (root / "uv.lock").is_file():
         sync = "UV_PROJECT_ENVIRONMENT=.venv uv sync --frozen --no-dev"
-        return Install("uv sync from uv.lock", f"{venv} && {sync}", {})
+        return Install("uv sync from uv.lock", f"{venv} && {sync}", {}, lock="uv.lock")
     for lockfile, convert in (
         ("poetry.lock", locks.poetry_requirements),
         ("Pipfile.lock", locks.pipfile_lock_requirements),
@@ -68,11 +70,13 @@ def install(root: Path, interpreter: str) -> Install:
         if (root / lockfile).is_file():
             pinned = convert(read(root / lockfile, limit=20_000_000))
             command = f"{venv} && {pip} --no-deps -r {LOCKED_REQUIREMENTS}"
-            return Install(
-                f"uv from {lockfile} (exact pins)", command, {LOCKED_REQUIREMENTS: pinned}
-            )
+            files = {LOCKED_REQUIREMENTS: pinned}
+            return Install(f"uv from {lockfile} (exact pins)", command, files, lock=lockfile)
     if (root / "requirements.txt").is_file():
-        return Install("uv from requirements.txt", f"{venv} && {pip} -r requirements.txt", {})
+        pinned_all = _fully_pinned(read(root / "requirements.txt", limit=2_000_000))
+        command = f"{venv} && {pip} -r requirements.txt"
+        lock = "requirements.txt" if pinned_all else None
+        return Install("uv from requirements.txt", command, {}, lock=lock)
     if (root / "Pipfile").is_file():
         text = locks.pipfile_requirements(read(root / "Pipfile"))
         command = f"{venv} && {pip} -r {LOCKED_REQUIREMENTS}"
@@ -80,6 +84,16 @@ def install(root: Path, interpreter: str) -> Install:
     if (root / "pyproject.toml").is_file():
         return Install("uv from pyproject.toml", f"{venv} && {pip} -r pyproject.toml", {})
     return Install("uv (no dependencies)", venv, {})
+
+
+_PINNED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,.-]*\])?==[\w.+!-]+\s*(;.*)?")
+
+
+def _fully_pinned(text: str) -> bool:
+    """Whether every requirement is `name==version` (then the file locks the install)."""
+    lines = [ln.split(" #")[0].strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    return bool(lines) and all(_PINNED.fullmatch(ln) for ln in lines)
 
 
 def dependencies(root: Path) -> str:

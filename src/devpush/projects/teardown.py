@@ -35,6 +35,8 @@ async def delete_project(p: Platform, project_id: str) -> bool:
     for deployment_id in ids:
         await remove_instance(p, deployment_id)
     traefik.remove_project(p.settings, slug)
+    for runtime in p.runtimes.available():
+        await p.runtimes.get(runtime).forget_project(project_id)
     mirror = mirror_path(p, project_id)
     for path in (mirror, p.settings.data_path / "repos" / f"{project_id}.git"):
         await asyncio.to_thread(shutil.rmtree, path, True)

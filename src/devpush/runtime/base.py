@@ -19,6 +19,8 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
   interpreters for `process`, runner images for `docker`), for the builder to choose from.
 - `listening(handle)` lists the TCP ports the app listens on, where the backend can tell
   (else an empty list), so an app that ignores $PORT is told so.
+- `/devpush/trees` is the project's own cache of installed trees (entrypoint.sh keeps and
+  restores them by `spec.install_cache`); `forget_project(id)` removes it with the project.
 - `spec.support_files` are placed read-only at `/devpush/<name>` in the instance.
 - Backend errors are raised as `devpush.errors.RuntimeFailure` with a message for people.
 
@@ -89,6 +91,9 @@ class RuntimeSpec:
     build_memory_mb: int | None = None  # the build phase's own limits (None: the app's)
     build_cpus: float | None = None
     path: tuple[str, ...] = ()  # directories (relative to the app) put first on PATH
+    # "KEY:DIR": the install's output DIR is kept per project under KEY (/devpush/trees) and
+    # restored instead of installing when KEY is there already.
+    install_cache: str | None = None
     support_files: dict[str, Path] = field(default_factory=dict)  # name -> host file
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -151,6 +156,8 @@ class Runtime(Protocol):
     async def toolchains(self) -> _Toolchains: ...
 
     async def listening(self, handle: RuntimeHandle) -> _Ports: ...
+
+    async def forget_project(self, project_id: str) -> None: ...
 
     async def describe(self) -> dict[str, Any]: ...
 

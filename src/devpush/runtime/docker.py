@@ -135,8 +135,14 @@ class DockerRuntime:
             if self.ca_bundle is not None:
                 config["Env"] += [f"{name}={CA_PATH}" for name in CA_ENV]
             if self.cache_volume:
-                mount = {"Type": "volume", "Source": self.cache_volume, "Target": "/devpush/cache"}
-                config["HostConfig"]["Mounts"] = [mount]
+                config["HostConfig"]["Mounts"] = [
+                    {"Type": "volume", "Source": self.cache_volume, "Target": "/devpush/cache"},
+                    {
+                        "Type": "volume",
+                        "Source": trees_volume(spec.project_id),
+                        "Target": "/devpush/trees",
+                    },
+                ]
             try:
                 container = await docker.containers.create(config, name=name)
             except DockerError as exc:
@@ -313,6 +319,17 @@ class DockerRuntime:
             )
         return handles
 
+    async def forget_project(self, project_id: str) -> None:
+        """Removes the project's volume of kept install trees."""
+        with self._errors(f"removing the build volume of project {project_id}"):
+            try:
+                await self._docker()._query_json(
+                    f"volumes/{trees_volume(project_id)}", method="DELETE", params={"force": "1"}
+                )
+            except DockerError as exc:
+                if exc.status != 404:
+                    raise
+
     async def listening(self, handle: RuntimeHandle) -> _Ports:
         """Not known from outside the container: the container's port is the project's."""
         return []
@@ -353,6 +370,11 @@ class DockerRuntime:
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+
+
+def trees_volume(project_id: str) -> str:
+    """The project's own volume of kept install trees (.venv, node_modules by lockfile)."""
+    return f"devpush-trees-{project_id.lower()}"
 
 
 def _status(info: dict[str, Any], phase: Phase) -> InstanceStatus:
@@ -397,8 +419,12 @@ def _container_config(
     env = {k: v for k, v in spec.env.items() if k not in commands}
     env |= {k: v for k, v in commands.items() if v is not None}
     env |= {"DEVPUSH_APP_DIR": APP_DIR, "DEVPUSH_STATE_DIR": STATE_DIR}
+    env.pop("DEVPUSH_PATH", None)
+    env.pop("DEVPUSH_INSTALL_CACHE", None)
     if spec.path:
         env["DEVPUSH_PATH"] = ":".join(spec.path)
+    if spec.install_cache:
+        env["DEVPUSH_INSTALL_CACHE"] = spec.install_cache
     labels = {
         **spec.labels,
         LABEL_MANAGED: "true",

@@ -30,6 +30,11 @@ if [ -n "${DEVPUSH_PATH:-}" ]; then
     export PATH
 fi
 unset DEVPUSH_PATH
+case "${DEVPUSH_INSTALL_CACHE:-}" in  # KEY (hex) : DIR (.venv or node_modules), or nothing
+    *[!0-9a-f]*:* | :*) DEVPUSH_INSTALL_CACHE="" ;;
+    *:.venv | *:node_modules) ;;
+    *) DEVPUSH_INSTALL_CACHE="" ;;
+esac
 
 finish() {
     printf '%s\n' "$1" > "$state/exit_code"
@@ -41,9 +46,39 @@ now() { date +%s.%N 2>/dev/null || date +%s; }
 # Runs one build step and says how long it took ("devpush: install took 1.52s").
 step() {
     started=$(now)
-    sh -c "$2" || finish $?
+    if [ "$1" = install ] && [ -n "${DEVPUSH_INSTALL_CACHE:-}" ]; then
+        cached_install "$2"
+    else
+        sh -c "$2" || finish $?
+    fi
     printf 'devpush: %s took %ss\n' "$1" "$(awk -v a="$started" -v b="$(now)" \
         'BEGIN { printf "%.2f", b - a }')"
+}
+
+# The install's output (.venv, node_modules) is kept per project under a key derived from the
+# lockfile: an unchanged lockfile restores it instead of installing again. The newest three
+# keys are kept.
+cached_install() {
+    key="${DEVPUSH_INSTALL_CACHE%%:*}"
+    dir="${DEVPUSH_INSTALL_CACHE#*:}"
+    trees=/devpush/trees
+    if [ -d "$trees/$key/$dir" ] && rm -rf "./$dir" && cp -a "$trees/$key/$dir" "./$dir"; then
+        touch "$trees/$key"
+        echo "devpush: $dir restored from the cache: the lockfile did not change"
+        return 0
+    fi
+    sh -c "$1" || finish $?
+    [ -d "$trees" ] && [ -w "$trees" ] && [ -d "./$dir" ] || return 0
+    tmp="$trees/.tmp-$key-$$"
+    if mkdir -p "$tmp" && cp -a "./$dir" "$tmp/"; then
+        mv -T "$tmp" "$trees/$key" 2>/dev/null || rm -rf "$tmp"
+    else
+        rm -rf "$tmp"
+    fi
+    # shellcheck disable=SC2012
+    ls -1t "$trees" | tail -n +4 | while IFS= read -r old; do
+        rm -rf "${trees:?}/$old"
+    done
 }
 
 phase() {

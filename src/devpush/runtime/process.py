@@ -403,16 +403,19 @@ class ProcessRuntime:
         bwrap: str | None = "bwrap",
         cgroup_root: Path | None = Path("/sys/fs/cgroup"),
         cache_dir: Path | None = None,
+        trees_dir: Path | None = None,
         ca_bundle: Path | None = None,
         tools: dict[str, Path] | None = None,
     ) -> None:
         """`bwrap` is looked up on PATH (None: act as if it were not installed);
         `cgroup_root=None` turns cgroups off (setrlimit is used instead). `cache_dir` is the
-        package cache shared by builds (at /devpush/cache inside), `ca_bundle` the CA
+        package cache shared by builds (at /devpush/cache inside), `trees_dir` holds each
+        project's kept install trees (its own at /devpush/trees), `ca_bundle` the CA
         certificates builds trust for outbound HTTPS, and `tools` host files placed
         read-only under /devpush (e.g. {"bin/uv": ...})."""
         self._root = Path(root).absolute()
         self._cache_dir = Path(cache_dir).absolute() if cache_dir else None
+        self._trees_dir = Path(trees_dir).absolute() if trees_dir else None
         self._ca_bundle = ca_bundle if ca_bundle and ca_bundle.is_file() else None
         self._tools = dict(tools or {})
         self._protected = [Path(p).absolute() for p in protected_paths] + [self._root]
@@ -539,6 +542,11 @@ class ProcessRuntime:
     async def list(self) -> _Handles:
         return await asyncio.to_thread(self._list)
 
+    async def forget_project(self, project_id: str) -> None:
+        if self._trees_dir is not None:
+            trees = self._trees_dir / _check_id(project_id)
+            await asyncio.to_thread(shutil.rmtree, trees, True)
+
     async def listening(self, handle: RuntimeHandle) -> _Ports:
         instance = self._load(_check_id(handle.id))
         if instance is None:
@@ -577,10 +585,12 @@ class ProcessRuntime:
 
     def _populate(self, spec: RuntimeSpec, instance: _Instance) -> None:
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self._cache_dir is not None and not self._cache_dir.is_dir():
-            self._cache_dir.mkdir(mode=0o700, parents=True)
-            if self._bwrap and self._privileged:
-                os.chown(self._cache_dir, SANDBOX_UID, SANDBOX_UID)
+        own = self._trees_dir / _check_id(spec.project_id) if self._trees_dir else None
+        for shared in (self._cache_dir, own):
+            if shared is not None and not shared.is_dir():
+                shared.mkdir(mode=0o700, parents=True)
+                if self._bwrap and self._privileged:
+                    os.chown(shared, SANDBOX_UID, SANDBOX_UID)
         staging = self._root / f".new-{instance.deployment_id}-{secrets.token_hex(4)}"
         try:
             staging.mkdir(mode=0o700)
@@ -737,6 +747,8 @@ class ProcessRuntime:
             argv += ["--ro-bind", str(self._ca_bundle), _CA_PATH]
         if self._cache_dir is not None:
             argv += ["--bind", str(self._cache_dir), _CACHE_PATH]
+        if self._trees_dir is not None:
+            argv += ["--bind", str(self._trees_dir / spec.project_id), "/devpush/trees"]
         argv += ["--chdir", "/app", *self._drop_privileges()]
         return argv
 
@@ -944,8 +956,12 @@ def _app_env(spec: RuntimeSpec, *, port: int, app_dir: str, state_dir: str) -> d
         if command is not None:
             env[name] = command  # the entrypoint marks each phase on stdout and stderr
     env.update(PORT=str(port), DEVPUSH_APP_DIR=app_dir, DEVPUSH_STATE_DIR=state_dir)
+    env.pop("DEVPUSH_PATH", None)
+    env.pop("DEVPUSH_INSTALL_CACHE", None)
     if spec.path:
         env["DEVPUSH_PATH"] = ":".join(spec.path)
+    if spec.install_cache:
+        env["DEVPUSH_INSTALL_CACHE"] = spec.install_cache
     return env
 
 

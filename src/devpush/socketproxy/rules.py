@@ -58,6 +58,11 @@ RULES: tuple[Rule, ...] = (
         container=True,
     ),
     Rule("GET", r"/images/json", "`toolchains` (runner images, by label)"),
+    Rule(
+        "DELETE",
+        r"/volumes/devpush-trees-[a-z0-9]+",
+        "`forget_project`: a deleted project's kept install trees",
+    ),
     Rule("GET", r"/images/(?P<image>.+)/json", "check the runner image exists: `create`"),
     Rule("GET", r"/networks", "diagnostics: list networks"),
     Rule("GET", r"/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", "diagnostics: a network"),
@@ -104,8 +109,11 @@ def check_create(config: Any) -> None:
 
 def _check_mounts_and_namespaces(host: dict[str, Any]) -> None:
     for mount in host.get("Mounts") or []:
-        if mount != CACHE_MOUNT:
-            raise Refused(f"HostConfig.Mounts may only hold the build cache volume {CACHE_MOUNT}")
+        if mount != CACHE_MOUNT and not _is_trees_mount(mount):
+            raise Refused(
+                "HostConfig.Mounts may only hold the build cache volume and the project's "
+                "devpush-trees-* volume"
+            )
     network = str(host.get("NetworkMode") or "")
     if network == "host" or network.startswith("container:"):
         raise Refused(f"NetworkMode {network} is not allowed")
@@ -116,3 +124,13 @@ def _check_mounts_and_namespaces(host: dict[str, Any]) -> None:
     for option in host.get("SecurityOpt") or []:
         if "unconfined" in str(option) or str(option).startswith("label=disable"):
             raise Refused(f"SecurityOpt {option} is not allowed")
+
+
+def _is_trees_mount(mount: Any) -> bool:
+    return (
+        isinstance(mount, dict)
+        and set(mount) == {"Type", "Source", "Target"}
+        and mount["Type"] == "volume"
+        and re.fullmatch(r"devpush-trees-[a-z0-9]+", str(mount["Source"])) is not None
+        and mount["Target"] == "/devpush/trees"
+    )

@@ -33,6 +33,7 @@ async def runtime(tmp_path: Path) -> AsyncIterator[ProcessRuntime]:
         protected_paths=[tmp_path / "data"],
         allow_unsandboxed=False,
         cache_dir=tmp_path / "data" / "cache",
+        trees_dir=tmp_path / "data" / "trees",
         tools={"bin/tool": tool},
     )
     yield made
@@ -134,3 +135,38 @@ async def test_listening_names_the_port_an_app_chose(runtime: ProcessRuntime, so
         await asyncio.sleep(0.05)
     assert await runtime.listening(handle) == [own]
     assert handle.upstream and int(handle.upstream.rsplit(":", 1)[1]) != own
+
+
+async def test_an_unchanged_lockfile_restores_the_kept_tree_of_its_project(
+    runtime: ProcessRuntime, source: Path
+) -> None:
+    install = "mkdir -p .venv && echo installing && echo built > .venv/marker"
+    key = "0123456789abcdef0123456789abcdef:.venv"
+    check = "cat .venv/marker"
+
+    async def build_output(project_id: str) -> list[str]:
+        handle = await runtime.start(
+            await runtime.create(
+                spec(
+                    source,
+                    project_id=project_id,
+                    install_command=install,
+                    install_cache=key,
+                    build_command=check,
+                )
+            )
+        )
+        await get(handle)
+        records = await all_logs(runtime, handle)
+        await runtime.remove(handle)
+        return [m for p, m in lines(records, "stdout") if p is Phase.build]
+
+    first = await build_output("proj-1")
+    assert "installing" in first and "built" in first
+    second = await build_output("proj-1")
+    assert "installing" not in second and "built" in second
+    assert "devpush: .venv restored from the cache: the lockfile did not change" in second
+    other = await build_output("proj-2")  # another project never sees proj-1's trees
+    assert "installing" in other
+    await runtime.forget_project("proj-1")
+    assert "installing" in await build_output("proj-1")

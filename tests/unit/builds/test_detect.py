@@ -50,7 +50,7 @@ def test_flask_with_gunicorn_gets_a_venv_from_requirements(tmp_path: Path) -> No
     )
     assert (result.stack, result.framework, result.version) == ("python", "flask", "3.11.2")
     assert result.install == (
-        "uv venv --quiet --seed --clear --python /usr/bin/python3.11 .venv && "
+        "uv venv --quiet --clear --python /usr/bin/python3.11 .venv && "
         "uv pip install --python .venv/bin/python -r requirements.txt"
     )
     assert result.start.startswith("gunicorn 'app:app' --bind $HOST:$PORT")
@@ -332,3 +332,35 @@ def test_module_names_that_are_not_identifiers_never_reach_a_command(tmp_path: P
     }
     with pytest.raises(PlanError, match="no app to start"):
         plan(tmp_path, files)
+
+
+def test_a_locked_install_is_kept_by_a_key_of_its_lockfile(tmp_path: Path) -> None:
+    files = {
+        "app.py": "from flask import Flask\napp = Flask('x')\n",
+        "requirements.txt": GUNICORN_REQS,
+    }
+    first = plan(tmp_path / "a", files)
+    same = plan(tmp_path / "b", {**files, "app.py": files["app.py"] + "# a code change\n"})
+    bumped = plan(tmp_path / "c", {**files, "requirements.txt": "flask==3.1.1\ngunicorn==23.0.0\n"})
+    assert first.cache_key and first.cache_dir == ".venv"
+    assert same.cache_key == first.cache_key  # only code changed
+    assert bumped.cache_key not in (None, first.cache_key)
+    ranged = plan(tmp_path / "d", {**files, "requirements.txt": "flask>=3\ngunicorn\n"})
+    assert ranged.cache_key is None  # nothing locks it: install afresh every time
+    other_python = detect(
+        tmp_path / "a",
+        toolchains=[Toolchain("python", "3.13.1", path="/usr/bin/python3.13")],
+        runtime="process",
+        config={},
+    )
+    assert other_python.cache_key != first.cache_key
+
+
+def test_pip_is_seeded_only_for_commands_that_use_it(tmp_path: Path) -> None:
+    files = {
+        "requirements.txt": GUNICORN_REQS,
+        "app.py": "from flask import Flask\napp = Flask('x')\n",
+    }
+    assert "--seed" not in (plan(tmp_path / "a", files).install or "")
+    readme = plan(tmp_path / "b", files, build_command="pip install -r requirements.txt")
+    assert "--seed" in (readme.install or "")
