@@ -43,32 +43,39 @@ finish() {
 
 now() { date +%s.%N 2>/dev/null || date +%s; }
 
+took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
 # Runs one build step and says how long it took ("devpush: install took 1.52s").
 step() {
     started=$(now)
-    if [ "$1" = install ] && [ -n "${DEVPUSH_INSTALL_CACHE:-}" ]; then
-        cached_install "$2"
+    if [ "$1" = install ] && [ -n "${DEVPUSH_INSTALL_CACHE:-}" ] && restore_install; then
+        :
     else
         sh -c "$2" || finish $?
     fi
-    printf 'devpush: %s took %ss\n' "$1" "$(awk -v a="$started" -v b="$(now)" \
-        'BEGIN { printf "%.2f", b - a }')"
+    printf 'devpush: %s took %ss\n' "$1" "$(took "$started")"
+    if [ "$1" = install ] && [ -n "${DEVPUSH_INSTALL_CACHE:-}" ] && [ -z "${restored:-}" ]; then
+        keep_install
+    fi
 }
 
-# The install's output (.venv, node_modules) is kept per project under a key derived from the
-# lockfile: an unchanged lockfile restores it instead of installing again. The newest three
-# keys are kept.
-cached_install() {
+# The install's output (.venv, node_modules) is kept per project (/devpush/trees) under a key
+# derived from the lockfile: an unchanged lockfile restores it instead of installing again.
+# The newest three keys are kept.
+restore_install() {
     key="${DEVPUSH_INSTALL_CACHE%%:*}"
     dir="${DEVPUSH_INSTALL_CACHE#*:}"
+    [ -d "/devpush/trees/$key/$dir" ] || return 1
+    rm -rf "./$dir" && cp -a "/devpush/trees/$key/$dir" "./$dir" || return 1
+    touch "/devpush/trees/$key"
+    restored=1
+    echo "devpush: $dir restored from the cache: the lockfile did not change"
+}
+
+keep_install() {
     trees=/devpush/trees
-    if [ -d "$trees/$key/$dir" ] && rm -rf "./$dir" && cp -a "$trees/$key/$dir" "./$dir"; then
-        touch "$trees/$key"
-        echo "devpush: $dir restored from the cache: the lockfile did not change"
-        return 0
-    fi
-    sh -c "$1" || finish $?
     [ -d "$trees" ] && [ -w "$trees" ] && [ -d "./$dir" ] || return 0
+    started=$(now)
     tmp="$trees/.tmp-$key-$$"
     if mkdir -p "$tmp" && cp -a "./$dir" "$tmp/"; then
         mv -T "$tmp" "$trees/$key" 2>/dev/null || rm -rf "$tmp"
@@ -79,6 +86,7 @@ cached_install() {
     ls -1t "$trees" | tail -n +4 | while IFS= read -r old; do
         rm -rf "${trees:?}/$old"
     done
+    echo "devpush: kept $dir for the next deploy of this lockfile in $(took "$started")s"
 }
 
 phase() {
