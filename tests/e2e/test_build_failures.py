@@ -125,3 +125,10 @@ def test_an_app_on_its_own_port(build_api: Api, tmp_path: Path, build_platform: 
     else:
         assert done["conclusion"] == "failed"
         assert "The app listens on port 3000, not on $PORT" in done["error"], done["error"]
+
+
+def test_a_build_past_the_projects_time_limit_is_stopped(build_api: Api, tmp_path: Path) -> None:
+    repo, project, url = _live(build_api, tmp_path, "flask-gunicorn")
+    config = '[build]\ncommand = "sleep 120"\n[resources]\nbuild_timeout = 10\n'
+    _break(repo, {"devpush.toml": config})
+    _fails(build_api, project, url, "flask-gunicorn", "longer than 10s", "build_timeout")

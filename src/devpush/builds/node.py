@@ -103,16 +103,32 @@ def detect_app(root: Path, package: dict[str, object], pm: PackageManager) -> Ap
         for dependency, output, spa in _STATIC:
             if dependency in deps:
                 return App(dependency, _static(output, spa), _need(build), output, spa)
-    main = package.get("main")
-    for entry in ([main] if isinstance(main, str) else []) + ["server.js", "index.js", "app.js"]:
-        if re.fullmatch(r"[\w./-]+\.(c|m)?js", entry) and ".." not in entry:
-            if (root / entry).is_file():
-                return App(_framework(deps), f"node {entry}", build)
+    entry = _server_file(root, package)
+    if build and not serves_itself:
+        # A bundler (webpack, parcel, rollup...) whose output directory is not known before
+        # the build: the first of the usual ones that holds an index.html is served.
+        static = f"{STATIC_SERVER} dist build out public"
+        if entry is None:
+            return App("static build", static, build, "dist")
+        built = "[ -f dist/index.html ] || [ -f build/index.html ] || [ -f out/index.html ]"
+        start = f"if {built}; then exec {static}; else exec node {entry}; fi"
+        return App("node or static build", start, build)
+    if entry is not None:
+        return App(_framework(deps), f"node {entry}", build)
     raise PlanError(
         "package.json has no start script, and no server file (main, server.js, index.js) or "
         "known static build (Vite, create-react-app, Astro, SvelteKit) was found: add "
         '"start": "node server.js" to its scripts'
     )
+
+
+def _server_file(root: Path, package: dict[str, object]) -> str | None:
+    main = package.get("main")
+    for entry in ([main] if isinstance(main, str) else []) + ["server.js", "index.js", "app.js"]:
+        if re.fullmatch(r"[\w./-]+\.(c|m)?js", entry) and ".." not in entry:
+            if (root / entry).is_file():
+                return entry
+    return None
 
 
 def _need(build: str | None) -> str:

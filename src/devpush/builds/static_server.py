@@ -1,7 +1,8 @@
 """Production static file server for deployed static sites and SPA build outputs.
 
 devpush copies this file into an app's sandbox or container and runs it there as
-``python3 /devpush/static_server.py DIRECTORY`` (a plain site, Vite's dist/, CRA's build/...),
+``python3 /devpush/static_server.py DIRECTORY...`` (a plain site, Vite's dist/, CRA's build/;
+given several, the first holding an index.html),
 so it is one file using only the standard library (python3 >= 3.11), nothing from devpush.
 Environment: HOST (0.0.0.0), PORT (8000); DEVPUSH_STATIC_SPA=1 answers a missing path without
 a file extension (``/users/42``) with ``/index.html`` for client-side routing.
@@ -270,12 +271,17 @@ class Server(ThreadingHTTPServer):
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        log("usage: static_server.py DIRECTORY", sys.stderr)
+    if not args:
+        log("usage: static_server.py DIRECTORY [DIRECTORY...]", sys.stderr)
         return 2
-    directory, host = args[0], os.environ.get("HOST") or "0.0.0.0"
-    if not os.path.isdir(directory):
-        log(f"static_server: {directory}: no such directory", sys.stderr)
+    host = os.environ.get("HOST") or "0.0.0.0"
+    # Several candidates (a build whose output directory is not known in advance): the first
+    # that holds an index.html, else the first that exists.
+    found = [d for d in args if os.path.isdir(d)]
+    directory = next((d for d in found if os.path.isfile(os.path.join(d, "index.html"))), None)
+    directory = directory or (found[0] if found else None)
+    if directory is None:
+        log(f"static_server: {' or '.join(args)}: no such directory", sys.stderr)
         return 2
     Handler.root = os.path.realpath(directory)
     Handler.prefix = Handler.root.rstrip(os.sep) + os.sep

@@ -346,7 +346,7 @@ async def _spec(
         cpus=config.get("cpus"),
         memory_mb=config.get("memory_mb"),
         build_memory_mb=config.get("build_memory_mb") or p.settings.build_memory_mb,
-        build_cpus=p.settings.build_cpus,
+        build_cpus=config.get("build_cpus") or p.settings.build_cpus,
         path=plan.path,
         install_cache=f"{plan.cache_key}:{plan.cache_dir}" if plan.cache_key else None,
         support_files=builds.SUPPORT_FILES,

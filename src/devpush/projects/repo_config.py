@@ -14,6 +14,8 @@ deployment of that commit.
     cpus = 0.5
     memory_mb = 256
     build_memory_mb = 2048
+    build_cpus = 2
+    build_timeout = 900   # seconds
 
     [runner]
     language = "python"   # python | node
@@ -43,7 +45,13 @@ FILENAME = "devpush.toml"
 _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "build": {"command": str, "pre_deploy": str},
     "start": {"command": str, "port": int, "health_path": str},
-    "resources": {"cpus": (int, float), "memory_mb": int, "build_memory_mb": int},
+    "resources": {
+        "cpus": (int, float),
+        "memory_mb": int,
+        "build_memory_mb": int,
+        "build_cpus": (int, float),
+        "build_timeout": int,
+    },
     "runner": {"language": str, "version": str},
     "watch": {"paths": list},
 }
@@ -56,6 +64,8 @@ _CONFIG_KEYS = {
     ("resources", "cpus"): "cpus",
     ("resources", "memory_mb"): "memory_mb",
     ("resources", "build_memory_mb"): "build_memory_mb",
+    ("resources", "build_cpus"): "build_cpus",
+    ("resources", "build_timeout"): "build_timeout",
     ("runner", "language"): "runner_language",
     ("runner", "version"): "runner_version",
 }
@@ -104,8 +114,10 @@ def _check_value(text: str, section: str, key: str, value: Any) -> None:
         raise _fail(text, section, key, "[start] health_path must start with '/'")
     if key in ("memory_mb", "build_memory_mb") and not 32 <= value <= 262144:
         raise _fail(text, section, key, f"[resources] {key} must be between 32 and 262144")
-    if key == "cpus" and not 0 < value <= 64:
-        raise _fail(text, section, key, "[resources] cpus must be between 0 and 64")
+    if key in ("cpus", "build_cpus") and not 0 < value <= 64:
+        raise _fail(text, section, key, f"[resources] {key} must be between 0 and 64")
+    if key == "build_timeout" and not 10 <= value <= 86400:
+        raise _fail(text, section, key, "[resources] build_timeout must be 10 to 86400 seconds")
     if key == "language" and value not in _LANGUAGES:
         raise _fail(text, section, key, f"[runner] language must be one of {sorted(_LANGUAGES)}")
     if key == "version" and not re.fullmatch(r"[0-9][0-9.]{0,15}", value):

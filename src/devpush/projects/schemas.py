@@ -123,6 +123,8 @@ class ProjectConfig(BaseModel):
     cpus: float | None = Field(None, gt=0, le=64)
     memory_mb: int | None = Field(None, ge=32, le=262144)
     build_memory_mb: int | None = Field(None, ge=64, le=262144)
+    build_cpus: float | None = Field(None, gt=0, le=64)
+    build_timeout: int | None = Field(None, ge=10, le=86400, description="Seconds")
     runtime: Literal["docker", "process"] | None = None
     image: str | None = Field(None, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
     env_vars: dict[str, EnvValue] | None = None

@@ -25,6 +25,8 @@ CONFIG_KEYS = (
     "cpus",
     "memory_mb",
     "build_memory_mb",
+    "build_cpus",
+    "build_timeout",
     "runtime",
     "image",
 )

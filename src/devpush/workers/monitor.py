@@ -233,9 +233,8 @@ class Monitor:
         url = f"http://{handle.upstream}{health}"
         interval = s.probe_min_interval
         loop = asyncio.get_running_loop()
-        build_deadline = (
-            loop.time() + s.build_timeout - flows._elapsed(deployment.deploy_started_at)
-        )
+        build_timeout = deployment.config.get("build_timeout") or s.build_timeout
+        build_deadline = loop.time() + build_timeout - flows._elapsed(deployment.deploy_started_at)
         ready_deadline: float | None = None
         last_answer = "no answer"
         last_check = loop.time()
@@ -273,8 +272,8 @@ class Monitor:
                     )
             elif loop.time() > build_deadline:
                 return Outcome(
-                    error=f"The build took longer than {s.build_timeout:.0f}s "
-                    "(DEVPUSH_BUILD_TIMEOUT) and was stopped."
+                    error=f"The build took longer than {build_timeout:.0f}s and was stopped: "
+                    "raise the project's build_timeout or DEVPUSH_BUILD_TIMEOUT."
                 )
             await self._pause(interval)
             interval = min(interval * 2, s.probe_max_interval)

@@ -364,3 +364,12 @@ def test_pip_is_seeded_only_for_commands_that_use_it(tmp_path: Path) -> None:
     assert "--seed" not in (plan(tmp_path / "a", files).install or "")
     readme = plan(tmp_path / "b", files, build_command="pip install -r requirements.txt")
     assert "--seed" in (readme.install or "")
+
+
+def test_a_bundled_site_without_a_start_script_is_served_static(tmp_path: Path) -> None:
+    webpack = package(scripts={"build": "webpack"}, devDependencies={"webpack": "5"})
+    alone = plan(tmp_path / "a", {"package.json": webpack})
+    assert alone.start == "python3 /devpush/static_server.py dist build out public"
+    with_entry = plan(tmp_path / "b", {"package.json": webpack, "index.js": "console.log(1)"})
+    assert "then exec python3 /devpush/static_server.py" in with_entry.start
+    assert with_entry.start.endswith("else exec node index.js; fi")

@@ -60,14 +60,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(directory: Path, logs: Path, spa: bool = False) -> Server:
+def start(directory: Path | list[Path], logs: Path, spa: bool = False) -> Server:
     port = free_port()
+    dirs = directory if isinstance(directory, list) else [directory]
     env = {k: v for k, v in os.environ.items() if k != "DEVPUSH_STATIC_SPA"}
     env.update(HOST="127.0.0.1", PORT=str(port), **({"DEVPUSH_STATIC_SPA": "1"} if spa else {}))
     out, err = logs / f"out-{port}.log", logs / f"err-{port}.log"
     with out.open("wb") as o, err.open("wb") as e:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(SERVER), str(directory)], env=env, stdout=o, stderr=e
+            [sys.executable, "-I", "-S", str(SERVER), *map(str, dirs)], env=env, stdout=o, stderr=e
         )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -312,3 +313,15 @@ def test_a_missing_directory_exits_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "nope: no such directory" in done.stderr
+
+
+def test_of_several_directories_the_first_with_an_index_is_served(tmp_path: Path) -> None:
+    (tmp_path / "build").mkdir()  # exists, but the bundler wrote its site elsewhere
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "index.html").write_text("<h1>bundled</h1>")
+    dirs = [tmp_path / "dist", tmp_path / "build", tmp_path / "out"]
+    srv = start(dirs, tmp_path)
+    try:
+        assert httpx.get(srv.url + "/").text == "<h1>bundled</h1>"
+    finally:
+        assert srv.stop() == 0
