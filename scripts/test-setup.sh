@@ -9,7 +9,10 @@ bash scripts/podman-setup.sh
 # (never `playwright install`, which downloads its own browser).
 # tests/ops: Pebble (the ACME test server) for TLS, shellcheck for scripts/install.sh.
 # tests/chaos: wrk sends the steady 200 requests a second of the redeploy-under-load scenario.
+# tests/e2e (process runtime): Node apps build with the host's Node and npm (Debian's is fine:
+# an app asking for a newer Node gets one fetched from the npm registry).
 missing=()
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 for pkg in chromium fonts-dejavu-core pebble shellcheck wrk; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done

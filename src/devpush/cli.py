@@ -332,7 +332,8 @@ def plan(
     import json
     from pathlib import Path
 
-    from devpush.builds import PlanError, detect
+    from devpush.builds import PlanError
+    from devpush.deployments.flows import make_plan
     from devpush.deployments.service import default_runtime
     from devpush.projects import repo_config
     from devpush.runtime import Runtimes
@@ -344,14 +345,16 @@ def plan(
     chosen = runtime or default_runtime(settings)
 
     async def run() -> list[str] | dict[str, Any]:
+        repo = repo_config.load(root)
         runtimes = Runtimes(settings)
         try:
-            toolchains = await runtimes.get(chosen).toolchains()
+
+            async def say(line: str) -> None:
+                err.print(line, highlight=False, markup=False)
+
+            found = await make_plan(runtimes, chosen, root, repo.overrides if repo else {}, say)
         finally:
             await runtimes.close()
-        repo = repo_config.load(root)
-        config = repo.overrides if repo else {}
-        found = detect(root, toolchains=toolchains, runtime=chosen, config=config)
         return found.to_json() if as_json else found.lines()
 
     try:

@@ -140,6 +140,8 @@ APPS: tuple[SampleApp, ...] = (
         Check("/health", contains="ok"),
         Check("/env", contains="production"),
     ),
+    # .nvmrc pins Node 22: fetched for the process runtime, the node:22 image on docker.
+    _app("node22-api", _home("node22-api"), Check("/version", contains="v22.")),
     # TypeScript compiled by tsc, a devDependency: the build needs devDependencies installed.
     _app(
         "typescript-server",

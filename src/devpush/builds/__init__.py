@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from devpush.builds.detect import detect
-from devpush.builds.plan import Plan, PlanError
+from devpush.builds.plan import MissingToolchain, Plan, PlanError
 
 STATIC_SERVER = Path(__file__).with_name("static_server.py")
 SUPPORT_FILES = {"static_server.py": STATIC_SERVER}
 
-__all__ = ["SUPPORT_FILES", "Plan", "PlanError", "detect", "prepare"]
+__all__ = ["SUPPORT_FILES", "MissingToolchain", "Plan", "PlanError", "detect", "prepare"]
 
 
 def prepare(plan: Plan, root: Path) -> None:

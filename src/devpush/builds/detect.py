@@ -121,6 +121,9 @@ def _node(
     chosen = versions.choose("node", request, toolchains, runtime)
     pm = node.package_manager(root, package)
     notes = []
+    node_bin = str(Path(chosen.path).parent) if chosen.path else None
+    if node_bin and not node_bin.startswith("/usr/"):  # a Node the runtime fetched
+        notes.append(f"Node {chosen.version} from {node_bin}")
     if "web" in procfile:
         scripts = package.get("scripts")
         has_build = isinstance(scripts, dict) and "build" in scripts
@@ -146,7 +149,10 @@ def _node(
         pre_deploy=procfile.get("release"),
         start=app.start,
         env={**CACHE_ENV, "NODE_ENV": "production", "NEXT_TELEMETRY_DISABLED": "1"},
-        path=("node_modules/.bin",),
+        path=(
+            *([node_bin] if node_bin and not node_bin.startswith("/usr/") else []),
+            "node_modules/.bin",
+        ),
         notes=tuple(notes),
         cache_key=_key(root, pm.lockfile, chosen, pm.install),
         cache_dir="node_modules" if pm.lockfile else None,

@@ -18,6 +18,16 @@ class PlanError(Invalid):
     code = "plan_failed"
 
 
+class MissingToolchain(PlanError):
+    """The version a tree asks for is not among the runtime's toolchains (yet): a runtime that
+    can fetch one (`Runtime.provide`) gets the chance before the build fails."""
+
+    def __init__(self, message: str, *, language: str, spec: str) -> None:
+        super().__init__(message)
+        self.language = language
+        self.spec = spec
+
+
 # Where the instance keeps the shared package caches: a directory (process) or a volume
 # (docker) mounted at /devpush/cache, content-addressed by the tools themselves.
 CACHE_ENV = {

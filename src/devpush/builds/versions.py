@@ -15,7 +15,7 @@ import semantic_version
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from devpush.builds.plan import PlanError
+from devpush.builds.plan import MissingToolchain, PlanError
 from devpush.runtime.base import Toolchain
 
 # Runner images the project's script can build (scripts/runner-images.sh NAME).
@@ -110,9 +110,11 @@ def choose(
                 f"; the runner image is missing: build it with "
                 f"`bash scripts/runner-images.sh {buildable[-1]}`"
             )
-    raise PlanError(
+    raise MissingToolchain(
         f"{request.reason}, but {label} {request.spec} is not available ({where}: {have})"
-        f"{hint}. Pin one of those versions, or install {label} {request.spec}."
+        f"{hint}. Pin one of those versions, or install {label} {request.spec}.",
+        language=language,
+        spec=request.spec,
     )
 
 

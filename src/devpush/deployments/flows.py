@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import re
 import shutil
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from devpush.projects.models import Environment, Project
 from devpush.projects.service import list_environments, pattern_matches
 from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
+from devpush.runtime import Runtimes
 from devpush.runtime.base import RuntimeHandle, RuntimeSpec
 from devpush.sources import git, remote
 from devpush.teams.models import Team
@@ -137,13 +140,33 @@ def runtime_env(
 
 
 async def make_plan(
-    p: Platform, runtime_name: str, root: Path, config: dict[str, Any]
+    runtimes: Runtimes,
+    runtime_name: str,
+    root: Path,
+    config: dict[str, Any],
+    log: Callable[[str], Awaitable[None]] | None = None,
 ) -> builds.Plan:
-    """The build plan for the tree at `root`, among the toolchains the runtime offers."""
-    toolchains = await p.runtimes.get(runtime_name).toolchains()
-    return await asyncio.to_thread(
-        builds.detect, root, toolchains=toolchains, runtime=runtime_name, config=config
-    )
+    """The build plan for the tree at `root`, among the toolchains the runtime offers; a
+    version it lacks is fetched first where the runtime can (Node on the process runtime)."""
+    runtime = runtimes.get(runtime_name)
+    toolchains = await runtime.toolchains()
+    try:
+        return await asyncio.to_thread(
+            builds.detect, root, toolchains=toolchains, runtime=runtime_name, config=config
+        )
+    except builds.MissingToolchain as missing:
+        if log is not None:
+            await log(f"Fetching {missing.language} {missing.spec} for this build")
+        fetched = await runtime.provide(missing.language, missing.spec)
+        if fetched is None:
+            raise
+        return await asyncio.to_thread(
+            builds.detect,
+            root,
+            toolchains=[*toolchains, fetched],
+            runtime=runtime_name,
+            config=config,
+        )
 
 
 async def _claim_prepare(p: Platform, deployment_id: str) -> tuple[Deployment, Project] | None:
@@ -235,7 +258,13 @@ async def _prepare_and_deploy(
         await skip_deployment(p, deployment.id, "No path in devpush.toml [watch] changed")
         return
     config = {**deployment.config, **(repo.overrides if repo else {})}
-    plan = await make_plan(p, deployment.runtime, root, config)
+    plan = await make_plan(
+        p.runtimes,
+        deployment.runtime,
+        root,
+        config,
+        log=functools.partial(system_log, p, deployment.id),
+    )
     for line in plan.lines():
         await system_log(p, deployment.id, line)
     await asyncio.to_thread(builds.prepare, plan, root)

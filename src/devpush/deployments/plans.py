@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from devpush import builds
+from devpush.deployments import flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment
 from devpush.errors import Conflict, DevpushError
@@ -61,10 +62,7 @@ async def plan_source(
         )
         repo = await asyncio.to_thread(repo_config.load, root)
         merged = {**(config or {}), **(repo.overrides if repo else {})}
-        toolchains = await p.runtimes.get(runtime).toolchains()
-        plan = await asyncio.to_thread(
-            builds.detect, root, toolchains=toolchains, runtime=runtime, config=merged
-        )
+        plan = await flows.make_plan(p.runtimes, runtime, root, merged)
         return plan, sha.decode().strip()
     finally:
         await asyncio.to_thread(shutil.rmtree, tmp, True)

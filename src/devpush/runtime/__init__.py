@@ -65,6 +65,7 @@ class Runtimes:
                 allow_unsandboxed=s.allow_unsandboxed,
                 cache_dir=s.build_cache_dir or s.data_path / "cache" / "builds",
                 trees_dir=s.data_path / "cache" / "trees",
+                toolchains_dir=s.data_path / "toolchains",
                 ca_bundle=s.build_ca_bundle,
                 tools={"bin/uv": Path(uv.find_uv_bin())},
             )

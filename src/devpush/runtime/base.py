@@ -17,6 +17,8 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
   monitor can remove those with no live deployment.
 - `toolchains()` lists the interpreters and Node versions this backend can run (host
   interpreters for `process`, runner images for `docker`), for the builder to choose from.
+- `provide(language, spec)` fetches a toolchain that satisfies `spec` where the backend can
+  (the process runtime: Node from the npm registry's node-linux-* package), else None.
 - `listening(handle)` lists the TCP ports the app listens on, where the backend can tell
   (else an empty list), so an app that ignores $PORT is told so.
 - `/devpush/trees` is the project's own cache of installed trees (entrypoint.sh keeps and
@@ -158,6 +160,8 @@ class Runtime(Protocol):
     async def listening(self, handle: RuntimeHandle) -> _Ports: ...
 
     async def forget_project(self, project_id: str) -> None: ...
+
+    async def provide(self, language: str, spec: str) -> Toolchain | None: ...
 
     async def describe(self) -> dict[str, Any]: ...
 

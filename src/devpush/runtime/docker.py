@@ -319,6 +319,10 @@ class DockerRuntime:
             )
         return handles
 
+    async def provide(self, language: str, spec: str) -> Toolchain | None:
+        """Runner images are built by the operator (scripts/runner-images.sh), never here."""
+        return None
+
     async def forget_project(self, project_id: str) -> None:
         """Removes the project's volume of kept install trees."""
         with self._errors(f"removing the build volume of project {project_id}"):

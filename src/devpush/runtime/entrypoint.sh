@@ -19,12 +19,18 @@ start_cmd="${DEVPUSH_START_COMMAND:-}"
 unset DEVPUSH_INSTALL_COMMAND DEVPUSH_BUILD_COMMAND DEVPUSH_PRE_DEPLOY_COMMAND \
     DEVPUSH_START_COMMAND
 
-# The plan's PATH entries (".venv/bin:node_modules/.bin") come first, relative to the app.
+# The plan's PATH entries (".venv/bin:node_modules/.bin", relative to the app, or a
+# toolchain's absolute bin directory) come first.
 if [ -n "${DEVPUSH_PATH:-}" ]; then
     prefix=""
     old_ifs=$IFS
     IFS=:
-    for entry in $DEVPUSH_PATH; do prefix="$prefix$app_dir/$entry:"; done
+    for entry in $DEVPUSH_PATH; do
+        case "$entry" in
+            /*) prefix="$prefix$entry:" ;;  # a toolchain's own bin directory
+            *) prefix="$prefix$app_dir/$entry:" ;;
+        esac
+    done
     IFS=$old_ifs
     PATH="$prefix$PATH"
     export PATH
