@@ -81,7 +81,7 @@ def run(runtime: str, runs: int, polling: float | None) -> list[dict[str, float]
         extra.update(
             {
                 "DEVPUSH_DOCKER_HOST": PODMAN_SOCKET,
-                "DEVPUSH_RUNNER_IMAGE": "localhost/devpush-runner-python:3.12",
+                "DEVPUSH_RUNNER_IMAGE": "localhost/devpush-runner-python:3.11",
             }
         )
     platform = start_platform(tmp / "data", env=platform_env(tmp / "data", **extra))

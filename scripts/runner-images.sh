@@ -46,10 +46,7 @@ describe() {
     case "$1" in
     python-3.11)
         image=devpush-runner-python:3.11 dir=python suite=bookworm version=3.11
-        # Legacy alias: the tests, bench/ and DEVPUSH_RUNNER_IMAGE's default still name the
-        # 3.12 image that python:3.12-slim used to provide. Drop it once nothing does.
-        aliases=(devpush-runner-python:3.12)
-        about="Debian bookworm, python3 3.11, uv; also tagged ${aliases[*]} (legacy)" ;;
+        about="Debian bookworm, python3 3.11, uv" ;;
     python-3.13)
         image=devpush-runner-python:3.13 dir=python suite=trixie version=3.13
         about="Debian trixie, python3 3.13, uv" ;;

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         "devpush_runner", description="Container network that deployments join."
     )
     runner_image: str = Field(
-        "devpush-runner-python:3.12", description="Default runner image for the docker runtime."
+        "devpush-runner-python:3.11", description="Default runner image for the docker runtime."
     )
     allow_file_repos: bool = Field(
         False,

@@ -32,7 +32,7 @@ def docker_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
         tmp_path_factory.mktemp("chaos-docker"),
         DEVPUSH_RUNTIME="docker",
         DEVPUSH_DOCKER_HOST=PODMAN_SOCKET,
-        DEVPUSH_RUNNER_IMAGE="localhost/devpush-runner-python:3.12",
+        DEVPUSH_RUNNER_IMAGE="localhost/devpush-runner-python:3.11",
     )
     owner = owner_id(settings_of(running))
     yield running

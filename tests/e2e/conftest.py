@@ -11,6 +11,8 @@ from tests.e2e.platform import RunningPlatform, platform_env, start_platform, wa
 
 PODMAN_SOCKET = "unix:///run/devpush-podman/podman.sock"
 ROOT = Path(__file__).resolve().parents[2]
+# One cache for every test platform on this machine (kept between CI runs on the same host).
+SHARED_CACHE = Path("/var/cache/devpush/test-build-cache")
 
 
 def _podman_ready() -> None:
@@ -18,58 +20,9 @@ def _podman_ready() -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "podman-setup.sh")], check=True, timeout=1200)
 
 
-@pytest.fixture(scope="module", params=["process", "docker"])
-def deploy_platform(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningPlatform]:
-    runtime = request.param
-    data = tmp_path_factory.mktemp(f"platform-{runtime}")
-    extra = {
-        "DEVPUSH_RUNTIME": runtime,
-        "DEVPUSH_DEPLOY_TIMEOUT": "20",
-        "DEVPUSH_VERIFY_DOMAINS": "false",
-    }
-    if runtime == "docker":
-        _podman_ready()
-        extra.update(
-            {
-                "DEVPUSH_DOCKER_HOST": PODMAN_SOCKET,
-                "DEVPUSH_RUNNER_IMAGE": "localhost/devpush-runner-python:3.12",
-            }
-        )
-    running = start_platform(data, env=platform_env(data, **extra))
-    wait_health(running.app_url)
-    yield running
-    code = running.stop()
-    if runtime == "docker":
-        running.remove_containers()
-    assert code == 0, running.text()[-3000:]
-
-
-@pytest.fixture(scope="module")
-def api(deploy_platform: RunningPlatform) -> Api:
-    return Api(deploy_platform.app_url, deploy_platform.token(), deploy_platform.proxy_url)
-
-
-# One cache for every test platform on this machine (kept between CI runs on the same host).
-SHARED_CACHE = Path("/var/cache/devpush/test-build-cache")
-
-
-@pytest.fixture(scope="module", params=["process", "docker"])
-def build_platform(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningPlatform]:
-    runtime = request.param
-    data = tmp_path_factory.mktemp(f"corpus-{runtime}")
-    extra = {
-        "DEVPUSH_RUNTIME": runtime,
-        "DEVPUSH_BUILD_TIMEOUT": "900",
-        "DEVPUSH_DEPLOY_TIMEOUT": "60",
-        "DEVPUSH_BUILD_CACHE_DIR": str(SHARED_CACHE),
-        # This machine's npm registry serves no signatures, which corepack checks by default.
-        "DEVPUSH_BUILD_ENV": '{"COREPACK_INTEGRITY_KEYS": "0"}',
-        "DEVPUSH_VERIFY_DOMAINS": "false",
-    }
+def _running(runtime: str, data: Path, **extra: str) -> Iterator[RunningPlatform]:
+    """A real `devpush up` on `runtime` for a test module; its containers go with it."""
+    extra |= {"DEVPUSH_RUNTIME": runtime, "DEVPUSH_VERIFY_DOMAINS": "false"}
     if runtime == "docker":
         _podman_ready()
         extra |= {
@@ -83,6 +36,36 @@ def build_platform(
     if runtime == "docker":
         running.remove_containers()
     assert code == 0, running.text()[-3000:]
+
+
+@pytest.fixture(scope="module", params=["process", "docker"])
+def deploy_platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningPlatform]:
+    data = tmp_path_factory.mktemp(f"platform-{request.param}")
+    yield from _running(request.param, data, DEVPUSH_DEPLOY_TIMEOUT="20")
+
+
+@pytest.fixture(scope="module")
+def api(deploy_platform: RunningPlatform) -> Api:
+    return Api(deploy_platform.app_url, deploy_platform.token(), deploy_platform.proxy_url)
+
+
+@pytest.fixture(scope="module", params=["process", "docker"])
+def build_platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningPlatform]:
+    """A platform for real builds: their time limits, and the shared package caches."""
+    data = tmp_path_factory.mktemp(f"corpus-{request.param}")
+    yield from _running(
+        request.param,
+        data,
+        DEVPUSH_BUILD_TIMEOUT="900",
+        DEVPUSH_DEPLOY_TIMEOUT="60",
+        DEVPUSH_BUILD_CACHE_DIR=str(SHARED_CACHE),
+        # This machine's npm registry serves no signatures, which corepack checks by default.
+        DEVPUSH_BUILD_ENV='{"COREPACK_INTEGRITY_KEYS": "0"}',
+    )
 
 
 @pytest.fixture(scope="module")

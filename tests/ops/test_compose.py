@@ -173,7 +173,7 @@ def stack(
         "DEVPUSH_HOST_DATA_DIR": str(folder / "data"),
         "DEVPUSH_DOCKER_SOCKET": "/run/devpush-podman/podman.sock",
         "DEVPUSH_RUNNER_NETWORK": f"h1c{tag}_runner",
-        "DEVPUSH_RUNNER_IMAGE": "localhost/devpush-runner-python:3.12",
+        "DEVPUSH_RUNNER_IMAGE": "localhost/devpush-runner-python:3.11",
         "DEVPUSH_VERIFY_DOMAINS": "false",
         **compose_images,
     }

@@ -23,7 +23,7 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.ops
 
 DEVPUSH = str(Path(sys.executable).with_name("devpush"))
-RUNNER_IMAGE = "localhost/devpush-runner-python:3.12"
+RUNNER_IMAGE = "localhost/devpush-runner-python:3.11"
 APP = """
 import os
 from http.server import BaseHTTPRequestHandler, HTTPServer

@@ -100,6 +100,21 @@ class RuntimeSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def entrypoint_env(spec: RuntimeSpec, user_env: dict[str, str]) -> dict[str, str]:
+    """The user's env vars, less the names the entrypoint reads, plus those from the spec:
+    commands, PATH entries and the install cache are never taken from the user."""
+    own = {
+        "DEVPUSH_INSTALL_COMMAND": spec.install_command,
+        "DEVPUSH_BUILD_COMMAND": spec.build_command,
+        "DEVPUSH_PRE_DEPLOY_COMMAND": spec.pre_deploy_command,
+        "DEVPUSH_START_COMMAND": spec.start_command,
+        "DEVPUSH_PATH": ":".join(spec.path) or None,
+        "DEVPUSH_INSTALL_CACHE": spec.install_cache,
+    }
+    env = {k: v for k, v in user_env.items() if k not in own}
+    return env | {k: v for k, v in own.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class RuntimeHandle:
     backend: str

@@ -36,6 +36,7 @@ from devpush.runtime.base import (
     RuntimeHandle,
     RuntimeSpec,
     Toolchain,
+    entrypoint_env,
 )
 
 RUNNER_UID = 10001
@@ -414,21 +415,8 @@ def _status(info: dict[str, Any], phase: Phase) -> InstanceStatus:
 def _container_config(
     spec: RuntimeSpec, *, image: str, network: str, owner: str | None = None
 ) -> dict[str, Any]:
-    commands = {
-        "DEVPUSH_INSTALL_COMMAND": spec.install_command,
-        "DEVPUSH_BUILD_COMMAND": spec.build_command,
-        "DEVPUSH_PRE_DEPLOY_COMMAND": spec.pre_deploy_command,
-        "DEVPUSH_START_COMMAND": spec.start_command,
-    }
-    env = {k: v for k, v in spec.env.items() if k not in commands}
-    env |= {k: v for k, v in commands.items() if v is not None}
+    env = entrypoint_env(spec, spec.env)
     env |= {"DEVPUSH_APP_DIR": APP_DIR, "DEVPUSH_STATE_DIR": STATE_DIR}
-    env.pop("DEVPUSH_PATH", None)
-    env.pop("DEVPUSH_INSTALL_CACHE", None)
-    if spec.path:
-        env["DEVPUSH_PATH"] = ":".join(spec.path)
-    if spec.install_cache:
-        env["DEVPUSH_INSTALL_CACHE"] = spec.install_cache
     labels = {
         **spec.labels,
         LABEL_MANAGED: "true",

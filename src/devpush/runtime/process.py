@@ -52,6 +52,7 @@ from devpush.runtime.base import (
     RuntimeHandle,
     RuntimeSpec,
     Toolchain,
+    entrypoint_env,
 )
 
 NO_BWRAP_MESSAGE = (
@@ -73,12 +74,6 @@ _ETC_ENTRIES = (
     " ld.so.conf.d localtime mime.types nsswitch.conf os-release passwd protocols resolv.conf"
     " services ssl"
 ).split()
-_COMMANDS = (
-    ("DEVPUSH_INSTALL_COMMAND", Phase.build),
-    ("DEVPUSH_BUILD_COMMAND", Phase.build),
-    ("DEVPUSH_PRE_DEPLOY_COMMAND", Phase.pre_deploy),
-    ("DEVPUSH_START_COMMAND", Phase.runtime),
-)
 # Runs as root before anything else in the instance: moves this very process into the cgroups
 # named before "--" (so every child starts inside them), then execs the rest of the arguments.
 # A constant script; the paths arrive as arguments.
@@ -1009,24 +1004,8 @@ class ProcessRuntime:
 def _app_env(spec: RuntimeSpec, *, port: int, app_dir: str, state_dir: str) -> dict[str, str]:
     """The app's whole environment: never the worker's own (it holds the platform's secrets)."""
     env = {"PATH": _PATH, "HOME": app_dir, "LANG": "C.UTF-8"}
-    env.update(spec.env)
-    commands = (
-        spec.install_command,
-        spec.build_command,
-        spec.pre_deploy_command,
-        spec.start_command,
-    )
-    for (name, _phase), command in zip(_COMMANDS, commands, strict=True):
-        env.pop(name, None)  # never taken from the user's env vars
-        if command is not None:
-            env[name] = command  # the entrypoint marks each phase on stdout and stderr
+    env |= entrypoint_env(spec, spec.env)
     env.update(PORT=str(port), DEVPUSH_APP_DIR=app_dir, DEVPUSH_STATE_DIR=state_dir)
-    env.pop("DEVPUSH_PATH", None)
-    env.pop("DEVPUSH_INSTALL_CACHE", None)
-    if spec.path:
-        env["DEVPUSH_PATH"] = ":".join(spec.path)
-    if spec.install_cache:
-        env["DEVPUSH_INSTALL_CACHE"] = spec.install_cache
     return env
 
 

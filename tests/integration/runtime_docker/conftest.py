@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SOCKET = os.environ.get("DEVPUSH_PODMAN_SOCKET", "/run/devpush-podman/podman.sock")
 URL = f"unix://{SOCKET}"
 NETWORK = "devpush_runner"
-IMAGE = "localhost/devpush-runner-python:3.12"
+IMAGE = "localhost/devpush-runner-python:3.11"
 
 # The test app: GET / answers $BODY. It prints its uid so the tests can see who runs it.
 APP = r"""

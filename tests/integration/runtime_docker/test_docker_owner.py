@@ -13,7 +13,7 @@ from devpush.settings import Settings
 
 MakeSpec = Callable[..., RuntimeSpec]
 NETWORK = "devpush_runner"
-IMAGE = "localhost/devpush-runner-python:3.12"
+IMAGE = "localhost/devpush-runner-python:3.11"
 
 
 async def test_platforms_sharing_an_engine_list_only_their_own_containers(
