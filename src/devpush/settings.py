@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     build_cpus: float | None = Field(
         None, gt=0, description="CPU limit of a build; unset: the app's CPU limit."
     )
+    build_min_free_mb: int = Field(
+        1024,
+        ge=0,
+        description="A build is stopped when the data directory's disk has less free space "
+        "(MiB), before the database and the other apps run out of it.",
+    )
     build_cache_dir: Path | None = Field(
         None,
         description="Package caches shared by builds on the process runtime (uv, npm, yarn, "

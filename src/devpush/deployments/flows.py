@@ -76,7 +76,8 @@ async def system_log(p: Platform, deployment_id: str, message: str) -> None:
 
 # Lines of a failed build that say why, most useful first; and noise that never does.
 _CAUSE = re.compile(
-    r"error|not found|no solution|unsatisfiable|failed|cannot|unable|denied|killed|no such",
+    r"error|not found|no solution|unsatisfiable|failed|cannot|unable|denied|killed|no such|"
+    r"no space left",
     re.I,
 )
 _NOISE = re.compile(r"complete log of this run|^npm (error|ERR!) (code|path|errno|syscall)\b")

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 
@@ -275,8 +276,26 @@ class Monitor:
                     error=f"The build took longer than {build_timeout:.0f}s and was stopped: "
                     "raise the project's build_timeout or DEVPUSH_BUILD_TIMEOUT."
                 )
+            elif full := self._disk_full():
+                return Outcome(error=full)
             await self._pause(interval)
             interval = min(interval * 2, s.probe_max_interval)
+
+    def _disk_full(self) -> str | None:
+        """A build that fills the disk is stopped before PostgreSQL and the other apps on it
+        run out of space."""
+        s = self.p.settings
+        try:
+            free_mb = shutil.disk_usage(s.data_path).free // (1024 * 1024)
+        except OSError:
+            return None
+        if free_mb >= s.build_min_free_mb:
+            return None
+        return (
+            f"The build was stopped: the disk of {s.data_path} has {free_mb} MiB free, less than "
+            f"DEVPUSH_BUILD_MIN_FREE_MB ({s.build_min_free_mb}). Free disk space, or make the "
+            "build write less."
+        )
 
     async def _pause(self, interval: float) -> None:
         """Back off (the default), or, in "poll" mode, wait for the next tick of a fixed
