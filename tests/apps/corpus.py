@@ -165,6 +165,15 @@ APPS: tuple[SampleApp, ...] = (
         Check("/api/health", contains="ok"),
         Check("/missing-page", status=404),
     ),
+    # Nuxt 4 SSR, no start script: `nuxt build` then `node .output/server/index.mjs` on $PORT.
+    _app("nuxt-app", _home("nuxt-app"), Check("/api/health", contains="ok")),
+    # Astro 5 static site, no adapter: dist/about/index.html served at /about/ (/about redirects).
+    _app(
+        "astro-site",
+        _home("astro-site"),
+        Check("/about/", contains="corpus:astro-site about"),
+        Check("/about", status=301, header=("location", "/about/")),
+    ),
     # Plain files, no package.json and no build.
     _app(
         "static-site",

@@ -163,12 +163,13 @@ def test_push_output_streams_while_the_build_runs(
     assert proc.stderr is not None
     seen: dict[str, float] = {}
     for line in proc.stderr:
-        for needle in ("step one", "step two", "Deployment succeeded"):
+        # the build's own output ("[build] step one"), not the plan that quotes the command
+        for needle in ("[build] step one", "[build] step two", "Deployment succeeded"):
             if needle in line and needle not in seen:
                 seen[needle] = time.monotonic()
     assert proc.wait(120) == 0
-    assert set(seen) == {"step one", "step two", "Deployment succeeded"}, seen
-    assert seen["step two"] - seen["step one"] >= 2.5
+    assert set(seen) == {"[build] step one", "[build] step two", "Deployment succeeded"}, seen
+    assert seen["[build] step two"] - seen["[build] step one"] >= 2.5
 
 
 def test_bad_token_is_refused(

@@ -16,6 +16,12 @@ from devpush.builds.plan import CACHE_ENV, Plan, PlanError, cache_key
 from devpush.runtime.base import Toolchain
 
 STATIC_DIRS = (".", "public", "dist", "build")
+# Frameworks that phone home from builds and servers unless told not to.
+_NO_TELEMETRY = {
+    "NEXT_TELEMETRY_DISABLED": "1",
+    "NUXT_TELEMETRY_DISABLED": "1",
+    "ASTRO_TELEMETRY_DISABLED": "1",
+}
 LOOKED_FOR = (
     "a Procfile with a web: line, manage.py (Django), a Flask or FastAPI app (main.py, app.py, "
     "app/, src/, wsgi.py), requirements.txt, pyproject.toml, Pipfile, package.json, or an "
@@ -148,7 +154,7 @@ def _node(
         build=app.build,
         pre_deploy=procfile.get("release"),
         start=app.start,
-        env={**CACHE_ENV, "NODE_ENV": "production", "NEXT_TELEMETRY_DISABLED": "1"},
+        env={**CACHE_ENV, "NODE_ENV": "production", **_NO_TELEMETRY},
         path=(
             *([node_bin] if node_bin and not node_bin.startswith("/usr/") else []),
             "node_modules/.bin",

@@ -237,5 +237,5 @@ def _plain(root: Path, deps: str) -> App | None:
         return App("wsgi", f"gunicorn wsgi:{name} --bind $HOST:$PORT --access-logfile -")
     for entry in ("main.py", "app.py", "server.py"):
         if (root / entry).is_file():
-            return App("python", f"python {entry}")
+            return App("python", f"python3 {entry}")
     return None

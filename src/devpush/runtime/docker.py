@@ -156,7 +156,7 @@ class DockerRuntime:
                 files["ca.crt"] = self.ca_bundle
             archive = await asyncio.to_thread(_source_archive, source_dir, files)
             try:
-                await container.put_archive("/", archive)
+                await _put_archive(container, archive)
             except BaseException:
                 await self._delete(container)
                 raise
@@ -512,6 +512,21 @@ async def _inspect(container: DockerContainer, attempts: int = 5) -> dict[str, A
                 raise
         await asyncio.sleep(0.05 * (attempt + 1))
     return dict(await container.show())
+
+
+async def _put_archive(container: DockerContainer, archive: IO[bytes], attempts: int = 3) -> None:
+    """Upload the source. Podman answers 500 "passing bulk input to subprocess: broken pipe"
+    when the helper it copies through loses a race with another container's exit (seen under
+    load); the same upload a moment later goes through, and extracting it twice is harmless."""
+    for attempt in range(attempts):
+        archive.seek(0)
+        try:
+            await container.put_archive("/", archive)
+            return
+        except DockerError as exc:
+            if exc.status != 500 or attempt == attempts - 1:
+                raise
+        await asyncio.sleep(0.2 * (attempt + 1))
 
 
 async def _read_phase(container: DockerContainer) -> Phase | None:

@@ -210,7 +210,7 @@ async def test_new_project_from_a_local_repository(
     )
     assert detected.status_code == 200
     assert 'data-detected="python"' in detected.text
-    assert 'value="python app.py"' in detected.text
+    assert 'value="python3 app.py"' in detected.text
     unreadable = await alice_web.post(
         f"/t/{alice.team_slug}/new/detect",
         {"repo_url": f"file://{tmp_path}/missing", "production_branch": "main"},
