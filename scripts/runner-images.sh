@@ -52,8 +52,9 @@ describe() {
         about="Debian trixie, python3 3.13, uv" ;;
     node-20 | node-22)
         version="${1#node-}" image="devpush-runner-node:${1#node-}" dir=node suite=bookworm
-        # npm 10 is what Node.js 20 and 22 ship with; corepack 0.35+ needs Node.js >= 22.22.
-        packages=("node-linux-$arch@$version" npm@10 corepack@0.34)
+        # npm 11 (Node.js >= 20.17): lockfiles written by npm 11 install as written (npm 10
+        # trips on some optional platform packages); corepack 0.35+ needs Node.js >= 22.22.
+        packages=("node-linux-$arch@$version" npm@11 corepack@0.34)
         about="Debian bookworm, Node.js $version.x, ${packages[*]:1}, python3" ;;
     *) return 1 ;;
     esac

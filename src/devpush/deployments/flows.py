@@ -80,7 +80,10 @@ _CAUSE = re.compile(
     r"no space left",
     re.I,
 )
-_NOISE = re.compile(r"complete log of this run|^npm (error|ERR!) (code|path|errno|syscall)\b")
+_NOISE = re.compile(
+    r"complete log of this run|^npm (error|ERR!) (code|path|errno|syscall)\b"
+    r"|^npm (error|ERR!) notsup (Valid|Actual)"
+)
 
 
 async def failure_cause(p: Platform, deployment_id: str) -> str | None:
