@@ -76,6 +76,14 @@ class RunningPlatform:
         )
         if ids := listed.stdout.split():
             subprocess.run(["podman", "rm", "-f", "-t", "1", *ids], capture_output=True, check=True)
+        volumes = subprocess.run(
+            ["podman", "volume", "ls", "-q", "--filter", f"label=devpush.owner={owner}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if names := volumes.stdout.split():  # the projects' kept install trees
+            subprocess.run(["podman", "volume", "rm", "-f", *names], capture_output=True)
 
 
 def platform_env(data_dir: Path, **extra: str) -> dict[str, str]:

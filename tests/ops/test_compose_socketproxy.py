@@ -142,7 +142,6 @@ def _refused(response: httpx.Response) -> str:
     ("method", "path"),
     [
         ("GET", "/volumes"),
-        ("POST", "/volumes/create"),
         ("GET", "/secrets"),
         ("GET", "/v1.41/info"),
         ("POST", "/images/create?fromImage=docker.io/library/alpine"),
@@ -238,3 +237,46 @@ def test_rules_accept_the_runtime_calls_and_nothing_more() -> None:
     check_create({"Labels": MANAGED, "HostConfig": {"CapDrop": ["ALL"], "NetworkMode": "x"}})
     with pytest.raises(Refused, match="JSON object"):
         check_create(["not", "a", "dict"])
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"Name": "anything", "Labels": MANAGED}, "devpush-trees-"),
+        ({"Name": "devpush-trees-x1", "Labels": {}}, "devpush.managed=true"),
+        ({"Name": "devpush-trees-x1", "Labels": MANAGED, "Driver": "local"}, "only hold"),
+        (
+            {"Name": "devpush-trees-x1", "Labels": MANAGED, "DriverOpts": {"device": "/"}},
+            "only hold",
+        ),
+    ],
+)
+def test_only_project_tree_volumes_may_be_created(
+    proxy: str, body: dict[str, object], reason: str
+) -> None:
+    assert reason in _refused(httpx.post(f"{proxy}/volumes/create", json=body, timeout=30))
+    listed = subprocess.run(
+        ["podman", "volume", "exists", str(body["Name"])], timeout=60, check=False
+    )
+    assert listed.returncode == 1  # nothing was created
+
+
+def test_a_project_tree_volume_is_created_and_removed(proxy: str) -> None:
+    name = f"devpush-trees-h1{uuid.uuid4().hex[:8]}"
+    created = httpx.post(
+        f"{proxy}/volumes/create", json={"Name": name, "Labels": MANAGED}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    assert httpx.delete(f"{proxy}/volumes/{name}", timeout=30).status_code == 204
+    other = httpx.delete(f"{proxy}/volumes/some-operator-volume", timeout=30)
+    assert "not an allowed Engine API call" in _refused(other)
+
+
+def test_runner_images_can_be_listed_by_label(proxy: str) -> None:
+    listed = httpx.get(
+        f"{proxy}/images/json",
+        params={"filters": '{"label": ["devpush.runner.language"]}'},
+        timeout=30,
+    )
+    assert listed.status_code == 200
+    assert any("devpush.runner.language" in (i.get("Labels") or {}) for i in listed.json())

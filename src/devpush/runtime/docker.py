@@ -136,6 +136,7 @@ class DockerRuntime:
             if self.ca_bundle is not None:
                 config["Env"] += [f"{name}={CA_PATH}" for name in CA_ENV]
             if self.cache_volume:
+                await self._trees_volume(spec.project_id)
                 config["HostConfig"]["Mounts"] = [
                     {"Type": "volume", "Source": self.cache_volume, "Target": "/devpush/cache"},
                     {
@@ -323,6 +324,15 @@ class DockerRuntime:
     async def provide(self, language: str, spec: str) -> Toolchain | None:
         """Runner images are built by the operator (scripts/runner-images.sh), never here."""
         return None
+
+    async def _trees_volume(self, project_id: str) -> None:
+        """Creates the project's trees volume (idempotent), labelled like the containers so a
+        platform's volumes can be found by its owner id."""
+        labels = {LABEL_MANAGED: "true", LABEL_PROJECT: project_id}
+        if self.owner:
+            labels[LABEL_OWNER] = self.owner
+        body = {"Name": trees_volume(project_id), "Labels": labels}
+        await self._docker()._query_json("volumes/create", method="POST", data=body)
 
     async def forget_project(self, project_id: str) -> None:
         """Removes the project's volume of kept install trees."""

@@ -25,6 +25,7 @@ class Rule:
     what: str  # the runtime call it serves, for the docs and the error message
     container: bool = False  # the path names one container, which must be devpush-managed
     create: bool = False  # the body is a container config to check
+    volume: bool = False  # the body is a volume to check (check_volume)
 
     def matches(self, method: str, path: str) -> re.Match[str] | None:
         if method != self.method:
@@ -58,6 +59,7 @@ RULES: tuple[Rule, ...] = (
         container=True,
     ),
     Rule("GET", r"/images/json", "`toolchains` (runner images, by label)"),
+    Rule("POST", r"/volumes/create", "a project's trees volume: `create`", volume=True),
     Rule(
         "DELETE",
         r"/volumes/devpush-trees-[a-z0-9]+",
@@ -134,3 +136,14 @@ def _is_trees_mount(mount: Any) -> bool:
         and re.fullmatch(r"devpush-trees-[a-z0-9]+", str(mount["Source"])) is not None
         and mount["Target"] == "/devpush/trees"
     )
+
+
+def check_volume(body: Any) -> None:
+    """The only volume a runtime creates: a project's devpush-trees-* volume, no driver."""
+    if not isinstance(body, dict) or set(body) - {"Name", "Labels"}:
+        raise Refused("a volume create body may only hold Name and Labels")
+    if not re.fullmatch(r"devpush-trees-[a-z0-9]+", str(body.get("Name"))):
+        raise Refused("only devpush-trees-* volumes may be created")
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict) or labels.get(MANAGED_LABEL) != "true":
+        raise Refused(f"volumes must be created with the label {MANAGED_LABEL}=true")

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from devpush.socketproxy.rules import MANAGED_LABEL, Refused, check_create, match
+from devpush.socketproxy.rules import (
+    MANAGED_LABEL,
+    Refused,
+    check_create,
+    check_volume,
+    match,
+)
 
 log = logging.getLogger("devpush.socketproxy")
 
@@ -83,12 +89,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.warning("refused", extra={"method": request.method, "path": request.path})
         return refuse(f"{exc} (see docs/socket-proxy.md)")
     body: bytes | None = None
-    if rule.create:
+    if rule.create or rule.volume:
         body = await request.content.read(MAX_CREATE_BODY + 1)
         if len(body) > MAX_CREATE_BODY:
-            return refuse("container create body too large", 413)
+            return refuse("create body too large", 413)
         try:
-            check_create(json.loads(body or b"{}"))
+            (check_create if rule.create else check_volume)(json.loads(body or b"{}"))
         except (Refused, ValueError) as exc:
             return refuse(str(exc))
     if container is not None:
