@@ -15,6 +15,7 @@ from typing import Any
 
 MANAGED_LABEL = "devpush.managed"
 _VERSION = r"(?:/v\d+(?:\.\d+)?)?"
+TREES_VOLUME = r"devpush-trees-[a-z0-9][a-z0-9_.-]*"  # a project's kept install trees
 _ID = r"(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)"
 
 
@@ -62,7 +63,7 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", r"/volumes/create", "a project's trees volume: `create`", volume=True),
     Rule(
         "DELETE",
-        r"/volumes/devpush-trees-[a-z0-9]+",
+        rf"/volumes/{TREES_VOLUME}",
         "`forget_project`: a deleted project's kept install trees",
     ),
     Rule("GET", r"/images/(?P<image>.+)/json", "check the runner image exists: `create`"),
@@ -133,7 +134,7 @@ def _is_trees_mount(mount: Any) -> bool:
         isinstance(mount, dict)
         and set(mount) == {"Type", "Source", "Target"}
         and mount["Type"] == "volume"
-        and re.fullmatch(r"devpush-trees-[a-z0-9]+", str(mount["Source"])) is not None
+        and re.fullmatch(TREES_VOLUME, str(mount["Source"])) is not None
         and mount["Target"] == "/devpush/trees"
     )
 
@@ -142,7 +143,7 @@ def check_volume(body: Any) -> None:
     """The only volume a runtime creates: a project's devpush-trees-* volume, no driver."""
     if not isinstance(body, dict) or set(body) - {"Name", "Labels"}:
         raise Refused("a volume create body may only hold Name and Labels")
-    if not re.fullmatch(r"devpush-trees-[a-z0-9]+", str(body.get("Name"))):
+    if not re.fullmatch(TREES_VOLUME, str(body.get("Name"))):
         raise Refused("only devpush-trees-* volumes may be created")
     labels = body.get("Labels") or {}
     if not isinstance(labels, dict) or labels.get(MANAGED_LABEL) != "true":
