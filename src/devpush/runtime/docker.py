@@ -155,14 +155,11 @@ class DockerRuntime:
             files = {**spec.support_files}
             if self.ca_bundle is not None:
                 files["ca.crt"] = self.ca_bundle
-            archive = await asyncio.to_thread(_source_archive, source_dir, files)
             try:
-                await _put_archive(container, archive)
+                await _put_archive(container, source_dir, files)
             except BaseException:
                 await self._delete(container)
                 raise
-            finally:
-                archive.close()
         data = {"name": name, "project_id": spec.project_id, "port": spec.port}
         return RuntimeHandle(
             backend=self.name, id=container.id, deployment_id=spec.deployment_id, data=data
@@ -524,18 +521,23 @@ async def _inspect(container: DockerContainer, attempts: int = 5) -> dict[str, A
     return dict(await container.show())
 
 
-async def _put_archive(container: DockerContainer, archive: IO[bytes], attempts: int = 3) -> None:
+async def _put_archive(
+    container: DockerContainer, source_dir: Path, files: dict[str, Path], attempts: int = 3
+) -> None:
     """Upload the source. Podman answers 500 "passing bulk input to subprocess: broken pipe"
     when the helper it copies through loses a race with another container's exit (seen under
-    load); the same upload a moment later goes through, and extracting it twice is harmless."""
+    load); the same upload a moment later goes through, and extracting it twice is harmless.
+    Each attempt sends a fresh archive: the client closes the file it sent."""
     for attempt in range(attempts):
-        archive.seek(0)
+        archive = await asyncio.to_thread(_source_archive, source_dir, files)
         try:
             await container.put_archive("/", archive)
             return
         except DockerError as exc:
             if exc.status != 500 or attempt == attempts - 1:
                 raise
+        finally:
+            archive.close()
         await asyncio.sleep(0.2 * (attempt + 1))
 
 

@@ -313,3 +313,30 @@ async def test_describe_names_the_engine(runtime: DockerRuntime) -> None:
     assert info["backend"] == "docker"
     assert info["engine"]["api_version"]
     assert "Podman Engine" in info["engine"]["components"]
+
+
+async def test_a_transient_archive_upload_failure_is_retried_with_a_fresh_archive(
+    runtime: DockerRuntime, make_spec: MakeSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Podman's copy helper sometimes answers 500 under load; the upload is sent again."""
+    from aiodocker.containers import DockerContainer
+    from aiodocker.exceptions import DockerError
+
+    real = DockerContainer.put_archive
+    calls: list[bool] = []
+
+    async def flaky(self: DockerContainer, path: str, data: object) -> object:
+        calls.append(True)
+        if len(calls) == 1:
+            close = getattr(data, "close", None)
+            if close:
+                close()  # as the HTTP client does with a file it sent
+            raise DockerError(500, {"message": "passing bulk input to subprocess: broken pipe"})
+        return await real(self, path, data)
+
+    monkeypatch.setattr(DockerContainer, "put_archive", flaky)
+    spec = make_spec()
+    handle = await runtime.start(await runtime.create(spec))
+    assert len(calls) == 2
+    response = await get_when_ready(f"http://{handle.upstream}/")
+    assert response.text == f"hello from {spec.deployment_id}"
