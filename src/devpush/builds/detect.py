@@ -127,8 +127,9 @@ def _node(
     chosen = versions.choose("node", request, toolchains, runtime)
     pm = node.package_manager(root, package)
     notes = []
-    node_bin = str(Path(chosen.path).parent) if chosen.path else None
-    if node_bin and not node_bin.startswith("/usr/"):  # a Node the runtime fetched
+    node_bin = str(Path(chosen.path).parent) if chosen.path else ""
+    fetched = [node_bin] if node_bin and not node_bin.startswith("/usr/") else []
+    if fetched:  # a Node the runtime fetched: its bin directory comes first on PATH
         notes.append(f"Node {chosen.version} from {node_bin}")
     if "web" in procfile:
         scripts = package.get("scripts")
@@ -156,7 +157,7 @@ def _node(
         start=app.start,
         env={**CACHE_ENV, "NODE_ENV": "production", **_NO_TELEMETRY},
         path=(
-            *([node_bin] if node_bin and not node_bin.startswith("/usr/") else []),
+            *fetched,
             "node_modules/.bin",
         ),
         notes=tuple(notes),
