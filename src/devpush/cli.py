@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -425,7 +426,9 @@ def settings_table() -> None:
 
     typer.echo("| variable | default | meaning |\n| --- | --- | --- |")
     for name, field in Settings.model_fields.items():
-        default = "" if field.default is None else f"`{field.default}`"
+        value = field.get_default(call_default_factory=True)
+        shown = json.dumps(value) if isinstance(value, dict | list) else value
+        default = "" if value is None else f"`{shown}`"
         typer.echo(f"| `DEVPUSH_{name.upper()}` | {default} | {field.description} |")
 
 

@@ -92,6 +92,18 @@ class Settings(BaseSettings):
         description="Extra environment for every build and app, as JSON, e.g. a package mirror: "
         '{"UV_INDEX_URL": "...", "npm_config_registry": "..."}. Project env vars override it.',
     )
+    python_interpreters: list[Path] = Field(
+        default_factory=list,
+        description="Extra Python installations the process runtime offers to builds, as a JSON "
+        'list of prefixes holding bin/python3.X, e.g. ["/opt/python/3.12"]; bound read-only '
+        "into the sandbox. /usr/bin and /usr/local/bin are always searched.",
+    )
+    python_downloads: bool = Field(
+        False,
+        description="Let the process runtime install a CPython that an app asks for and the "
+        "host lacks, with `uv python install` (honours UV_PYTHON_INSTALL_MIRROR). Needs "
+        "access to the download host or the mirror.",
+    )
     build_ca_bundle: Path | None = Field(
         Path("/etc/ssl/certs/ca-certificates.crt"),
         description="CA certificates that builds trust for outbound HTTPS (package registries "

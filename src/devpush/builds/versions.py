@@ -110,6 +110,11 @@ def choose(
                 f"; the runner image is missing: build it with "
                 f"`bash scripts/runner-images.sh {buildable[-1]}`"
             )
+    elif language == "python":
+        hint = (
+            "; an admin can offer more with DEVPUSH_PYTHON_INTERPRETERS, or let uv fetch them "
+            "with DEVPUSH_PYTHON_DOWNLOADS=true"
+        )
     raise MissingToolchain(
         f"{request.reason}, but {label} {request.spec} is not available ({where}: {have})"
         f"{hint}. Pin one of those versions, or install {label} {request.spec}.",

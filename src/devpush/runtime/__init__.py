@@ -66,6 +66,8 @@ class Runtimes:
                 cache_dir=s.build_cache_dir or s.data_path / "cache" / "builds",
                 trees_dir=s.data_path / "cache" / "trees",
                 toolchains_dir=s.data_path / "toolchains",
+                python_prefixes=s.python_interpreters,
+                python_downloads=s.python_downloads,
                 ca_bundle=s.build_ca_bundle,
                 tools={"bin/uv": Path(uv.find_uv_bin())},
             )

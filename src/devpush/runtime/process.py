@@ -29,10 +29,9 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +53,7 @@ from devpush.runtime.base import (
     Toolchain,
     entrypoint_env,
 )
+from devpush.runtime.toolchains import Toolchains
 
 NO_BWRAP_MESSAGE = (
     "bubblewrap (bwrap) is not installed, so the process runtime cannot sandbox apps; "
@@ -84,9 +84,6 @@ _DRIVER = Path(__file__).with_name("driver.py")
 # Where the CA bundle and caches appear inside the sandbox (runtime/base.py: CA_ENV).
 _CA_PATH = "/devpush/ca.crt"
 _CACHE_PATH = "/devpush/cache"
-_TOOLCHAINS_PATH = "/devpush/toolchains"
-_NODE_ARCH = {"x86_64": "x64", "aarch64": "arm64"}
-_NODE_SPEC = re.compile(r"[0-9x*^~<>=. |-]{1,64}")
 _PHASES = {phase.value for phase in Phase}
 _STALE_STAGING = 3600.0  # seconds after which a `.new-*` directory is a crashed create()
 _CPU_PERIOD_US = 100_000
@@ -404,23 +401,30 @@ class ProcessRuntime:
         cache_dir: Path | None = None,
         trees_dir: Path | None = None,
         toolchains_dir: Path | None = None,
+        python_prefixes: Sequence[Path] = (),
+        python_downloads: bool = False,
         ca_bundle: Path | None = None,
         tools: dict[str, Path] | None = None,
     ) -> None:
         """`bwrap` is looked up on PATH (None: act as if it were not installed);
         `cgroup_root=None` turns cgroups off (setrlimit is used instead). `cache_dir` is the
         package cache shared by builds (at /devpush/cache inside), `trees_dir` holds each
-        project's kept install trees (its own at /devpush/trees), `toolchains_dir` the Node
-        versions fetched for apps that ask for one the host lacks (/devpush/toolchains,
-        read-only), `ca_bundle` the CA
+        project's kept install trees (its own at /devpush/trees), `toolchains_dir` the Node and
+        Python versions fetched for apps that ask for one the host lacks (runtime/toolchains.py;
+        `python_prefixes` and `python_downloads` are its other sources), `ca_bundle` the CA
         certificates builds trust for outbound HTTPS, and `tools` host files placed
         read-only under /devpush (e.g. {"bin/uv": ...})."""
         self._root = Path(root).absolute()
         self._cache_dir = Path(cache_dir).absolute() if cache_dir else None
         self._trees_dir = Path(trees_dir).absolute() if trees_dir else None
-        self._toolchains_dir = Path(toolchains_dir).absolute() if toolchains_dir else None
-        self._ca_bundle = ca_bundle if ca_bundle and ca_bundle.is_file() else None
         self._tools = dict(tools or {})
+        self._toolchains = Toolchains(
+            toolchains_dir,
+            python_prefixes=python_prefixes,
+            python_downloads=python_downloads,
+            uv=self._tools.get("bin/uv"),
+        )
+        self._ca_bundle = ca_bundle if ca_bundle and ca_bundle.is_file() else None
         self._protected = [Path(p).absolute() for p in protected_paths] + [self._root]
         self._allow_unsandboxed = allow_unsandboxed
         self._port_range = port_range
@@ -557,62 +561,10 @@ class ProcessRuntime:
         return await asyncio.to_thread(_listening, self._process(instance), instance.cgroups)
 
     async def toolchains(self) -> _Toolchains:
-        found = await asyncio.to_thread(_host_toolchains)
-        return found + await asyncio.to_thread(self._fetched_toolchains)
+        return await asyncio.to_thread(self._toolchains.offered)
 
     async def provide(self, language: str, spec: str) -> Toolchain | None:
-        """A Node that satisfies `spec`, from the npm registry's node-linux-<arch> package
-        (fetched with the host's npm, no install scripts run) into the toolchains directory."""
-        arch = _NODE_ARCH.get(os.uname().machine)
-        npm = shutil.which("npm")
-        if language != "node" or not self._toolchains_dir or not arch or not npm:
-            return None
-        if not _NODE_SPEC.fullmatch(spec.strip().removeprefix("v")):
-            return None  # "lts/*" and the like: npm can't resolve them
-        return await asyncio.to_thread(self._fetch_node, npm, arch, spec.strip().removeprefix("v"))
-
-    def _fetched_toolchains(self) -> _Toolchains:
-        if self._toolchains_dir is None:
-            return []
-        found = []
-        for node in sorted(self._toolchains_dir.glob("node/*/bin/node")):
-            version = node.parents[1].name
-            inside = f"{_TOOLCHAINS_PATH}/node/{version}/bin/node"
-            found.append(Toolchain("node", version, path=inside))
-        return found
-
-    def _fetch_node(self, npm: str, arch: str, spec: str) -> Toolchain | None:
-        assert self._toolchains_dir is not None
-        home = self._toolchains_dir / "node"
-        home.mkdir(parents=True, exist_ok=True)
-        os.chmod(self._toolchains_dir, 0o755)
-        os.chmod(home, 0o755)
-        work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=home))
-        try:
-            packed = subprocess.run(
-                [npm, "pack", f"node-linux-{arch}@{spec}", "--pack-destination", str(work)],
-                capture_output=True,
-                text=True,
-                timeout=600,
-                stdin=subprocess.DEVNULL,
-                cwd=work,
-            )
-            match = re.search(r"node-linux-\w+-(\d+\.\d+\.\d+)\.tgz", packed.stdout)
-            if packed.returncode != 0 or match is None:
-                return None
-            version = match.group(1)
-            target = home / version
-            if not target.is_dir():
-                untar = ["tar", "-xzf", str(work / match.group(0)), "-C", str(work)]
-                subprocess.run(untar + ["--no-same-owner"], check=True, timeout=600)
-                os.chmod(work / "package", 0o755)
-                with contextlib.suppress(OSError):  # another worker fetched it meanwhile
-                    os.rename(work / "package", target)
-            return Toolchain("node", version, path=f"{_TOOLCHAINS_PATH}/node/{version}/bin/node")
-        except (OSError, subprocess.SubprocessError):
-            return None
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        return await asyncio.to_thread(self._toolchains.provide, language, spec)
 
     async def describe(self) -> dict[str, Any]:
         cgroups = await asyncio.to_thread(self._limits)
@@ -807,8 +759,7 @@ class ProcessRuntime:
             argv += ["--bind", str(self._cache_dir), _CACHE_PATH]
         if self._trees_dir is not None:
             argv += ["--bind", str(self._trees_dir / spec.project_id), "/devpush/trees"]
-        if self._toolchains_dir is not None and self._toolchains_dir.is_dir():
-            argv += ["--ro-bind", str(self._toolchains_dir), _TOOLCHAINS_PATH]
+        argv += self._toolchains.sandbox_args()
         argv += ["--chdir", "/app", *self._drop_privileges()]
         return argv
 
@@ -1180,42 +1131,6 @@ def _write(path: Path, value: str) -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-# Interpreters the sandbox can see (it binds /usr): Debian's python3.X and a Node on PATH.
-_TOOLCHAIN_DIRS = (Path("/usr/bin"), Path("/usr/local/bin"))
-_PYTHON_NAME = re.compile(r"python3\.\d+")
-
-
-def _host_toolchains() -> list[Toolchain]:
-    found: dict[tuple[str, str], Toolchain] = {}
-    for directory in _TOOLCHAIN_DIRS:
-        candidates = sorted(directory.glob("python3.*")) + [directory / "node"]
-        for path in candidates:
-            if path.name != "node" and not _PYTHON_NAME.fullmatch(path.name):
-                continue
-            version = _version_of(str(path))
-            if version is not None:
-                language = "node" if path.name == "node" else "python"
-                found.setdefault((language, version), Toolchain(language, version, str(path)))
-    return list(found.values())
-
-
-_VERSIONS: dict[str, str | None] = {}
-
-
-def _version_of(path: str) -> str | None:
-    """The interpreter's own version ("3.11.2", "20.20.2"), asked once per path."""
-    if path not in _VERSIONS:
-        try:
-            out = subprocess.run(
-                [path, "--version"], capture_output=True, text=True, timeout=10, env={}
-            )
-            match = re.search(r"(\d+\.\d+\.\d+)", out.stdout + out.stderr)
-            _VERSIONS[path] = match.group(1) if match and out.returncode == 0 else None
-        except (OSError, subprocess.TimeoutExpired):
-            _VERSIONS[path] = None
-    return _VERSIONS[path]
 
 
 def _has_build(spec: RuntimeSpec) -> bool:

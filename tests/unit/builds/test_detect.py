@@ -175,6 +175,7 @@ def test_an_unavailable_python_names_the_request_and_what_there_is(
         plan(tmp_path, files)
     assert source in caught.value.message
     assert "3.11.2" in caught.value.message and "\n" not in caught.value.message
+    assert "DEVPUSH_PYTHON_DOWNLOADS=true" in caught.value.message
 
 
 def test_python_version_pins_choose_among_several(tmp_path: Path) -> None:
