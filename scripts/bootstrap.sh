@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create the virtualenv and install devpush with its dev tools. Installs the few system
-# packages it needs (python3-venv, git, bubblewrap) where missing, on Debian/Ubuntu.
+# packages it needs (python3-venv, git, bubblewrap, acl, nftables, iproute2) where missing,
+# on Debian/Ubuntu.
 set -euo pipefail
 venv="${1:-.venv}"
 cd "$(dirname "$0")/.."
@@ -18,7 +19,9 @@ apt_install() {
 }
 
 if command -v dpkg >/dev/null 2>&1; then
-    apt_install git bubblewrap
+    # acl: setfacl, for `devpush up` as root (PostgreSQL); nftables and iproute2: each app
+    # of the process runtime in its own network namespace.
+    apt_install git bubblewrap acl nftables iproute2
     python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null \
         || apt_install python3-venv
 fi

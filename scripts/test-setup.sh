@@ -11,9 +11,11 @@ bash scripts/podman-setup.sh
 # tests/chaos: wrk sends the steady 200 requests a second of the redeploy-under-load scenario.
 # tests/e2e (process runtime): Node apps build with the host's Node and npm (Debian's is fine:
 # an app asking for a newer Node gets one fetched from the npm registry).
+# The process runtime's network isolation (tests/security/test_process_network.py): ip, nft.
+# `devpush up` as root (every platform test): setfacl gives PostgreSQL's user its way in.
 missing=()
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
-for pkg in chromium fonts-dejavu-core pebble shellcheck wrk; do
+for pkg in chromium fonts-dejavu-core pebble shellcheck wrk nftables iproute2 acl; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

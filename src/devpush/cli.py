@@ -44,23 +44,39 @@ ComponentsOpt = Annotated[
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line
     if hint:
         err.print(f"[dim]hint:[/dim] {hint}")
     return typer.Exit(code)
 
 
+# Exit codes of the server-side commands (user, token, keys): 1 the request was refused (e.g.
+# no such user), 2 bad usage, 3 no platform to reach (not running, or another data directory).
+NO_PLATFORM = 3
+
+
 def run_db(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Run an async function against the platform's database, with friendly errors."""
+    """Run an async function against the platform's database, with one-line errors."""
+    from devpush.embedded.private import set_private_umask
+    from devpush.embedded.state import read_state
+
+    set_private_umask()
     settings = get_settings()
+    if not settings.database_url and read_state(settings) is None:
+        raise fail(
+            f"devpush is not running from {settings.data_path}: start it with `devpush up`, "
+            "or set DEVPUSH_DATA_DIR to its data directory (or DEVPUSH_DATABASE_URL)",
+            code=NO_PLATFORM,
+        )
     try:
         return asyncio.run(fn(settings))
     except DevpushError as exc:
         raise fail(exc.message) from None
     except OSError as exc:
         raise fail(
-            f"cannot reach the database: {exc}",
-            "start the platform with `devpush up`, or set DEVPUSH_DATABASE_URL",
+            f"cannot reach the database ({exc}): start the platform with `devpush up`, "
+            "or set DEVPUSH_DATABASE_URL",
+            code=NO_PLATFORM,
         ) from None
 
 
@@ -68,18 +84,24 @@ def run_db(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
 @app.command()
 def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background")] = False,
+    background: Annotated[bool, typer.Option("--background", hidden=True)] = False,
 ) -> None:
     """Start everything on this machine: PostgreSQL, Redis, Traefik, app, worker, monitor."""
     from devpush.embedded.launcher import Supervisor
+    from devpush.embedded.private import make_private_dir, set_private_umask
     from devpush.embedded.state import read_state
 
+    set_private_umask()
     settings = get_settings()
     if detach:
+        make_private_dir(settings.data_path)
         log = settings.data_path / "logs" / "devpush.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(log, "ab") as fh:
+            # --background: the supervisor writes no sign-in link to its log; this terminal
+            # gets it below.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "devpush", "up"],
+                [sys.executable, "-m", "devpush", "up", "--background"],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -89,17 +111,22 @@ def up(
         while time.monotonic() < deadline:
             state = read_state(settings)
             if state and state.supervisor_pid == proc.pid and "monitor" in state.children:
+                first = run_db(_first_admin_link)
                 out.print(f"devpush is running in the background (pid {proc.pid}); logs: {log}")
                 out.print(f"Dashboard: {settings.app_url}")
+                who = settings.admin_email
+                out.print(f"Sign in as {who} (one-time link): {first}", soft_wrap=True)
                 return
             if proc.poll() is not None:
                 raise fail(f"devpush up exited with code {proc.returncode}", f"see {log}")
             time.sleep(0.3)
         raise fail("devpush did not start within 180s", f"see {log}")
     supervisor = Supervisor(settings)
+    link: str | None = None
     try:
         supervisor.start()
-        link = run_db(_first_admin_link)
+        if not background:
+            link = run_db(_first_admin_link)
     except (DevpushError, subprocess.SubprocessError) as exc:
         supervisor.stop()
         message = exc.message if isinstance(exc, DevpushError) else str(exc)
@@ -109,7 +136,12 @@ def up(
         raise
     out.print()
     out.print(f"[bold green]devpush is up.[/bold green] Dashboard: {settings.app_url}")
-    out.print(f"Sign in as {settings.admin_email} (one-time link): {link}")
+    if link:
+        out.print(f"Sign in as {settings.admin_email} (one-time link): {link}", soft_wrap=True)
+    else:
+        out.print(
+            f"Sign in as {settings.admin_email}: run `devpush user link {settings.admin_email}`"
+        )
     out.print("Press Ctrl-C to stop.\n")
     raise typer.Exit(supervisor.wait())
 
@@ -154,9 +186,11 @@ def run_monitor_cmd() -> None:
 @app.command()
 def migrate() -> None:
     """Apply database migrations (Alembic) up to the newest."""
+    from devpush.embedded.private import set_private_umask
     from devpush.embedded.state import database_url
     from devpush.migrate import upgrade
 
+    set_private_umask()
     try:
         upgrade(database_url(get_settings()))
     except OSError as exc:
@@ -388,14 +422,27 @@ def user_create(
 
 
 @user_app.command("link")
-def user_link(email: Annotated[str, typer.Option("--email", help="The user's email")]) -> None:
-    """Print a one-time sign-in link for a user."""
+def user_link(
+    email: Annotated[
+        str | None, typer.Argument(help="The user's email", show_default=False)
+    ] = None,
+    email_option: Annotated[
+        str | None, typer.Option("--email", help="The same, as an option", show_default=False)
+    ] = None,
+) -> None:
+    """Print a fresh one-time sign-in link for an existing user (it works once, for 30
+    minutes). This is how to sign in without a mail server: the link is shown only here,
+    never logged. Exit codes: 1 no such user, 2 bad usage, 3 no platform to reach."""
     from devpush.operations import sign_in_link_for_email
 
-    async def link(settings: Settings) -> str:
-        return await sign_in_link_for_email(settings, email)
+    if (email and email_option and email != email_option) or not (email or email_option):
+        raise fail("give the user's email once: `devpush user link EMAIL`", code=2)
+    address = str(email or email_option)
 
-    out.print(run_db(link))
+    async def link(settings: Settings) -> str:
+        return await sign_in_link_for_email(settings, address)
+
+    typer.echo(run_db(link))
 
 
 @token_app.command("create")

@@ -1,5 +1,8 @@
 """The platform's long-running components: the web app, the worker and the monitor.
 
+Each sets the private umask (077) first: what they write under the data directory is theirs
+alone, and what the process runtime's sandbox must read is opened with explicit modes.
+
 `devpush app|worker|monitor` start here without loading the command-line interface (typer,
 rich and click add some megabytes to every one of these processes for nothing)."""
 
@@ -19,8 +22,10 @@ def run_app() -> None:
     """Run the web app (API, pages, webhooks, SSE)."""
     import uvicorn
 
+    from devpush.embedded.private import set_private_umask
     from devpush.settings import get_settings
 
+    set_private_umask()
     settings = get_settings()
     uvicorn.run(
         "devpush.api.app:create_app",
@@ -29,6 +34,7 @@ def run_app() -> None:
         port=settings.app_port,
         workers=settings.workers,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="warning",
         access_log=False,
     )
@@ -36,19 +42,23 @@ def run_app() -> None:
 
 def run_worker() -> None:
     """Run the arq worker that executes deployment and cleanup jobs."""
+    from devpush.embedded.private import set_private_umask
     from devpush.settings import get_settings
     from devpush.workers.jobs import ResilientWorker, worker_settings
 
+    set_private_umask()
     ResilientWorker(**worker_settings(get_settings())).run()
 
 
 def run_monitor() -> None:
     """Run the monitor: readiness probes, exits, timeouts, log shipping, reconciliation."""
+    from devpush.embedded.private import set_private_umask
     from devpush.logsetup import configure_logging
     from devpush.platform import build_platform
     from devpush.settings import get_settings
     from devpush.workers.monitor import run_monitor as monitor_loop
 
+    set_private_umask()
     settings = get_settings()
     configure_logging(settings)
 

@@ -27,3 +27,19 @@ def label(*parts: str, max_length: int = 63) -> str:
         return joined
     digest = hashlib.sha256(raw.encode()).hexdigest()[:6]
     return f"{joined[: max_length - 7].rstrip('-')}-{digest}"
+
+
+# The words that join a project's slug to the rest of its alias hostnames
+# (deployments/service.py `alias_specs`: {slug}-id-…, -pr-…, -branch-…, -env-…, -env-id-…).
+ALIAS_WORDS = ("id", "pr", "branch", "env")
+
+
+def reserved_word_in(slug: str) -> str | None:
+    """The alias word that `slug` contains as a whole dash-separated part after its first
+    (so that "shop-env-x" or "shop-pr" would own hostnames of project "shop"), else None.
+    A slug without one can't produce another project's alias: every alias is the slug alone or
+    the slug, a dash, one of these words and a dash."""
+    for part in slug.split("-")[1:]:
+        if part in ALIAS_WORDS:
+            return part
+    return None

@@ -4,7 +4,9 @@ the app's lifespan, the worker's on_startup or the monitor, and handed on explic
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
@@ -55,10 +57,30 @@ def arq_redis_settings(settings: Settings) -> RedisSettings:
     return rs
 
 
+def serialize_job(value: dict[str, Any]) -> bytes:
+    """arq's jobs and results as JSON, never pickle: whoever can write to Redis can queue a
+    job, but not run code in the worker by unpickling it. Job arguments are ids (strings);
+    a result that JSON can't hold is stored as its text."""
+    return json.dumps(value, default=str, separators=(",", ":")).encode()
+
+
+def deserialize_job(raw: bytes) -> dict[str, Any]:
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("a job is a JSON object")
+    return value
+
+
+JOB_SERIALIZERS: dict[str, Any] = {
+    "job_serializer": serialize_job,
+    "job_deserializer": deserialize_job,
+}
+
+
 async def build_platform(settings: Settings, *, pool_size: int = 5) -> Platform:
     all_models()
     engine = make_engine(database_url(settings), pool_size=pool_size)
-    redis = await create_pool(arq_redis_settings(settings))
+    redis = await create_pool(arq_redis_settings(settings), **JOB_SERIALIZERS)
     return Platform(
         settings=settings,
         engine=engine,

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="External Redis URL. Unset: embedded.")
     app_port: int = Field(8000, description="The app's own port on loopback.")
     app_host: str = Field("127.0.0.1", description="The address the app binds to.")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Addresses (or networks) whose X-Forwarded-For the app trusts: Traefik's "
+        "own, which no app can use (process-runtime apps have their own network namespace).",
+    )
     http_port: int = Field(8080, description="Traefik's HTTP entrypoint port.")
     http_host: str = Field("0.0.0.0", description="The address Traefik's entrypoints bind to.")
     https_port: int | None = Field(None, description="Traefik's HTTPS entrypoint (TLS mode).")
@@ -63,11 +68,33 @@ class Settings(BaseSettings):
     )
     allow_file_repos: bool = Field(
         False,
-        description="Allow file:// repository URLs (read from the worker's disk). `devpush up` "
-        "turns this on for its single-machine platform unless set.",
+        description="Allow file:// repository URLs (read from the worker's disk), for platform "
+        "admins only and never inside the data directory. Off unless set, `devpush up` too.",
     )
     allow_unsandboxed: bool = Field(
         False, description="Let the process runtime run apps without bubblewrap."
+    )
+    network_isolation: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Give each process-runtime instance its own network namespace, so apps "
+        "reach the internet but not the host's services, private networks or each other. "
+        "auto: when the worker is root with `ip` and `nft` (apt-get install nftables "
+        "iproute2), else the host network with a warning; on: refuse to start apps without "
+        "them; off: the host network.",
+    )
+    instance_subnet: str = Field(
+        "10.213.0.0/16",
+        description="Addresses of isolated process-runtime instances; the first is the host's "
+        "end of the devpush0 bridge.",
+    )
+    sandbox_uid_base: int = Field(
+        200000,
+        ge=1,
+        description="First uid (and gid) of the range the process runtime gives projects, one "
+        "each, when the worker is root; no user, group or subuid/subgid range may use any of it.",
+    )
+    sandbox_uid_count: int = Field(
+        100000, ge=1, description="How many uids the process runtime's range holds."
     )
     build_timeout: float = Field(600, description="Seconds a build may take.")
     build_memory_mb: int = Field(
@@ -84,8 +111,8 @@ class Settings(BaseSettings):
     )
     build_cache_dir: Path | None = Field(
         None,
-        description="Package caches shared by builds on the process runtime (uv, npm, yarn, "
-        "pnpm, corepack); default DATA_DIR/cache/builds.",
+        description="Package caches of builds on the process runtime (uv, npm, yarn, pnpm, "
+        "corepack), one directory per project; default DATA_DIR/cache/builds.",
     )
     build_env: dict[str, str] = Field(
         default_factory=dict,
@@ -125,6 +152,24 @@ class Settings(BaseSettings):
         "PROBE_MAX_INTERVAL, as the original design (for comparison).",
     )
     reconcile_interval: float = Field(15, description="Seconds between monitor reconciliations.")
+    restart_max_crashes: int = Field(
+        5,
+        ge=1,
+        description="Exits of a live app within RESTART_WINDOW after which it is marked "
+        "crashed (its route stays pulled) instead of restarted again.",
+    )
+    restart_window: float = Field(
+        600, gt=0, description="Seconds over which a live app's exits are counted."
+    )
+    restart_backoff_min: float = Field(
+        1.0, ge=0, description="Seconds before the first restart of an app that exited."
+    )
+    restart_backoff_max: float = Field(
+        30.0, ge=0, description="Largest wait before a restart (it doubles after each exit)."
+    )
+    crash_log_lines: int = Field(
+        20, ge=0, description="Last log lines kept with a crashed deployment."
+    )
     default_memory_mb: int = Field(512, description="Memory limit of a deployment (MiB).")
     default_cpus: float = Field(1.0, description="CPU limit of a deployment.")
     default_pids: int = Field(512, description="Process limit of a deployment.")

@@ -29,6 +29,7 @@ from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
 from devpush.runtime.base import InstanceState
 from devpush.settings import Settings
+from devpush.signing import traefik_api_auth
 from tests.e2e.platform import RunningPlatform
 
 T = TypeVar("T")
@@ -217,7 +218,7 @@ async def proxy_problems(p: Platform) -> list[str]:
         for slug in sorted(set(expected) | set(on_disk))
         if expected.get(slug) != on_disk.get(slug)
     ]
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with httpx.AsyncClient(timeout=5, auth=traefik_api_auth(settings)) as client:
         response = await client.get(
             f"http://127.0.0.1:{settings.traefik_api_port}/api/http/routers",
             params={"per_page": 1000},

@@ -11,8 +11,6 @@ from tests.e2e.platform import RunningPlatform, platform_env, start_platform, wa
 
 PODMAN_SOCKET = "unix:///run/devpush-podman/podman.sock"
 ROOT = Path(__file__).resolve().parents[2]
-# One cache for every test platform on this machine (kept between CI runs on the same host).
-SHARED_CACHE = Path("/var/cache/devpush/test-build-cache")
 
 
 def _podman_ready() -> None:
@@ -55,14 +53,14 @@ def api(deploy_platform: RunningPlatform) -> Api:
 def build_platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningPlatform]:
-    """A platform for real builds: their time limits, and the shared package caches."""
+    """A platform for real builds: their time limits. Package caches are per project (no
+    cache outside the platform's data directory: each test's project is a new one)."""
     data = tmp_path_factory.mktemp(f"corpus-{request.param}")
     yield from _running(
         request.param,
         data,
         DEVPUSH_BUILD_TIMEOUT="900",
         DEVPUSH_DEPLOY_TIMEOUT="60",
-        DEVPUSH_BUILD_CACHE_DIR=str(SHARED_CACHE),
         # This machine's npm registry serves no signatures, which corepack checks by default.
         DEVPUSH_BUILD_ENV='{"COREPACK_INTEGRITY_KEYS": "0"}',
     )

@@ -98,6 +98,7 @@ def platform_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "DEVPUSH_EMBEDDED_DB_PORT": str(free_port()),
             "DEVPUSH_EMBEDDED_REDIS_PORT": str(free_port()),
             "DEVPUSH_RECONCILE_INTERVAL": "2",
+            "DEVPUSH_ALLOW_FILE_REPOS": "1",  # the operator's opt-in; admins deploy local repos
             "PYTHONUNBUFFERED": "1",
             "XDG_RUNTIME_DIR": "/tmp",
         }

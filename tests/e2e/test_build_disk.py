@@ -12,7 +12,7 @@ import pytest
 
 from tests.apps.corpus import get, marker
 from tests.e2e.apps import Api, create_bare_project, deploy_and_wait, git, push_app
-from tests.e2e.conftest import SHARED_CACHE, _running
+from tests.e2e.conftest import _running
 from tests.e2e.platform import RunningPlatform
 
 pytestmark = pytest.mark.corpus
@@ -33,7 +33,6 @@ def tight(
             request.param,
             data,
             DEVPUSH_BUILD_MIN_FREE_MB=str(threshold),
-            DEVPUSH_BUILD_CACHE_DIR=str(SHARED_CACHE),
             DEVPUSH_DEPLOY_TIMEOUT="60",
         )
     )

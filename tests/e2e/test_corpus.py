@@ -1,7 +1,7 @@
 """The apps people push, deployed with no devpush.toml and no commands, on both runtimes:
 each goes live through Traefik and serves what the app really serves (Django's collected CSS,
-the SPA's hashed assets, Express under NODE_ENV=production). Package caches are shared by
-every platform these tests start, as they are on one server."""
+the SPA's hashed assets, Express under NODE_ENV=production). On the process runtime each
+project builds with its own package cache, as its own uid."""
 
 from __future__ import annotations
 

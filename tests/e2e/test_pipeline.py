@@ -326,10 +326,13 @@ params = b"user\\0postgres\\0database\\0devpush\\0\\0"
 STARTUP = (len(params) + 8).to_bytes(4, "big") + (196608).to_bytes(4, "big") + params
 
 
+GET = b"GET /api/http/routers HTTP/1.0\\r\\n\\r\\n"
 RESULTS = {}
 for host in filter(None, ["127.0.0.1", gateway()]):
     RESULTS[host + " redis"] = probe(host, int(os.environ["REDIS_PORT"]), b"PING\\r\\n")
     RESULTS[host + " db"] = probe(host, int(os.environ["DB_PORT"]), STARTUP)
+    RESULTS[host + " traefik api"] = probe(host, int(os.environ["TRAEFIK_PORT"]), GET)
+    RESULTS[host + " platform"] = probe(host, int(os.environ["APP_PORT"]), GET)
 
 
 class H(BaseHTTPRequestHandler):
@@ -344,25 +347,59 @@ ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_fore
 """
 
 
-def test_apps_cannot_use_the_platforms_database_or_redis(
+def test_apps_cannot_reach_the_platforms_services(
     api: Api, deploy_platform: RunningPlatform, tmp_path: Path
 ) -> None:
+    """PostgreSQL, Redis, Traefik's API and the platform's own port, on loopback and on the
+    gateway an app sees: unreachable from an app on either runtime (the process runtime puts
+    each instance in its own network namespace)."""
     repo = make_repo(tmp_path / "repo")
     (repo / "probe.py").write_text(PROBE_APP)
     commit(repo, "probe")
     ports = {
         "DB_PORT": deploy_platform.env["DEVPUSH_EMBEDDED_DB_PORT"],
         "REDIS_PORT": deploy_platform.env["DEVPUSH_EMBEDDED_REDIS_PORT"],
+        "TRAEFIK_PORT": deploy_platform.env["DEVPUSH_TRAEFIK_API_PORT"],
+        "APP_PORT": deploy_platform.env["DEVPUSH_APP_PORT"],
     }
     project = api.project(repo, "probe", start_command="python3 probe.py", env_vars=ports)
     result = api.wait(api.deploy(project["id"])["id"])
     assert result["conclusion"] == "succeeded", result
     results = api.serve(result["urls"]["deployment"]).json()
-    assert results, results
-    if deploy_platform.env["DEVPUSH_RUNTIME"] == "docker":
-        # the runner network cannot reach the platform's loopback services at all
-        assert all(v.startswith("unreachable") for v in results.values()), results
-    else:
-        # the process runtime shares the host network: the services demand a password
-        assert "NOAUTH" in results["127.0.0.1 redis"], results
-        assert results["127.0.0.1 db"] == "pg auth code 10", results  # SASL: a password
+    assert len(results) == 8, results  # loopback and the gateway, four services each
+    assert all(v.startswith("unreachable") for v in results.values()), results
+
+
+def test_traefiks_api_answers_the_platform_only(deploy_platform: RunningPlatform) -> None:
+    """Even from where it can be reached, Traefik's API wants the platform's credentials."""
+    from devpush.signing import TRAEFIK_API_USER, traefik_api_password
+
+    api = f"http://127.0.0.1:{deploy_platform.env['DEVPUSH_TRAEFIK_API_PORT']}"
+    assert httpx.get(f"{api}/ping", timeout=5).status_code == 200
+    assert httpx.get(f"{api}/api/http/routers", timeout=5).status_code == 401
+    wrong = httpx.get(f"{api}/api/http/routers", auth=(TRAEFIK_API_USER, "guess"), timeout=5)
+    assert wrong.status_code == 401
+    key = (deploy_platform.data_dir / "secrets" / "secret_key").read_text().strip()
+    auth = (TRAEFIK_API_USER, traefik_api_password(key))
+    routers = httpx.get(f"{api}/api/http/routers", auth=auth, timeout=5)
+    assert routers.status_code == 200
+    assert any(r["name"] == "devpush-app@file" for r in routers.json())
+
+
+def test_forwarded_headers_count_only_from_traefiks_address(
+    api: Api, deploy_platform: RunningPlatform
+) -> None:
+    """X-Forwarded-For is believed from 127.0.0.1 (where Traefik connects from, and which no
+    app can use); from any other address (127.0.0.2 here) the peer's own address counts."""
+    team = api.team()
+    token = api.http.headers["Authorization"]
+    spoofed = {"Authorization": token, "X-Forwarded-For": "203.0.113.9"}
+    url = f"{deploy_platform.app_url}/api/v1/teams/{team}"
+    elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=elsewhere, timeout=10) as client:
+        assert client.patch(url, json={"name": "Spoofed"}, headers=spoofed).status_code == 200
+    with httpx.Client(timeout=10) as client:  # from 127.0.0.1, as Traefik
+        assert client.patch(url, json={"name": "Proxied"}, headers=spoofed).status_code == 200
+    entries = api.get(f"/api/v1/teams/{team}/audit")["items"]
+    renamed = [e for e in entries if e["action"] == "team.rename"][:2]
+    assert [e["ip"] for e in renamed] == ["203.0.113.9", "127.0.0.2"], renamed

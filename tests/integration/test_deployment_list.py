@@ -15,7 +15,7 @@ from tests.factories.auth import Account
 
 BODY = {
     "name": "web",
-    "repo_url": "file:///nonexistent/repo",
+    "repo_url": "http://127.0.0.1:9/acme/web.git",
     "start_command": "python3 app.py",
     "environments": [{"name": "staging", "branch_pattern": "dev*"}],
 }

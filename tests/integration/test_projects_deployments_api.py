@@ -17,9 +17,14 @@ from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.teams.models import Role
 from devpush.workers.jobs import worker_settings
-from tests.factories.auth import Account, add_member, make_account, token_for
+from tests.factories.auth import Account, add_member, make_account, promote, token_for
 
-VALID = {"name": "web", "repo_url": "file:///nonexistent/repo", "start_command": "python3 app.py"}
+# Nothing answers on loopback port 9 (discard): a fetch fails at once, without DNS.
+VALID = {
+    "name": "web",
+    "repo_url": "http://127.0.0.1:9/acme/web.git",
+    "start_command": "python3 app.py",
+}
 
 
 async def create_project(client: httpx.AsyncClient, account: Account, **body: Any) -> Any:
@@ -244,7 +249,8 @@ async def test_unreachable_repository_fails_with_a_clear_error(
         await client.get(f"/api/v1/deployments/{deployment['id']}", headers=alice.headers)
     ).json()
     assert result["status"] == "completed" and result["conclusion"] == "failed"
-    assert result["error"].startswith("git fetch failed: '/nonexistent/repo' does not appear")
+    assert result["error"].startswith("git fetch failed: unable to access")
+    assert "127.0.0.1 port 9" in result["error"]
 
 
 async def test_jobs_are_idempotent(
@@ -314,6 +320,7 @@ async def test_the_plan_of_a_branch_without_deploying(
         subprocess.run(
             ["git", "-c", "user.name=T", "-c", "user.email=t@e", *args], cwd=repo, check=True
         )
+    await promote(platform, alice.user_id)  # file:// repositories are for platform admins
     project = await create_project(
         client, alice, repo_url=f"file://{repo}", start_command=None, name="planned"
     )

@@ -55,7 +55,7 @@ def shell_payloads(marker: Path) -> list[str]:
 
 @pytest.fixture
 async def alice(platform: Platform) -> Account:
-    return await make_account(platform, "alice@example.com")
+    return await make_account(platform, "alice@example.com", admin=True)  # file:// repos
 
 
 @pytest.fixture

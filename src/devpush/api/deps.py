@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,3 +65,12 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+def no_store(response: Response) -> None:
+    """For answers that carry a secret (a new token, a revealed value, a one-time link): no
+    cache keeps them, the idempotency replay store included (api/middleware.py)."""
+    response.headers["Cache-Control"] = "no-store"
+
+
+SecretAnswer = Depends(no_store)

@@ -5,8 +5,11 @@ them) get 422, and /api/v1 bodies over 2 MiB get 413.
 
 Rate limits: a fixed one-minute window per bearer token (or per client address without one),
 in Redis; over the limit, 429 with Retry-After. Idempotency: a POST under /api/ carrying an
-Idempotency-Key is run once per (credentials, key); a retry gets the stored answer (with
-`Idempotent-Replayed: true`); the same key with a different request gets 422.
+Idempotency-Key is run once per (principal, key): the bearer credentials or the signed
+session's user, never the client's address, and anonymous calls are not replayed. A retry gets
+the stored answer (with `Idempotent-Replayed: true`), except an answer marked
+`Cache-Control: no-store` (a new token, a revealed secret), which is never stored: its retry
+gets 409. The same key with a different request gets 422.
 """
 
 from __future__ import annotations
@@ -65,6 +68,17 @@ async def _read_body(receive: Receive) -> bytes:
     return body
 
 
+def _principal(scope: Scope) -> str | None:
+    """Who calls, for rate limits and replays: the bearer credentials, else the user of the
+    signed session cookie (SessionMiddleware runs first); None for an anonymous call."""
+    auth = _header(scope, b"authorization")
+    if auth:
+        return f"auth:{auth}"
+    session = scope.get("session") or {}
+    user_id = session.get("user_id") if isinstance(session, dict) else None
+    return f"user:{user_id}" if isinstance(user_id, str) and user_id else None
+
+
 def _replay(body: bytes) -> Receive:
     async def receive() -> Message:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -107,9 +121,9 @@ class ApiConventions:
         if platform is None:
             await self.app(scope, receive, send)
             return
-        auth = _header(scope, b"authorization") or ""
+        principal = _principal(scope)
         client = scope.get("client") or ("?", 0)
-        who = hashlib.sha256((auth or f"ip:{client[0]}").encode()).hexdigest()[:32]
+        who = hashlib.sha256((principal or f"ip:{client[0]}").encode()).hexdigest()[:32]
         if await self._limited(platform, who, send):
             return
         if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
@@ -128,7 +142,8 @@ class ApiConventions:
                 return
             receive = _replay(body)
         key = _header(scope, b"idempotency-key")
-        if scope["method"] == "POST" and key is not None:
+        # Replays are per principal: an anonymous call (no credentials) is never replayed.
+        if scope["method"] == "POST" and key is not None and principal is not None:
             body = body if body is not None else await _read_body(receive)
             await self._idempotent(platform, scope, send, who, key, body)
             return
@@ -186,8 +201,16 @@ class ApiConventions:
         try:
             await self.app(scope, _replay(body), capture)
         finally:
+            no_store = any(
+                k.lower() == "cache-control" and "no-store" in v.lower()
+                for k, v in captured["headers"]
+            )
             if captured["status"] >= 500:
                 await platform.redis.delete(slot)
+            elif no_store:  # it holds a secret (a new token, a revealed value): never kept
+                withheld = {"state": "withheld", "fingerprint": fingerprint}
+                withheld["status"] = captured["status"]
+                await platform.redis.set(slot, json.dumps(withheld), ex=IDEMPOTENCY_TTL)
             else:
                 stored = {
                     "state": "done",
@@ -218,6 +241,16 @@ class ApiConventions:
                 "idempotency_in_progress",
                 "a request with this Idempotency-Key is still running; retry shortly",
                 [(b"retry-after", b"1")],
+            )
+            return
+        if stored["state"] == "withheld":
+            await _json(
+                send,
+                409,
+                "idempotency_withheld",
+                f"the request with this Idempotency-Key already succeeded (status "
+                f"{stored['status']}), but its answer held a secret that devpush does not keep; "
+                "look the result up, or send a new key to make another",
             )
             return
         headers = [

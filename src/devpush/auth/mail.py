@@ -2,8 +2,9 @@
 
 With DEVPUSH_SMTP_URL set, mail goes out over SMTP (the stdlib client, in a thread):
 `smtp://user:pass@host:port` (STARTTLS when the server offers it) or `smtps://` (TLS from the
-start). Without it, the message is written to the app's log instead, so a single-machine
-install still works: the operator copies the link from there.
+start). Without it, nothing is sent and the log says so, never with the message's text: its
+one-time links would let whoever reads the log sign in. The operator prints a sign-in link with
+`devpush user link EMAIL`, and an inviting admin is shown the invitation link instead.
 """
 
 from __future__ import annotations
@@ -81,14 +82,16 @@ def _deliver(target: SmtpTarget, message: EmailMessage) -> None:
         client.send_message(message)
 
 
-async def send(settings: Settings, mail: Mail) -> None:
-    """Send `mail`, or log it when no SMTP server is configured."""
+async def send(settings: Settings, mail: Mail) -> bool:
+    """Send `mail`; False when no SMTP server is configured (then only a note, without the
+    message's text or links, goes to the log)."""
     if not settings.smtp_url:
         log.warning(
-            "mail not sent (DEVPUSH_SMTP_URL is unset); its text follows",
-            extra={"to": mail.to, "subject": mail.subject, "text": mail.text},
+            "mail not sent (DEVPUSH_SMTP_URL is unset); for a one-time sign-in link, run "
+            f"`devpush user link {mail.to}` on the server",
+            extra={"to": mail.to, "subject": mail.subject},
         )
-        return
+        return False
     target = parse_smtp_url(settings.smtp_url)
     try:
         await asyncio.to_thread(_deliver, target, _message(settings, mail))
@@ -97,6 +100,7 @@ async def send(settings: Settings, mail: Mail) -> None:
         raise ServiceUnavailable(
             "the mail server did not accept the message; try again later"
         ) from exc
+    return True
 
 
 # ---- the messages ---------------------------------------------------------------------------

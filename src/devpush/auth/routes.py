@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.deps import PlatformDep, PrincipalDep, SecretAnswer, SessionDep, client_ip
 from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
 from devpush.auth import service
@@ -114,7 +114,7 @@ async def list_tokens(session: SessionDep, principal: PrincipalDep) -> list[Toke
     return [_read(t) for t in await service.list_tokens(session=session, user_id=principal.user_id)]
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201)
+@router.post("/tokens", response_model=TokenCreated, status_code=201, dependencies=[SecretAnswer])
 async def create_token(
     body: TokenCreate, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> TokenCreated:

@@ -56,7 +56,9 @@ def backup(
 ) -> None:
     """Write the database, keys, Traefik files and push-remote repositories to one archive."""
     from devpush.backup import service
+    from devpush.embedded.private import set_private_umask
 
+    set_private_umask()
     try:
         path = service.backup(get_settings(), output, RichProgress())
     except DevpushError as exc:
@@ -74,7 +76,9 @@ def restore(
 ) -> None:
     """Restore a backup onto this (fresh) platform and bring its deployments back up."""
     from devpush.backup import service
+    from devpush.embedded.private import set_private_umask
 
+    set_private_umask()  # restored repositories and keys are private like the rest
     try:
         result = service.restore(get_settings(), archive, force=force, progress=RichProgress())
     except DevpushError as exc:

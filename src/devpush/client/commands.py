@@ -4,7 +4,7 @@
     devpush projects list|create|show|delete devpush deploy [--project P] [--branch B] [--wait]
     devpush deployments list|show|cancel|rollback|promote|redeploy
     devpush logs [--project P] [--deployment D] [-f] [--since 1h] [-q TEXT]
-    devpush env list|set K=V [--env E] [--secret]|unset K
+    devpush env list|set K=V [--env E] [--secret [--previews]]|unset K
     devpush domains list|add|verify|remove   devpush tokens create|list|revoke
 
 Every command takes --json for machine-readable output. Errors are one line with a hint; the
@@ -386,7 +386,7 @@ def env_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     emit(
         client.get(f"/projects/{data['id']}/env"),
         as_json,
-        lambda r: table(r, ["key", "environment", "secret", "updated_at"]),
+        lambda r: table(r, ["key", "environment", "secret", "previews", "updated_at"]),
     )
 
 
@@ -397,6 +397,10 @@ def env_set(
     project: ProjectOpt = None,
     environment: EnvOpt = None,
     secret: Annotated[bool, typer.Option("--secret", help="Mask in logs")] = False,
+    previews: Annotated[
+        bool,
+        typer.Option("--previews", help="A project-wide secret also goes to preview deployments"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     client = api()
@@ -411,7 +415,7 @@ def env_set(
                 "PUT",
                 f"/projects/{data['id']}/env/{key}",
                 params={"environment": environment} if environment else None,
-                json={"value": value, "secret": secret},
+                json={"value": value, "secret": secret, "previews": previews},
             )
         )
     emit(

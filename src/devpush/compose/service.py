@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 
 from devpush.compose.engine import Compose, ComposeError
 from devpush.settings import Settings
+from devpush.signing import TRAEFIK_API_USER, secret_key, traefik_api_password
 
 COMPONENTS = ("app", "worker", "monitor", "postgres", "redis", "traefik", "socket-proxy")
 COLOURED = ("app", "worker")
@@ -210,11 +211,13 @@ class ComposeStack:
             f"http://127.0.0.1:{self.settings.traefik_api_port}/api/http/services/devpush-app@file"
         )
         want = f"http://{service}:8000"
+        key = self.values().get("DEVPUSH_SECRET_KEY") or secret_key(self.settings)
+        auth = (TRAEFIK_API_USER, traefik_api_password(key))
         deadline = time.monotonic() + timeout
         seen: object = None
         while time.monotonic() < deadline:
             try:
-                response = httpx.get(url, timeout=3)
+                response = httpx.get(url, timeout=3, auth=auth)
             except httpx.HTTPError as exc:
                 seen = f"no answer from {url}: {exc}"  # Traefik starting: ask again
             else:

@@ -7,6 +7,7 @@ already moved on, so every step is idempotent and safe to run twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import functools
 import logging
@@ -25,7 +26,7 @@ from devpush import builds, crypto, events
 from devpush.auth.service import Principal
 from devpush.db import session_scope, utcnow
 from devpush.deployments import service as deployments
-from devpush.deployments.models import Conclusion, Deployment, Status
+from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
 from devpush.errors import DevpushError, Invalid
 from devpush.github import reporting as github_reporting
 from devpush.logs.store import NewLine, PostgresLogStore
@@ -38,6 +39,7 @@ from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
 from devpush.runtime import Runtimes
 from devpush.runtime.base import RuntimeHandle, RuntimeSpec
+from devpush.signing import traefik_api_auth
 from devpush.sources import git, remote
 from devpush.teams.models import Team
 
@@ -55,6 +57,8 @@ def status_payload(deployment: Deployment) -> dict[str, Any]:
         "error": deployment.error,
         "branch": deployment.branch,
         "commit_sha": deployment.commit_sha,
+        "instance_health": deployment.instance_health.value if deployment.instance_health else None,
+        "exit_code": deployment.exit_code,
     }
 
 
@@ -337,7 +341,10 @@ async def _match_repo_environment(
     if environment_id != row.environment_id:
         row.environment_id = environment_id
         values, secret_keys = await resolve_env(
-            session=session, project_id=project.id, environment_id=environment_id
+            session=session,
+            project_id=project.id,
+            environment_id=environment_id,
+            preview=environment_id is None or row.pr_number is not None,
         )
         row.env_enc, row.secret_keys = crypto.encrypt_json(values), secret_keys
 
@@ -386,6 +393,21 @@ async def _spec(
         pids_limit=p.settings.default_pids,
         labels={"devpush.team": team.id},
     )
+
+
+async def restart_spec(
+    p: Platform, session: AsyncSession, deployment: Deployment, project: Project
+) -> RuntimeSpec:
+    """The spec to run a deployment's app again (its env rebuilt from the snapshot and the
+    recorded plan, as at deploy time), for Runtime.restart: no source tree, no build."""
+    recorded = deployment.config.get("plan")
+    if not recorded:
+        raise Invalid("this deployment recorded no build plan; redeploy it instead")
+    names = {f.name for f in dataclasses.fields(builds.Plan)}
+    values = {k: v for k, v in recorded.items() if k in names}
+    values |= {"path": tuple(values.get("path") or ()), "notes": (), "files": {}}
+    plan = builds.Plan(**values)
+    return await _spec(p, session, deployment, project, _workdir(p, deployment.id), plan)
 
 
 async def _launch(p: Platform, deployment: Deployment, spec: RuntimeSpec) -> None:
@@ -482,7 +504,7 @@ async def wait_route_live(p: Platform, router: str, hostname: str, timeout: floa
     url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with httpx.AsyncClient(timeout=1) as client:
+    async with httpx.AsyncClient(timeout=1, auth=traefik_api_auth(p.settings)) as client:
         while loop.time() < deadline:
             try:
                 response = await client.get(url)
@@ -492,6 +514,25 @@ async def wait_route_live(p: Platform, router: str, hostname: str, timeout: floa
                 return True
             await asyncio.sleep(0.01)
     log.warning("route not live in time", extra={"router": router, "host": host})
+    return False
+
+
+async def wait_route_gone(p: Platform, router: str, timeout: float = 3.0) -> bool:
+    """Wait until Traefik no longer has `router` (its file was rewritten without it). Without
+    Traefik's API (an external proxy) there is nothing to wait for."""
+    url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient(timeout=1, auth=traefik_api_auth(p.settings)) as client:
+        while loop.time() < deadline:
+            try:
+                response = await client.get(url)
+            except httpx.HTTPError:
+                return False
+            if response.status_code == 404:
+                return True
+            await asyncio.sleep(0.01)
+    log.warning("route not gone in time", extra={"router": router})
     return False
 
 
@@ -677,6 +718,8 @@ async def _switch_environment(
 ) -> None:
     from devpush.errors import Conflict
 
+    if target.instance_health is not None:  # its app exited: its route is pulled
+        raise Conflict(crash_conflict(target))
     running = target.runtime_handle and target.upstream  # no upstream: retiring
     if target.conclusion != Conclusion.succeeded or not running:
         raise Conflict(f"deployment {target.id[:7]} is not running any more; redeploy it instead")
@@ -700,6 +743,18 @@ async def _switch_environment(
         project.id,
         "alias",
         {"deployment_id": target.id, "aliases": [s.value for s in specs]},
+    )
+
+
+def crash_conflict(target: Deployment) -> str:
+    code = f" with code {target.exit_code}" if target.exit_code is not None else ""
+    if target.instance_health == InstanceHealth.crashed:
+        return (
+            f"deployment {target.id[:7]} crashed (its app exited{code} too often); "
+            "redeploy it once fixed, or roll back to another deployment"
+        )
+    return (
+        f"deployment {target.id[:7]} is restarting (its app exited{code}); try again once it serves"
     )
 
 

@@ -39,6 +39,13 @@ class AliasType(enum.StrEnum):
 ACTIVE_STATUSES = (Status.prepare, Status.deploy, Status.finalize, Status.fail)
 
 
+class InstanceHealth(enum.StrEnum):
+    """A live deployment's instance after its app exited (None while it serves normally)."""
+
+    restarting = "restarting"  # its route is pulled; the monitor restarts it with backoff
+    crashed = "crashed"  # it exited too often; its route stays pulled until a new deployment
+
+
 class Deployment(Base):
     __tablename__ = "deployments"
     __table_args__ = (
@@ -69,6 +76,14 @@ class Deployment(Base):
     runtime_handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     upstream: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
+    # After a live instance exits (workers/monitor.py, deployments/crashes.py): restarting or
+    # crashed, the last exit code, the times of its recent exits and its last log lines.
+    instance_health: Mapped[InstanceHealth | None] = mapped_column(
+        Enum(InstanceHealth, native_enum=False, length=16)
+    )
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    crashes: Mapped[list[float]] = mapped_column(JSON, default=list)
+    crash_log: Mapped[list[str] | None] = mapped_column(JSON)
     created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     prepare_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

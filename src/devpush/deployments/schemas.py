@@ -31,6 +31,12 @@ class DeploymentRead(BaseModel):
     status: str
     conclusion: str | None
     error: str | None
+    # After its live app exited: "restarting" (route pulled, restarted with backoff) or
+    # "crashed" (exited too often; its URLs answer 503), with the last exit code and, once
+    # crashed, its last log lines. None while it serves normally.
+    instance_health: str | None = None
+    exit_code: int | None = None
+    crash_log: list[str] | None = None
     runtime: str
     config: dict[str, object]
     urls: dict[str, str]

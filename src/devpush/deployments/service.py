@@ -18,6 +18,7 @@ from devpush.deployments.models import (
     AliasType,
     Conclusion,
     Deployment,
+    InstanceHealth,
     Status,
 )
 from devpush.errors import Conflict, Invalid, NotFound
@@ -70,6 +71,9 @@ LISTED_COLUMNS = (
     Deployment.status,
     Deployment.conclusion,
     Deployment.error,
+    Deployment.instance_health,
+    Deployment.exit_code,
+    Deployment.crash_log,
     Deployment.runtime,
     Deployment.config,
     Deployment.created_at,
@@ -124,6 +128,7 @@ async def create(
         session=session,
         project_id=project.id,
         environment_id=environment.id if environment else None,
+        preview=environment is None or pr_number is not None,
     )
     config = snapshot_config(project, settings)
     deployment = Deployment(
@@ -218,7 +223,9 @@ def _page_filter(
         stmt = stmt.where(Deployment.branch == branch)
     if environment_id:
         stmt = stmt.where(Deployment.environment_id == environment_id)
-    if status in {c.value for c in Conclusion}:
+    if status in {h.value for h in InstanceHealth}:
+        stmt = stmt.where(Deployment.instance_health == status)
+    elif status in {c.value for c in Conclusion}:
         stmt = stmt.where(Deployment.conclusion == status)
     elif status in {s.value for s in Status}:
         stmt = stmt.where(Deployment.status == status)
@@ -367,6 +374,17 @@ async def point_aliases(
             changed.append(alias)
     await session.flush()
     return changed
+
+
+async def health_of_hostname(*, session: AsyncSession, label: str) -> InstanceHealth | None:
+    """The instance health of the deployment an alias label points at (the catch-all's 503
+    page for a restarting or crashed app), or None."""
+    health: InstanceHealth | None = await session.scalar(
+        select(Deployment.instance_health)
+        .join(Alias, Alias.deployment_id == Deployment.id)
+        .where(Alias.value == label)
+    )
+    return health
 
 
 async def project_aliases(*, session: AsyncSession, project_id: str) -> list[Alias]:

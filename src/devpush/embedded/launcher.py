@@ -17,13 +17,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
-from devpush.embedded import services
+from devpush.embedded import private, services
 from devpush.embedded.services import ChildSpec
 from devpush.embedded.state import (
+    APP_DATABASE,
+    APP_ROLE,
     PlatformState,
     embedded_database_url,
     embedded_password,
@@ -130,7 +132,6 @@ class Supervisor:
         env["DEVPUSH_DATABASE_URL"] = database_url
         env["DEVPUSH_REDIS_URL"] = redis_url
         env["PYTHONUNBUFFERED"] = "1"
-        env.setdefault("DEVPUSH_ALLOW_FILE_REPOS", "1")
         # glibc gives each thread (uvicorn's and asyncpg's helpers) its own malloc arena;
         # two are plenty for asyncio processes and keep idle memory down.
         env.setdefault("MALLOC_ARENA_MAX", "2")
@@ -138,8 +139,12 @@ class Supervisor:
 
     def start(self) -> PlatformState:
         s = self.settings
-        s.data_path.mkdir(parents=True, exist_ok=True)
+        # Private data: a 0700 directory, written under umask 077; one made by an older
+        # version (0755, 0644 files) is tightened before anything starts.
+        private.set_private_umask()
+        private.make_private_dir(s.data_path)
         self._refuse_second_supervisor()
+        private.tighten(s.data_path)
         database_url = s.database_url or embedded_database_url(s)
         redis_url = s.redis_url or embedded_redis_url(s)
         self.env = self.child_env(database_url, redis_url)
@@ -158,7 +163,7 @@ class Supervisor:
             spec = services.prepare_postgres(s)
             proc = self.spawn(spec, self.env)
             _wait_for(lambda: _port_open(s.embedded_db_port), "PostgreSQL", proc, spec.log)
-            _create_database(s.embedded_db_port, embedded_password(s, "db"))
+            prepare_database(s)
         elif name == "redis" and not s.redis_url:
             self.say("starting Redis (embedded)")
             spec = services.prepare_redis(s)
@@ -355,26 +360,93 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
-def _create_database(port: int, password: str) -> None:
+def _literal(value: str) -> str:
+    """A SQL string literal (CREATE/ALTER ROLE take no parameters)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+# Everything in the public schema the platform's role does not own yet (a database made by an
+# older version, whose tables the superuser owns): tables first (their sequences follow), then
+# types and routines that are not part of an extension.
+_NOT_OWNED = """
+    SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind::text = ANY($1::text[])
+      AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = $2)
+"""
+_TYPES_NOT_OWNED = """
+    SELECT t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'r')
+      AND t.typowner <> (SELECT oid FROM pg_roles WHERE rolname = $1)
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')
+"""
+_ROUTINES_NOT_OWNED = """
+    SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = 'public' AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = $1)
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+"""
+
+
+async def _ensure_role_and_database(conn: Any, password: str) -> None:
+    role = APP_ROLE
+    attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+    if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+        await conn.execute(f"ALTER ROLE {role} {attributes} PASSWORD {_literal(password)}")
+    else:
+        await conn.execute(f"CREATE ROLE {role} {attributes} PASSWORD {_literal(password)}")
+    if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", APP_DATABASE):
+        await conn.execute(f"ALTER DATABASE {APP_DATABASE} OWNER TO {role}")
+    else:
+        await conn.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {role}")
+
+
+async def _hand_over_schema(conn: Any) -> None:
+    """The platform's role owns the public schema and everything in it (Alembic runs as it)."""
+    role = APP_ROLE
+    await conn.execute(f"ALTER SCHEMA public OWNER TO {role}")
+    for kinds in (["r", "p", "v", "m", "f"], ["S"]):
+        for name in await conn.fetch(_NOT_OWNED, kinds, role):
+            await conn.execute(f"ALTER TABLE {name[0]} OWNER TO {role}")
+    for name in await conn.fetch(_TYPES_NOT_OWNED, role):
+        await conn.execute(f"ALTER TYPE {name[0]} OWNER TO {role}")
+    for name in await conn.fetch(_ROUTINES_NOT_OWNED, role):
+        await conn.execute(f"ALTER ROUTINE {name[0]} OWNER TO {role}")
+
+
+def prepare_database(settings: Settings) -> None:
+    """Idempotently, as the superuser: the platform's role (LOGIN, no other attribute) with its
+    own password, owning the platform's database, its public schema and every object in it.
+    Runs on every start, so a data directory made by an older version (where the platform
+    used the superuser) is converted in place."""
     import asyncio
 
     import asyncpg
 
-    async def create() -> None:
-        conn = await asyncpg.connect(
-            host="127.0.0.1", port=port, user="postgres", password=password, database="postgres"
+    port = settings.embedded_db_port
+    superuser = embedded_password(settings, "db")
+    app_password = embedded_password(settings, "db_app")
+
+    async def connect(database: str) -> Any:
+        return await asyncpg.connect(
+            host="127.0.0.1", port=port, user="postgres", password=superuser, database=database
         )
+
+    async def prepare() -> None:
+        conn = await connect("postgres")
         try:
-            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'devpush'")
-            if not exists:
-                await conn.execute("CREATE DATABASE devpush")
+            await _ensure_role_and_database(conn, app_password)
+        finally:
+            await conn.close()
+        conn = await connect(APP_DATABASE)
+        try:
+            async with conn.transaction():
+                await _hand_over_schema(conn)
         finally:
             await conn.close()
 
     deadline = time.monotonic() + 30
     while True:
         try:
-            asyncio.run(create())
+            asyncio.run(prepare())
             return
         except (OSError, asyncpg.CannotConnectNowError):
             if time.monotonic() > deadline:

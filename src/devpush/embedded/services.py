@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devpush.embedded.private import grant_traverse
 from devpush.embedded.state import embedded_password
 from devpush.errors import ConfigError
 from devpush.settings import Settings
@@ -61,20 +62,12 @@ def _ensure_pg_user() -> str | None:
     return PG_SYSTEM_USER
 
 
-def _open_path_for(user: str, path: Path) -> None:
-    """Let `user` traverse every parent of `path` (o+x), as pgserver does."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o011)
-
-
 def prepare_postgres(settings: Settings) -> ChildSpec:
     pgdata = settings.data_path / "postgres"
     user = _ensure_pg_user()
     bin_dir = _pg_bin()
     if user:
-        _open_path_for(user, bin_dir)
+        grant_traverse(user, bin_dir)
         for root, dirs, files in os.walk(bin_dir.parent):
             for name in dirs:
                 p = Path(root, name)
@@ -85,7 +78,7 @@ def prepare_postgres(settings: Settings) -> ChildSpec:
     if not (pgdata / "PG_VERSION").exists():
         pgdata.mkdir(parents=True, exist_ok=True)
         if user:
-            _open_path_for(user, pgdata.parent)
+            grant_traverse(user, pgdata.parent)
             shutil.chown(pgdata, user, user)
         pgdata.chmod(0o700)
         # Password auth even on loopback: apps of the process runtime share the host network.
@@ -116,7 +109,7 @@ def prepare_postgres(settings: Settings) -> ChildSpec:
         if result.returncode != 0:
             raise ConfigError(f"initdb failed for {pgdata}: {result.stderr.strip()}")
     elif user:
-        _open_path_for(user, pgdata.parent)
+        grant_traverse(user, pgdata.parent)
     return ChildSpec(
         name="db",
         argv=[

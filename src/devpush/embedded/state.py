@@ -1,7 +1,9 @@
 """Where a running embedded platform says what it started: URLs, ports and child pids.
 
 `devpush up` writes `<data dir>/run/state.json`; server-side CLI commands run with the same
-DEVPUSH_DATA_DIR read it, so they reach the same database and Redis.
+DEVPUSH_DATA_DIR read it, so they reach the same database and Redis. The URLs carry the
+passwords of the platform's database role and of Redis, so the file is a secret: mode 0600 in
+a 0700 directory, like everything under the data directory (SECURITY.md).
 """
 
 from __future__ import annotations
@@ -38,14 +40,19 @@ def read_state(settings: Settings) -> PlatformState | None:
 
 def write_state(settings: Settings, state: PlatformState) -> None:
     path = state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a .tmp left by an older version may have been 0644
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(asdict(state), indent=2))
     os.replace(tmp, path)
 
 
 def embedded_password(settings: Settings, service: str) -> str:
-    """The generated password of an embedded service (secrets/<service>_password, 0600)."""
+    """The generated password of an embedded service (secrets/<service>_password, 0600):
+    `db` is PostgreSQL's superuser (only the launcher uses it, to set the database up),
+    `db_app` the platform's own role, `redis` Redis's."""
     path = settings.data_path / "secrets" / f"{service}_password"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -55,9 +62,17 @@ def embedded_password(settings: Settings, service: str) -> str:
     return path.read_text().strip()
 
 
+# The platform's role in the embedded PostgreSQL: it owns the database and its schema, and is
+# no superuser (a superuser runs programs on the host through `COPY … FROM PROGRAM`).
+APP_ROLE = "devpush"
+APP_DATABASE = "devpush"
+
+
 def embedded_database_url(settings: Settings) -> str:
-    password = embedded_password(settings, "db")
-    return f"postgresql+asyncpg://postgres:{password}@127.0.0.1:{settings.embedded_db_port}/devpush"
+    """What the platform uses: its own role, never the superuser."""
+    password = embedded_password(settings, "db_app")
+    port = settings.embedded_db_port
+    return f"postgresql+asyncpg://{APP_ROLE}:{password}@127.0.0.1:{port}/{APP_DATABASE}"
 
 
 def embedded_redis_url(settings: Settings) -> str:

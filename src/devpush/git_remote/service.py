@@ -88,11 +88,11 @@ def hooks_dir(settings: Settings) -> Path:
     """The hooks every push remote uses (core.hooksPath): written once, never user data."""
     path = settings.data_path / "git" / "hooks"
     hook = path / "post-receive"
-    if not hook.exists() or hook.read_text() != HOOK:
+    if not hook.exists() or hook.read_text() != HOOK or hook.stat().st_mode & 0o077:
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / f".post-receive.{os.getpid()}"
         tmp.write_text(HOOK)
-        tmp.chmod(0o755)
+        tmp.chmod(0o700)  # git runs it as the platform's user; nobody else needs it
         os.replace(tmp, hook)
     return path
 

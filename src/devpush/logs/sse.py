@@ -115,7 +115,12 @@ class _Deployment:
             return True
         rank, old_rank = _RANK.get(payload.get("status", ""), -1), _RANK.get(old["status"], -1)
         return rank > old_rank or (
-            rank == old_rank and payload.get("conclusion") != old.get("conclusion")
+            rank == old_rank
+            and (
+                payload.get("conclusion") != old.get("conclusion")
+                # a live app that exits, restarts, or crashes (deployments/crashes.py)
+                or payload.get("instance_health") != old.get("instance_health")
+            )
         )
 
     def status_event(self, payload: dict[str, Any]) -> ServerSentEvent | None:

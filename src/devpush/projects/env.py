@@ -3,6 +3,13 @@ set at once (project create/update), and the resolved values a deployment snapsh
 
 Values are Fernet-encrypted at rest; a variable is global (environment None) or scoped to one
 environment, which overrides the global one for deployments of that environment.
+
+Who gets what: a deployment with an environment (production or a named one) gets every global
+variable plus its environment's. A preview (no environment: a pull request, or a branch that
+matches no environment) gets the plain global variables, and a global secret only when that
+secret is marked `previews`: code from a branch or a fork never sees production secrets
+unless the project asked for it. `previews` means nothing for plain variables (they reach every
+deployment) and is stored false for them; an environment-scoped variable can't be marked.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ class EnvVarInfo:
     key: str
     environment: str | None  # environment slug; None = every environment
     secret: bool
+    previews: bool  # a global secret also given to preview deployments
     updated_at: datetime
 
 
@@ -49,10 +57,17 @@ async def list_vars(*, session: AsyncSession, project_id: str) -> list[EnvVarInf
         .where(EnvVar.project_id == project_id)
         .order_by(EnvVar.key, Environment.slug.nulls_first())
     )
-    return [
-        EnvVarInfo(key=v.key, environment=slug, secret=v.secret, updated_at=v.updated_at)
-        for v, slug in rows
-    ]
+    return [_info(v, slug) for v, slug in rows]
+
+
+def _info(row: EnvVar, environment: str | None) -> EnvVarInfo:
+    return EnvVarInfo(
+        key=row.key,
+        environment=environment,
+        secret=row.secret,
+        previews=row.previews,
+        updated_at=row.updated_at,
+    )
 
 
 async def _find(
@@ -79,8 +94,15 @@ async def set_var(
     value: str,
     environment: str | None = None,
     secret: bool = False,
+    previews: bool = False,
 ) -> EnvVarInfo:
     _check(key, value)
+    if previews and environment is not None:
+        raise Invalid(
+            "previews never get a variable scoped to an environment; 'previews' is for "
+            "project-wide secrets"
+        )
+    previews = previews and secret  # plain variables reach previews anyway
     env_id = await environment_id(session=session, project_id=project_id, environment=environment)
     row = await _find(session, project_id, key, env_id)
     if row is None:
@@ -90,16 +112,16 @@ async def set_var(
             key=key,
             value_enc=crypto.encrypt(value),
             secret=secret,
+            previews=previews,
         )
         session.add(row)
     else:
         row.value_enc = crypto.encrypt(value)
         row.secret = secret
+        row.previews = previews
     await session.flush()
     await session.refresh(row)
-    return EnvVarInfo(
-        key=key, environment=environment, secret=row.secret, updated_at=row.updated_at
-    )
+    return _info(row, environment)
 
 
 async def unset_var(
@@ -170,15 +192,18 @@ async def env_var_keys(*, session: AsyncSession, project_id: str) -> list[str]:
 
 
 async def resolve_env(
-    *, session: AsyncSession, project_id: str, environment_id: str | None
+    *, session: AsyncSession, project_id: str, environment_id: str | None, preview: bool
 ) -> tuple[dict[str, str], list[str]]:
     """Decrypted variables for a deployment: global ones, overridden by the environment's.
-    Returns (values, keys marked secret)."""
+    A `preview` (no environment: a pull request or an unmatched branch) gets a global secret
+    only when it is marked `previews`. Returns (values, keys marked secret)."""
     rows = list(await session.scalars(select(EnvVar).where(EnvVar.project_id == project_id)))
     values: dict[str, str] = {}
     secret: set[str] = set()
     for row in sorted(rows, key=lambda r: r.environment_id is not None):
         if row.environment_id not in (None, environment_id):
+            continue
+        if preview and row.environment_id is None and row.secret and not row.previews:
             continue
         values[row.key] = crypto.decrypt(row.value_enc)
         if row.secret:

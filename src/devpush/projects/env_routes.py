@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from devpush.api.deps import PrincipalDep, SessionDep, client_ip
+from devpush.api.deps import PrincipalDep, SecretAnswer, SessionDep, client_ip
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_project
 from devpush.errors import Forbidden
@@ -25,12 +25,19 @@ class EnvVarSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
     value: str = Field(max_length=65536)
     secret: bool = Field(False, description="Mask the value in logs; reveal needs admin")
+    previews: StrictBool = Field(
+        False,
+        description="A project-wide secret also goes to preview deployments (pull requests, "
+        "branches matching no environment), which otherwise don't get it. Ignored for plain "
+        "variables, which reach every deployment; refused for an environment's variable.",
+    )
 
 
 class EnvVarRead(BaseModel):
     key: str
     environment: str | None
     secret: bool
+    previews: bool
     updated_at: datetime
 
 
@@ -40,7 +47,11 @@ class EnvVarRevealed(EnvVarRead):
 
 def _read(info: env.EnvVarInfo) -> EnvVarRead:
     return EnvVarRead(
-        key=info.key, environment=info.environment, secret=info.secret, updated_at=info.updated_at
+        key=info.key,
+        environment=info.environment,
+        secret=info.secret,
+        previews=info.previews,
+        updated_at=info.updated_at,
     )
 
 
@@ -74,6 +85,7 @@ async def set_env(
         value=body.value,
         environment=environment,
         secret=body.secret,
+        previews=body.previews,
     )
     await record(
         session=session,
@@ -83,7 +95,7 @@ async def set_env(
         resource_id=project.id,
         team_id=project.team_id,
         ip=client_ip(request),
-        data={"key": key, "environment": environment},
+        data={"key": key, "environment": environment, "previews": info.previews},
     )
     return _read(info)
 
@@ -114,7 +126,11 @@ async def unset_env(
     return Response(status_code=204)
 
 
-@router.post("/projects/{project_id}/env/{key}/reveal", response_model=EnvVarRevealed)
+@router.post(
+    "/projects/{project_id}/env/{key}/reveal",
+    response_model=EnvVarRevealed,
+    dependencies=[SecretAnswer],
+)
 async def reveal_env(
     project_id: str,
     key: str,

@@ -81,6 +81,8 @@ class EnvVar(Base):
     key: Mapped[str] = mapped_column(String(255))
     value_enc: Mapped[str] = mapped_column(Text)
     secret: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A project-wide secret reaches preview deployments (no environment) only when this is set.
+    previews: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -60,7 +60,7 @@ async def create_project(
 ) -> ProjectRead:
     row = await load_team(session=session, principal=principal, team_ref=team, action=Action.manage)
     if body.repo_url:
-        check_local_url(platform.settings, body.repo_url)
+        check_local_url(platform.settings, body.repo_url, admin=principal.is_admin)
     project = await service.create_project(session=session, team_id=row.id, body=body)
     await record(
         session=session,
@@ -109,7 +109,7 @@ async def update_project(
         session=session, principal=principal, project_id=project_id, action=Action.manage
     )
     if body.repo_url:
-        check_local_url(platform.settings, body.repo_url)
+        check_local_url(platform.settings, body.repo_url, admin=principal.is_admin)
     await service.update_project(session=session, project=project, body=body)
     await record(
         session=session,

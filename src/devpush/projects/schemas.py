@@ -103,9 +103,19 @@ class RepoCredentials(BaseModel):
         return self
 
 
+def _environment_name(value: str) -> str:
+    if value == "id" or value.startswith("id-"):  # {project}-env-id-… names environments by id
+        raise ValueError("an environment name can't be 'id' or start with 'id-' (reserved)")
+    return value
+
+
 class EnvironmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$"),
+        AfterValidator(_environment_name),
+    ]
     branch_pattern: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_pattern)]
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush.errors import Conflict, NotFound
-from devpush.naming import slugify
+from devpush.errors import Conflict, Invalid, NotFound
+from devpush.naming import reserved_word_in, slugify
 from devpush.projects import env as env_vars
 from devpush.projects.models import Environment, Project
 from devpush.projects.schemas import EnvironmentIn, ProjectCreate, ProjectUpdate, RepoCredentials
@@ -34,10 +34,17 @@ CONFIG_KEYS = (
 
 async def _free_slug(session: AsyncSession, name: str) -> str:
     base = slugify(name, max_length=30)
+    word = reserved_word_in(base)
+    if word is not None:
+        raise Invalid(
+            f"the name {name!r} gives the hostname {base!r}, whose part '-{word}-' belongs to "
+            f"the preview hostnames of other projects (-id-, -pr-, -branch-, -env- are "
+            "reserved); choose a name without it"
+        )
     slug, n = base, 1
     while await session.scalar(select(Project.id).where(Project.slug == slug)):
         n += 1
-        slug = f"{base[:26]}-{n}"
+        slug = f"{base[:26].rstrip('-')}-{n}"
     return slug
 
 

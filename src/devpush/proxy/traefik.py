@@ -7,6 +7,8 @@ file and swaps it in with os.replace, and skips the write when nothing changed.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ import yaml
 
 from devpush.errors import ConfigError
 from devpush.settings import Settings
+from devpush.signing import traefik_api_auth
 
 PLATFORM_FILE = "_platform.yml"
 _NAME = re.compile(r"[^a-z0-9-]")
@@ -153,7 +156,21 @@ def render_platform(settings: Settings) -> dict[str, Any]:
     if tls is not None:
         for router in routers.values():
             router["tls"] = tls
-    return {"http": {"routers": routers, "services": {"devpush-app": app}}}
+    # Traefik's API, on its own loopback-only entrypoint, for the platform alone (basic auth):
+    # finalize and `devpush update` read it; an app that reached the port would learn nothing.
+    routers["devpush-api"] = {
+        "rule": "PathPrefix(`/api`)",
+        "service": "api@internal",
+        "entryPoints": ["traefik"],
+        "middlewares": ["devpush-api-auth"],
+        "priority": 1000,
+    }
+    user, password = traefik_api_auth(settings)
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    middlewares = {"devpush-api-auth": {"basicAuth": {"users": [f"{user}:{{SHA}}{digest}"]}}}
+    return {
+        "http": {"routers": routers, "services": {"devpush-app": app}, "middlewares": middlewares}
+    }
 
 
 def render_static(settings: Settings) -> dict[str, Any]:
@@ -169,9 +186,9 @@ def render_static(settings: Settings) -> dict[str, Any]:
     static: dict[str, Any] = {
         "entryPoints": entrypoints,
         "ping": {"entryPoint": "traefik"},
-        # Read-only API on the loopback-only "traefik" entrypoint: lets finalize confirm that
-        # a route is live before it reports success.
-        "api": {"insecure": True, "dashboard": False},
+        # The API is served only through the "devpush-api" router (basic auth, loopback-only
+        # "traefik" entrypoint: render_platform): finalize confirms a route there.
+        "api": {"dashboard": False},
         "providers": {
             "providersThrottleDuration": "10ms",
             "file": {"directory": str(settings.traefik_dynamic_dir), "watch": True},

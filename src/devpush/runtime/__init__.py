@@ -70,6 +70,9 @@ class Runtimes:
                 python_downloads=s.python_downloads,
                 ca_bundle=s.build_ca_bundle,
                 tools={"bin/uv": Path(uv.find_uv_bin())},
+                network_isolation=s.network_isolation,
+                instance_subnet=s.instance_subnet,
+                uid_range=(s.sandbox_uid_base, s.sandbox_uid_count),
             )
         raise ConfigError(f"unknown runtime {name!r}; use docker or process")
 

@@ -8,6 +8,10 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
   commands (the build phase, under the build's own limits where the backend can separate
   them), then the pre-deploy command, then the start command. It returns the handle with `upstream`
   ("host:port" the proxy and the readiness probe use) filled in.
+- `restart(handle, spec)` runs the app of an instance that exited again, without its build
+  (the monitor restarts a live app that exits, after pulling its route): the process runtime
+  claims a fresh port and address (`spec` gives the env, which it never stores), the docker
+  runtime starts the same container again. A running instance is left as it is.
 - `status(handle)` says whether the instance is building, running the app, or has exited (with
   the exit code and the phase it was in), or is missing.
 - `logs(handle, follow=...)` yields every output line from the beginning, tagged with its stream
@@ -159,6 +163,8 @@ class Runtime(Protocol):
     async def create(self, spec: RuntimeSpec) -> RuntimeHandle: ...
 
     async def start(self, handle: RuntimeHandle) -> RuntimeHandle: ...
+
+    async def restart(self, handle: RuntimeHandle, spec: RuntimeSpec) -> RuntimeHandle: ...
 
     async def status(self, handle: RuntimeHandle) -> InstanceStatus: ...
 

@@ -189,6 +189,11 @@ class DockerRuntime:
                 raise
         return replace(handle, upstream=self._upstream(info))
 
+    async def restart(self, handle: RuntimeHandle, spec: RuntimeSpec) -> RuntimeHandle:
+        """Starts the exited container again (its env is in its config): the entrypoint finds
+        the build already done in its state directory and runs the start command only."""
+        return await self.start(handle)
+
     def _upstream(self, info: dict[str, Any]) -> str | None:
         """`IP:port` on the runner network, or None when the container has no address now."""
         networks = (info.get("NetworkSettings") or {}).get("Networks") or {}

@@ -6,12 +6,17 @@
 #
 # With no argument it runs everything. A runtime that gives the build its own limits runs it
 # twice: `entrypoint.sh build` (install, build, pre-deploy; exits 0 on success without
-# recording an exit code) and then `entrypoint.sh run` (the app).
+# recording an exit code) and then `entrypoint.sh run` (the app). Run again after the app
+# exited (a container restarted by the monitor), it finds `built` in the state directory and
+# only starts the app: the build and the pre-deploy command ran once, for this deployment.
 set -u
 mode="${1:-all}"
 state="${DEVPUSH_STATE_DIR:-/tmp/devpush-state}"
 app_dir="${DEVPUSH_APP_DIR:-/app}"
 mkdir -p "$state"
+if [ "$mode" = all ] && [ -f "$state/built" ]; then
+    mode=run
+fi
 install_cmd="${DEVPUSH_INSTALL_COMMAND:-}"
 build_cmd="${DEVPUSH_BUILD_COMMAND:-}"
 pre_cmd="${DEVPUSH_PRE_DEPLOY_COMMAND:-}"
@@ -117,6 +122,7 @@ if [ "$mode" != run ]; then
         phase pre_deploy
         step pre-deploy "$pre_cmd"
     fi
+    : > "$state/built"
     if [ "$mode" = build ]; then
         exit 0
     fi

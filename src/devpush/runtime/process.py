@@ -2,15 +2,24 @@
 
 An instance lives in `root/<deployment_id>/`: `app/` (the copied source, the app's working
 directory), `state/` (the entrypoint writes `phase` and `exit_code` there), `logs/stdout.log`,
-`logs/stderr.log`, and `instance.json` (pid, port, limits and a spec summary, never env values).
-The app gets its own port on 127.0.0.1, runs in its own session so that it outlives the worker,
-and is limited by cgroups where this machine lets us write them (v2, else v1), else by setrlimit.
+`logs/stderr.log`, and `instance.json` (pid, port, address, limits and a spec summary, never env
+values). The app runs in its own session so that it outlives the worker, and is limited by
+cgroups where this machine lets us write them (v2, else v1), else by setrlimit.
 
-Sandbox (when `bwrap` is installed): its own mount, pid, ipc, uts and cgroup namespaces, the
-host network. It sees read-only /usr (+ the /bin, /lib symlinks) and a few /etc entries, its
-own `app/` at /app and `state/` at /devpush/state, a private /tmp, and nothing else. When the
-worker is root, bwrap runs privileged and the app drops to uid/gid 65534 (`nobody`) with no
-capabilities; otherwise bwrap uses a user namespace and the app keeps the worker's uid.
+Network (runtime/netns.py, when isolated: root with `ip` and `nft`): build and app run in the
+instance's own network namespace, with its own address on the `devpush0` bridge and HOST=0.0.0.0;
+the upstream is `<address>:<port>`. From inside, nothing of the host (its loopback services, its
+addresses) nor any other instance is reachable; the internet is, through NAT. Unisolated
+(DEVPUSH_NETWORK_ISOLATION=off, or "auto" without root, ip or nft): the host network, a port of
+its own on 127.0.0.1.
+
+Sandbox (when `bwrap` is installed): its own mount, pid, ipc, uts and cgroup namespaces. It
+sees read-only /usr (+ the /bin, /lib symlinks) and a few /etc entries, its own `app/` at /app
+and `state/` at /devpush/state, its project's package cache and kept trees, a private /tmp, and
+nothing else. When the worker is root, bwrap runs privileged and the app drops, with no
+capabilities, to its project's own uid/gid (runtime/uids.py), which owns the instance's `app/`
+and `state/` and the project's cache and trees; otherwise bwrap uses a user namespace and the
+app keeps the worker's uid.
 """
 
 from __future__ import annotations
@@ -32,14 +41,15 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
 from devpush.errors import RuntimeFailure
+from devpush.runtime import netns, uids
 from devpush.runtime.base import (
     CA_ENV,
     ENTRYPOINT,
@@ -59,7 +69,6 @@ NO_BWRAP_MESSAGE = (
     "bubblewrap (bwrap) is not installed, so the process runtime cannot sandbox apps; "
     "install the 'bubblewrap' package, or set DEVPUSH_ALLOW_UNSANDBOXED=1 to run apps unsandboxed"
 )
-SANDBOX_UID = 65534  # nobody
 MiB = 1024 * 1024
 MAX_LINE = 64 * 1024  # longer log lines are cut
 _READ_CHUNK = 1024 * 1024
@@ -84,6 +93,7 @@ _DRIVER = Path(__file__).with_name("driver.py")
 # Where the CA bundle and caches appear inside the sandbox (runtime/base.py: CA_ENV).
 _CA_PATH = "/devpush/ca.crt"
 _CACHE_PATH = "/devpush/cache"
+_OLD_CACHES = ("uv", "npm", "pnpm", "yarn", "corepack")  # cache_dir's entries before uids.py
 _PHASES = {phase.value for phase in Phase}
 _STALE_STAGING = 3600.0  # seconds after which a `.new-*` directory is a crashed create()
 _CPU_PERIOD_US = 100_000
@@ -112,6 +122,7 @@ class _Instance:
     pid: int | None = None  # the root of the instance's process tree
     create_time: float | None = None  # with pid, identifies the process (pids are reused)
     port: int | None = None
+    address: str | None = None  # the instance's own address (isolated network), else None
     started_at: str | None = None
     limits: str | None = None  # "cgroup v2", "cgroup v1" or "rlimit"
     cgroups: dict[str, str] = field(default_factory=dict)  # controller -> cgroup directory
@@ -405,15 +416,22 @@ class ProcessRuntime:
         python_downloads: bool = False,
         ca_bundle: Path | None = None,
         tools: dict[str, Path] | None = None,
+        network_isolation: Literal["auto", "on", "off"] = "auto",
+        instance_subnet: str = "10.213.0.0/16",
+        ip: str = "ip",
+        nft: str = "nft",
+        uid_range: tuple[int, int] = (200_000, 100_000),
     ) -> None:
         """`bwrap` is looked up on PATH (None: act as if it were not installed);
-        `cgroup_root=None` turns cgroups off (setrlimit is used instead). `cache_dir` is the
-        package cache shared by builds (at /devpush/cache inside), `trees_dir` holds each
+        `cgroup_root=None` turns cgroups off (setrlimit is used instead). `cache_dir` holds each
+        project's package cache (its own at /devpush/cache inside), `trees_dir` each
         project's kept install trees (its own at /devpush/trees), `toolchains_dir` the Node and
         Python versions fetched for apps that ask for one the host lacks (runtime/toolchains.py;
         `python_prefixes` and `python_downloads` are its other sources), `ca_bundle` the CA
         certificates builds trust for outbound HTTPS, and `tools` host files placed
-        read-only under /devpush (e.g. {"bin/uv": ...})."""
+        read-only under /devpush (e.g. {"bin/uv": ...}). `network_isolation`: "on" needs root,
+        `ip` and `nft` (else instances are refused), "auto" isolates when they are there.
+        `uid_range` (first, count): the projects' own uids when the worker is root."""
         self._root = Path(root).absolute()
         self._cache_dir = Path(cache_dir).absolute() if cache_dir else None
         self._trees_dir = Path(trees_dir).absolute() if trees_dir else None
@@ -431,12 +449,18 @@ class ProcessRuntime:
         self._bwrap = shutil.which(bwrap) if bwrap else None
         self._setpriv = shutil.which("setpriv")
         self._prlimit = shutil.which("prlimit")
-        self._privileged = os.geteuid() == 0  # bwrap runs as root, the app drops to nobody
+        self._privileged = os.geteuid() == 0  # bwrap runs as root, the app drops to its uid
         self._cgroup_root = cgroup_root
         self._cgroups: _Cgroups | None = None
         self._cgroups_detected = False
         self._sandbox_checked = False
         self._specs: dict[str, RuntimeSpec] = {}  # created, not yet started; env lives only here
+        self._network, self._network_note, self._network_refusal = netns.choose(
+            network_isolation, subnet=instance_subnet, root=self._root, ip=ip, nft=nft
+        )
+        self._uids = uids.ProjectUids(self._root / ".uids.json", *uid_range)
+        own_uids = self._bwrap is not None and self._privileged
+        self._uid_refusal = uids.refusal(*uid_range) if own_uids else None
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -471,6 +495,24 @@ class ProcessRuntime:
         proc = await asyncio.to_thread(self._spawn, instance, spec)
         _reap_when_done(proc)
         del self._specs[instance_id]  # the env (secrets) is not kept longer than needed
+        return self._handle(instance)
+
+    async def restart(self, handle: RuntimeHandle, spec: RuntimeSpec) -> RuntimeHandle:
+        """Runs the app of an exited instance again, without its build. Until now its port and
+        address stayed claimed in instance.json (the caller pulled its route first); what is
+        left of it (processes, namespace) goes, then it claims a fresh port and address."""
+        instance_id = _check_id(handle.id)
+        self._require_sandbox()
+        instance = self._load(instance_id)
+        if instance is None:
+            raise RuntimeFailure(f"instance {instance_id} does not exist; create it first")
+        if self._process(instance) is not None:
+            return self._handle(instance)
+        if instance.pid is not None:
+            await asyncio.to_thread(self._stop, instance, 1.0)
+        run = replace(spec, install_command=None, build_command=None, pre_deploy_command=None)
+        proc = await asyncio.to_thread(self._spawn, instance, run)
+        _reap_when_done(proc)
         return self._handle(instance)
 
     async def status(self, handle: RuntimeHandle) -> InstanceStatus:
@@ -550,15 +592,14 @@ class ProcessRuntime:
         return await asyncio.to_thread(self._list)
 
     async def forget_project(self, project_id: str) -> None:
-        if self._trees_dir is not None:
-            trees = self._trees_dir / _check_id(project_id)
-            await asyncio.to_thread(shutil.rmtree, trees, True)
+        """Deletes the project's kept trees and package cache, and frees its uid."""
+        await asyncio.to_thread(self._forget, _check_id(project_id))
 
     async def listening(self, handle: RuntimeHandle) -> _Ports:
         instance = self._load(_check_id(handle.id))
         if instance is None:
             return []
-        return await asyncio.to_thread(_listening, self._process(instance), instance.cgroups)
+        return await asyncio.to_thread(self._listening, instance)
 
     async def toolchains(self) -> _Toolchains:
         return await asyncio.to_thread(self._toolchains.offered)
@@ -581,10 +622,11 @@ class ProcessRuntime:
             "backend": self.name,
             "root": str(self._root),
             "sandbox": sandbox,
-            "app_user": self._app_user(),
+            "app_user": self._uid_refusal or self._app_user(),
             "limits": limits,
             "limits_enforced": enforced,
             "port_range": list(self._port_range),
+            "network": self._network_note,
         }
 
     async def close(self) -> None:
@@ -595,23 +637,19 @@ class ProcessRuntime:
 
     def _populate(self, spec: RuntimeSpec, instance: _Instance) -> None:
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        own = self._trees_dir / _check_id(spec.project_id) if self._trees_dir else None
-        for shared in (self._cache_dir, own):
-            if shared is not None and not shared.is_dir():
-                shared.mkdir(mode=0o700, parents=True)
-                if self._bwrap and self._privileged:
-                    os.chown(shared, SANDBOX_UID, SANDBOX_UID)
+        with self._lock():
+            uid = self._own_uid(_check_id(spec.project_id))
         staging = self._root / f".new-{instance.deployment_id}-{secrets.token_hex(4)}"
         try:
             staging.mkdir(mode=0o700)
             # symlinks=True: a link in the repository is copied as a link, never followed
             # (following it as root would copy host files into the app).
             shutil.copytree(spec.source_dir, staging / "app", symlinks=True)
-            (staging / "state").mkdir()
+            (staging / "state").mkdir(mode=0o700)  # its owner (below) is the sandbox user
             (staging / "logs").mkdir(mode=0o700)
-            if self._bwrap and self._privileged:
-                _chown_tree(staging / "app", SANDBOX_UID)
-                _chown_tree(staging / "state", SANDBOX_UID)
+            if uid is not None:
+                _chown_tree(staging / "app", uid)
+                _chown_tree(staging / "state", uid)
             instance.save(staging)
             os.rename(staging, self._root / instance.deployment_id)
         except (OSError, shutil.Error) as exc:
@@ -628,18 +666,24 @@ class ProcessRuntime:
         if instance.cgroups:  # a fresh cgroup (its OOM counter starts at 0)
             _cgroup_remove(instance.cgroups)
         with self._lock():
-            port = self._free_port(instance.deployment_id)
+            port, address = self._claim(instance.deployment_id)
             try:
-                cgroup_dirs = self._create_cgroups(cgroups, instance.deployment_id, spec)
-            except OSError as exc:
-                raise RuntimeFailure(f"cannot set up the cgroup: {exc}") from exc
-            proc = self._popen(directory, spec, port, cgroup_dirs)
+                try:
+                    cgroup_dirs = self._create_cgroups(cgroups, instance.deployment_id, spec)
+                except OSError as exc:
+                    raise RuntimeFailure(f"cannot set up the cgroup: {exc}") from exc
+                proc = self._popen(directory, spec, port, cgroup_dirs)
+            except RuntimeFailure:
+                if self._network is not None:
+                    self._network.detach(instance.deployment_id)
+                raise
             instance.pid = proc.pid
             instance.create_time = _create_time(proc.pid)
             instance.port = port
+            instance.address = address
             instance.started_at = _now().isoformat()
             instance.sandbox = "bubblewrap" if self._bwrap else "unsandboxed"
-            instance.user = self._app_user()
+            instance.user = self._app_user(spec.project_id)
             instance.limits = cgroups.label if cgroups else "rlimit"
             instance.cgroups = cgroup_dirs
             instance.stopped = False
@@ -673,12 +717,13 @@ class ProcessRuntime:
         app_dir, state_dir = "/app", "/devpush/state"
         if not self._bwrap:
             app_dir, state_dir = str(directory / "app"), str(directory / "state")
-        env = _app_env(spec, port=port, app_dir=app_dir, state_dir=state_dir)
+        isolated = self._network is not None
+        env = _app_env(spec, port=port, app_dir=app_dir, state_dir=state_dir, isolated=isolated)
         if self._ca_bundle is not None:
             ca = _CA_PATH if self._bwrap else str(self._ca_bundle)
             env.update({name: ca for name in CA_ENV})
         if self._cache_dir is not None and not self._bwrap:  # the caches' real path
-            real = str(self._cache_dir)
+            real = str(self._cache_dir / spec.project_id)
             env = {
                 k: real + v[len(_CACHE_PATH) :] if v.startswith(_CACHE_PATH) else v
                 for k, v in env.items()
@@ -712,7 +757,7 @@ class ProcessRuntime:
         prefix = _BUILD if build else ""
         own = {k.removeprefix(prefix) for k in cgroup_dirs if k.startswith(_BUILD) == build}
         procs = sorted({str(Path(cgroup_dirs[prefix + c]) / "cgroup.procs") for c in own})
-        argv: list[str] = []
+        argv = self._network.enter(directory.name) if self._network is not None else []
         if not cgroup_dirs and limits.memory_mb and self._prlimit:
             argv += [self._prlimit, f"--data={limits.memory_mb * MiB}", "--"]
         mode = "build" if build else "run"
@@ -739,6 +784,8 @@ class ProcessRuntime:
         for entry in [*_ETC_ENTRIES, *sorted(p.name for p in Path("/etc").glob("python3*"))]:
             argv += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
             visible.append(Path("/etc", entry).resolve())
+        if self._network is not None and self._network.resolv_conf != Path("/etc/resolv.conf"):
+            argv += ["--ro-bind", str(self._network.resolv_conf), "/etc/resolv.conf"]
         argv += ["--proc", "/proc", "--dev", "/dev"]
         if limits.memory_mb:  # /tmp is memory: cap it too (cgroups charge it, rlimits do not)
             argv += ["--size", str(limits.memory_mb * MiB)]
@@ -756,11 +803,11 @@ class ProcessRuntime:
         if self._ca_bundle is not None:
             argv += ["--ro-bind", str(self._ca_bundle), _CA_PATH]
         if self._cache_dir is not None:
-            argv += ["--bind", str(self._cache_dir), _CACHE_PATH]
+            argv += ["--bind", str(self._cache_dir / spec.project_id), _CACHE_PATH]
         if self._trees_dir is not None:
             argv += ["--bind", str(self._trees_dir / spec.project_id), "/devpush/trees"]
         argv += self._toolchains.sandbox_args()
-        argv += ["--chdir", "/app", *self._drop_privileges()]
+        argv += ["--chdir", "/app", *self._drop_privileges(self._app_uid(spec.project_id))]
         return argv
 
     def _namespace_flags(self) -> _Argv:
@@ -768,38 +815,47 @@ class ProcessRuntime:
         # outlive it. No --die-with-parent: the app must outlive the worker that started it.
         flags = ["--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts"]
         flags += ["--hostname", "devpush", "--unshare-cgroup-try", "--new-session"]
-        if self._privileged:  # just enough for setpriv to drop to nobody, then nothing
+        if self._privileged:  # just enough for setpriv to drop to the app's uid, then nothing
             flags += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
             flags += ["--cap-add", "CAP_SETPCAP"]
         else:
             flags += ["--unshare-user", "--disable-userns"]
         return flags
 
-    def _drop_privileges(self) -> _Argv:
-        if not self._privileged:
+    def _drop_privileges(self, uid: int | None) -> _Argv:
+        if not self._privileged or uid is None:
             return []
         assert self._setpriv is not None
-        ids = [f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups"]
+        ids = [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         caps = ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
         return [self._setpriv, *ids, *caps, "--"]
 
-    def _free_port(self, instance_id: str) -> int:
-        """A port free on 127.0.0.1 and not promised to another instance (under the lock)."""
-        low, high = self._port_range
-        taken = set()
+    def _claim(self, instance_id: str) -> tuple[int, str | None]:
+        """A port, and when isolated an address with its namespace, that no other instance
+        holds (under the lock)."""
+        others: list[_Instance] = []
         for entry in self._root.iterdir():
             if entry.name != instance_id and _ID.fullmatch(entry.name):
                 with contextlib.suppress(RuntimeFailure):
-                    other = _Instance.load(entry)
-                    if other is not None and other.port is not None:
-                        taken.add(other.port)
+                    others += filter(None, [_Instance.load(entry)])
+        port = self._free_port({other.port for other in others if other.port})
+        if self._network is None:
+            return port, None
+        self._network.ensure()
+        addresses = {other.address for other in others if other.address}
+        return port, self._network.attach(instance_id, addresses)
+
+    def _free_port(self, taken: set[int]) -> int:
+        """A port not promised to another instance, and free on 127.0.0.1 unless isolated
+        (each namespace has all ports to itself)."""
+        low, high = self._port_range
         # A random start spreads ports out, so a just-freed port is rarely handed out again
         # while a stale proxy route may still point at it.
         count = high - low + 1
         first = random.randrange(count)
         for offset in range(count):
             port = low + (first + offset) % count
-            if port not in taken and _port_is_free(port):
+            if port not in taken and (self._network is not None or _port_is_free(port)):
                 return port
         raise RuntimeFailure(f"no free port left in {low}-{high} on 127.0.0.1")
 
@@ -816,6 +872,10 @@ class ProcessRuntime:
     # -- sandbox and limits --------------------------------------------------------------------
 
     def _require_sandbox(self) -> None:
+        if self._network_refusal is not None:
+            raise RuntimeFailure(self._network_refusal)
+        if self._uid_refusal is not None:
+            raise RuntimeFailure(self._uid_refusal)
         if self._bwrap is None and not self._allow_unsandboxed:
             raise RuntimeFailure(NO_BWRAP_MESSAGE)
         if self._bwrap and self._privileged and self._setpriv is None:
@@ -828,7 +888,8 @@ class ProcessRuntime:
         if self._bwrap is None or self._sandbox_checked:
             return
         argv = [self._bwrap, *self._namespace_flags(), "--ro-bind", "/", "/"]
-        argv += ["--proc", "/proc", "--dev", "/dev", *self._drop_privileges(), "true"]
+        argv += ["--proc", "/proc", "--dev", "/dev", *self._drop_privileges(self._uids.base)]
+        argv += ["true"]
         result = _run(argv)
         if result.returncode != 0:
             raise RuntimeFailure(
@@ -843,10 +904,57 @@ class ProcessRuntime:
             self._cgroups_detected = True
         return self._cgroups
 
-    def _app_user(self) -> str:
-        if self._bwrap and self._privileged:
-            return f"{SANDBOX_UID}:{SANDBOX_UID}"
-        return f"{os.geteuid()}:{os.getegid()} (the worker's)"
+    def _app_user(self, project_id: str | None = None) -> str:
+        if not (self._bwrap and self._privileged):
+            return f"{os.geteuid()}:{os.getegid()} (the worker's: no per-project uids without root)"
+        if project_id is None:
+            return f"per project, from uids {self._uids.base}-{self._uids.last}"
+        uid = self._app_uid(project_id)
+        return f"{uid}:{uid}"
+
+    # -- per-project uids ----------------------------------------------------------------------
+
+    def _own_uid(self, project_id: str) -> int | None:
+        """Under the lock: the project's uid (None: the worker's own, no per-project uids),
+        and its package cache and kept trees, made its own. A directory another uid owns (an
+        older version's, when every app ran as nobody) is only a cache: it is made afresh."""
+        uid = self._uids.assign(project_id) if self._bwrap and self._privileged else None
+        for parent in filter(None, (self._cache_dir, self._trees_dir)):
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if uid is not None and parent.stat().st_uid != os.geteuid():
+                for name in _OLD_CACHES:  # an older version's, which every project shared
+                    shutil.rmtree(parent / name, ignore_errors=True)
+                os.chown(parent, os.geteuid(), os.getegid())  # else its owner swaps projects'
+            own = parent / project_id
+            if uid is not None and own.is_dir() and own.stat().st_uid != uid:
+                shutil.rmtree(own)
+            if not own.is_dir():
+                own.mkdir(mode=0o700)
+                if uid is not None:
+                    os.chown(own, uid, uid)
+        return uid
+
+    def _app_uid(self, project_id: str) -> int | None:
+        if not (self._bwrap and self._privileged):
+            return None
+        uid = self._uids.get(project_id)
+        if uid is None:
+            raise RuntimeFailure(f"project {project_id} has no uid (forgotten?); create it again")
+        return uid
+
+    def _forget(self, project_id: str) -> None:
+        for parent in filter(None, (self._cache_dir, self._trees_dir)):
+            shutil.rmtree(parent / project_id, ignore_errors=True)
+        if not self._root.is_dir():
+            return
+        with self._lock():  # the uid stays the project's while an instance of it is left
+            for entry in self._root.iterdir():
+                if entry.is_dir() and _ID.fullmatch(entry.name):
+                    with contextlib.suppress(RuntimeFailure):
+                        instance = _Instance.load(entry)
+                        if instance is not None and instance.project_id == project_id:
+                            return
+            self._uids.release(project_id)
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -898,6 +1006,8 @@ class ProcessRuntime:
         if instance.cgroups:
             _cgroup_kill(instance.cgroups)
         survivors = _wait_gone(alive, 5.0)
+        if self._network is not None:
+            self._network.detach(instance.deployment_id)
         if survivors:
             pids = sorted(proc.pid for proc in survivors)
             raise RuntimeFailure(f"processes {pids} of {instance.deployment_id} survived SIGKILL")
@@ -916,12 +1026,12 @@ class ProcessRuntime:
             shutil.rmtree(trash)
         if instance is not None and instance.cgroups:
             _cgroup_remove(instance.cgroups)
+        if self._network is not None:
+            self._network.detach(instance_id)
 
     def _list(self) -> _Handles:
-        if not self._root.is_dir():
-            return []
         handles = []
-        for entry in sorted(self._root.iterdir()):
+        for entry in sorted(self._root.iterdir()) if self._root.is_dir() else []:
             if _is_leftover(entry):
                 shutil.rmtree(entry, ignore_errors=True)
             if not entry.is_dir() or not _ID.fullmatch(entry.name):
@@ -931,10 +1041,22 @@ class ProcessRuntime:
             except RuntimeFailure:
                 instance = None
             handles.append(self._handle(instance) if instance else self._bare_handle(entry.name))
+        if self._network is not None:  # re-applied: a firewall reload may have flushed it
+            self._network.ensure()
+            self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self._lock():  # a namespace is made under it, for an existing directory
+                self._network.sweep({entry.name for entry in self._root.iterdir()})
         return handles
 
+    def _listening(self, instance: _Instance) -> _Ports:
+        procs = _instance_processes(self._process(instance), instance.cgroups)
+        if self._network is None or instance.address is None:
+            return _listening(procs)
+        return self._network.listening(instance.deployment_id, [proc.pid for proc in procs])
+
     def _handle(self, instance: _Instance) -> RuntimeHandle:
-        upstream = f"127.0.0.1:{instance.port}" if instance.port and instance.pid else None
+        host = instance.address or "127.0.0.1"
+        upstream = f"{host}:{instance.port}" if instance.port and instance.pid else None
         directory = self._root / instance.deployment_id
         return RuntimeHandle(
             backend=self.name,
@@ -952,11 +1074,16 @@ class ProcessRuntime:
 # helpers
 
 
-def _app_env(spec: RuntimeSpec, *, port: int, app_dir: str, state_dir: str) -> dict[str, str]:
-    """The app's whole environment: never the worker's own (it holds the platform's secrets)."""
+def _app_env(
+    spec: RuntimeSpec, *, port: int, app_dir: str, state_dir: str, isolated: bool
+) -> dict[str, str]:
+    """The app's whole environment: never the worker's own (it holds the platform's secrets).
+    Isolated, the app is reached at its own address, so it listens on every interface."""
     env = {"PATH": _PATH, "HOME": app_dir, "LANG": "C.UTF-8"}
     env |= entrypoint_env(spec, spec.env)
     env.update(PORT=str(port), DEVPUSH_APP_DIR=app_dir, DEVPUSH_STATE_DIR=state_dir)
+    if isolated:
+        env["HOST"] = "0.0.0.0"
     return env
 
 
@@ -1095,10 +1222,19 @@ def _is_leftover(entry: Path) -> bool:
 
 
 def _chown_tree(top: Path, uid: int) -> None:
-    os.lchown(top, uid, uid)
+    """Hand `top` to the sandbox's user as its only reader (group and other bits go: a tree
+    extracted from git keeps 0644 whatever the umask)."""
+    _own_privately(str(top), uid)
     for directory, dirnames, filenames in os.walk(top):
         for name in dirnames + filenames:
-            os.lchown(os.path.join(directory, name), uid, uid)
+            _own_privately(os.path.join(directory, name), uid)
+
+
+def _own_privately(path: str, uid: int) -> None:
+    os.lchown(path, uid, uid)
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISLNK(mode) and mode & 0o077:
+        os.chmod(path, stat.S_IMODE(mode) & 0o700)
 
 
 def _check_id(instance_id: str) -> str:
@@ -1137,9 +1273,9 @@ def _has_build(spec: RuntimeSpec) -> bool:
     return bool(spec.install_command or spec.build_command or spec.pre_deploy_command)
 
 
-def _listening(root: psutil.Process | None, cgroups: dict[str, str]) -> list[int]:
-    """The TCP ports the instance's processes listen on."""
-    pids = {proc.pid for proc in _instance_processes(root, cgroups)}
+def _listening(procs: list[psutil.Process]) -> list[int]:
+    """The TCP ports the instance's processes listen on (on the host network)."""
+    pids = {proc.pid for proc in procs}
     try:
         connections = psutil.net_connections("tcp")
     except (psutil.Error, OSError):

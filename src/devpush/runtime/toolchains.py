@@ -139,7 +139,9 @@ class Toolchains:
             if not target.is_dir():
                 untar = ["tar", "-xzf", str(work / match.group(0)), "-C", str(work)]
                 subprocess.run(untar + ["--no-same-owner"], check=True, timeout=_FETCH_TIMEOUT)
-                os.chmod(work / "package", 0o755)
+                # the sandbox's user reads it all; tar makes the directories an npm tarball
+                # does not list under the worker's umask (077)
+                _readable(work / "package")
                 with contextlib.suppress(OSError):  # another worker fetched it meanwhile
                     os.rename(work / "package", target)
             return Toolchain("node", version, path=f"{INSIDE}/node/{version}/bin/node")

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from devpush.deployments.models import Deployment
-from devpush.errors import Conflict, Invalid
+from devpush.errors import Conflict, Forbidden, Invalid
 from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.settings import Settings
@@ -38,18 +39,30 @@ def is_github(project: Project) -> bool:
     return bool(project.github_installation_id and project.github_repo_full_name)
 
 
-def check_local_url(settings: Settings, url: str) -> None:
-    """file:// sources read the worker's own disk: only where the operator allows them, and
-    never inside the data directory (other projects' repositories, keys)."""
-    if not url.startswith("file://"):
+def check_local_url(settings: Settings, url: str, *, admin: bool | None = None) -> None:
+    """file:// sources read the worker's own disk: only where the operator allows them
+    (DEVPUSH_ALLOW_FILE_REPOS), only for platform admins (`admin`; None at deploy time, when
+    the project's URL was checked as it was saved), and never into devpush's data directory
+    (other teams' push repositories, keys, the database). The path is checked as git reads it:
+    percent-decoded, then resolved with symlinks followed."""
+    if not url.startswith("file:"):
         return
     if not settings.allow_file_repos:
         raise Invalid(
             "file:// repositories are disabled on this platform "
             "(DEVPUSH_ALLOW_FILE_REPOS); use an https:// or ssh:// URL"
         )
-    path = Path(url.removeprefix("file://")).resolve()
-    if path.is_relative_to(settings.data_path):
+    if admin is False:
+        raise Forbidden("only platform admins may use file:// repositories")
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost") or parts.query:
+        raise Invalid("a file:// repository URL is file:///absolute/path")
+    path = Path(unquote(parts.path))
+    if not path.is_absolute() or "\0" in str(path):
+        raise Invalid("a file:// repository URL is file:///absolute/path")
+    real = path.resolve()
+    private = {settings.data_path.resolve(), settings.data_path.absolute()}
+    if any(real.is_relative_to(root) or path.is_relative_to(root) for root in private):
         raise Invalid("a file:// repository cannot point inside devpush's data directory")
 
 

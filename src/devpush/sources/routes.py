@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.deps import PlatformDep, PrincipalDep, SecretAnswer, SessionDep, client_ip
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_project
 from devpush.deployments import flows
@@ -36,7 +36,10 @@ async def get_git_source(
 
 
 @router.post(
-    "/projects/{project_id}/deploy-hook", response_model=DeployHookCreated, status_code=201
+    "/projects/{project_id}/deploy-hook",
+    response_model=DeployHookCreated,
+    status_code=201,
+    dependencies=[SecretAnswer],
 )
 async def create_deploy_hook(
     project_id: str,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.deps import PlatformDep, PrincipalDep, SecretAnswer, SessionDep, client_ip
 from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_team, role_in_team
@@ -212,7 +212,12 @@ async def remove_member(
 
 
 # ---- invites -------------------------------------------------------------------------------------
-@router.post("/teams/{team}/invites", response_model=InviteRead, status_code=201)
+@router.post(
+    "/teams/{team}/invites",
+    response_model=InviteRead,
+    status_code=201,
+    dependencies=[SecretAnswer],  # the one-time link, when no mail could carry it
+)
 async def create_invite(
     team: str,
     body: InviteCreate,
@@ -221,7 +226,8 @@ async def create_invite(
     principal: PrincipalDep,
     platform: PlatformDep,
 ) -> InviteRead:
-    """Invite an address; the link goes out by mail (or to the app's log without SMTP)."""
+    """Invite an address; the link goes out by mail (without SMTP, it is in this answer's
+    `url`, for you to hand over)."""
     row, actor_role = await team_and_role(session, principal, team, Action.manage)
     invite, token = await service.create_invite(
         session=session,
@@ -242,10 +248,10 @@ async def create_invite(
         data={"email": invite.email, "role": invite.role.value},
     )
     inviter = await session.get(User, principal.user_id)
-    await service.send_invite(
+    url = await service.send_invite(
         platform.settings, team=row, inviter=inviter, invite=invite, token=token
     )
-    return invite_read(invite)
+    return invite_read(invite).model_copy(update={"url": url})
 
 
 @router.get("/teams/{team}/invites", response_model=list[InviteRead])
@@ -254,7 +260,11 @@ async def list_invites(team: str, session: SessionDep, principal: PrincipalDep) 
     return [invite_read(i) for i in await service.list_invites(session=session, team_id=row.id)]
 
 
-@router.post("/teams/{team}/invites/{invite_id}/resend", response_model=InviteRead)
+@router.post(
+    "/teams/{team}/invites/{invite_id}/resend",
+    response_model=InviteRead,
+    dependencies=[SecretAnswer],
+)
 async def resend_invite(
     team: str,
     invite_id: Id,
@@ -263,7 +273,8 @@ async def resend_invite(
     principal: PrincipalDep,
     platform: PlatformDep,
 ) -> InviteRead:
-    """Mail a fresh link (valid 7 days again); the previous link stops working."""
+    """Mail a fresh link (valid 7 days again); the previous link stops working. Without SMTP
+    the new link is in this answer's `url`."""
     row = await load_team(session=session, principal=principal, team_ref=team, action=Action.manage)
     invite = await service.get_invite(session=session, team_id=row.id, invite_id=invite_id)
     token = await service.resend_invite(session=session, invite=invite)
@@ -277,10 +288,10 @@ async def resend_invite(
         ip=client_ip(request),
     )
     inviter = await session.get(User, principal.user_id)
-    await service.send_invite(
+    url = await service.send_invite(
         platform.settings, team=row, inviter=inviter, invite=invite, token=token
     )
-    return invite_read(invite)
+    return invite_read(invite).model_copy(update={"url": url})
 
 
 @router.delete("/teams/{team}/invites/{invite_id}", status_code=204)

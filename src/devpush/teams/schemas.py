@@ -54,3 +54,9 @@ class InviteRead(BaseModel):
     expires_at: datetime
     expired: bool
     created_at: datetime
+    url: str | None = Field(
+        default=None,
+        description="The invitation link, only in the answer to creating or resending an "
+        "invite when the platform has no mail server (DEVPUSH_SMTP_URL): hand it to the "
+        "invitee yourself. It is never logged, and not shown again.",
+    )

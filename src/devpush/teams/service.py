@@ -275,10 +275,11 @@ async def accept_invite(*, session: AsyncSession, token: str, user: User) -> Tea
 
 async def send_invite(
     settings: Settings, *, team: Team, inviter: User | None, invite: TeamInvite, token: str
-) -> None:
-    """Mail the invite link (or log it, without SMTP); shared by the API and the pages."""
+) -> str | None:
+    """Mail the invite link; shared by the API and the pages. Without SMTP nothing is sent
+    and the link is returned instead, for the inviting admin to hand over (it is never
+    logged)."""
     who = (inviter.name or inviter.email) if inviter else "A devpush user"
     url = f"{settings.app_url}/invites/{token}"
-    await mail.send(
-        settings, mail.invite(settings, invite.email, team.name, who, invite.role.value, url)
-    )
+    message = mail.invite(settings, invite.email, team.name, who, invite.role.value, url)
+    return None if await mail.send(settings, message) else url

@@ -180,7 +180,8 @@ async def _deployment_context(
     live = deployment.conclusion == Conclusion.succeeded and bool(deployment.runtime_handle)
     in_flight = deployment.status != Status.completed
     # Serving: roll back to the one before (if any). Not serving: serve this one again.
-    rollback = bool(alias and alias.previous_deployment_id) if serving else live
+    servable = live and deployment.instance_health is None  # not restarting nor crashed
+    rollback = bool(alias and alias.previous_deployment_id) if serving else servable
     return {
         **await project_context(viewer, session, project),
         "deployment": deployment,
@@ -191,7 +192,7 @@ async def _deployment_context(
             "cancel": in_flight,
             "redeploy": project.status == "active",
             "rollback": environment is not None and rollback,
-            "promote": live and not (environment is not None and environment.is_production),
+            "promote": servable and not (environment is not None and environment.is_production),
         },
         "started": deployment.prepare_started_at or deployment.created_at,
     }

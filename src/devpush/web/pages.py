@@ -18,6 +18,7 @@ from devpush.audit.service import record
 from devpush.auth import mail, oauth, signup
 from devpush.auth.models import User
 from devpush.auth.service import consume_sign_in_link, normalize_email
+from devpush.deployments import service as deployments
 from devpush.errors import Conflict, DevpushError, Invalid, NotFound, RateLimited, Unauthorized
 from devpush.settings import Settings
 from devpush.teams import service as teams
@@ -51,14 +52,31 @@ def is_deployment_host(settings: Settings, host: str) -> bool:
 async def unknown_host_middleware(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
-    """Traefik's catch-all sends unknown deployment hostnames here."""
+    """Traefik's catch-all sends unknown deployment hostnames here, and the hostnames of a
+    deployment whose app exited (its route is pulled while it restarts, or once it crashed):
+    those answer 503."""
     platform = getattr(request.app.state, "platform", None)
-    if platform is not None and is_deployment_host(platform.settings, _host(request)):
+    host = _host(request)
+    if platform is not None and is_deployment_host(platform.settings, host):
+        label = host.removesuffix("." + platform.settings.deploy_domain)
+        async with platform.sessions() as session:
+            health = await deployments.health_of_hostname(session=session, label=label)
+        if health is not None:
+            return render(
+                request,
+                "unavailable.html",
+                status_code=503,
+                headers={"Retry-After": "5"} if health == "restarting" else None,
+                host=host,
+                health=health.value,
+                app_url=platform.settings.app_url,
+                csrf_token="",
+            )
         return render(
             request,
             "not_found.html",
             status_code=404,
-            host=_host(request),
+            host=host,
             app_url=platform.settings.app_url,
             csrf_token="",
         )

@@ -18,7 +18,7 @@ from devpush.builds import PlanError
 from devpush.deployments import flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment
-from devpush.errors import Conflict, DevpushError, Invalid
+from devpush.errors import Conflict, DevpushError, Forbidden, Invalid
 from devpush.platform import Platform
 from devpush.projects import service as projects
 from devpush.projects.models import Project
@@ -121,8 +121,6 @@ async def detect_commands(
     plan, note = None, ""
     try:
         url, credentials = await _source(request, row, values)
-        if url.startswith("file://") and not platform_of(request).settings.allow_file_repos:
-            raise Invalid("file:// repositories are disabled on this platform")
         if url:
             p = platform_of(request)
             plan = await detection.detect(
@@ -131,7 +129,7 @@ async def detect_commands(
                 branch=values["production_branch"].strip() or "main",
                 subdir=values["root_directory"].strip().strip("/"),
                 credentials=credentials,
-                private_dir=p.settings.data_path,
+                admin=viewer.principal.is_admin,
             )
         else:
             note = "Enter a repository first."
@@ -206,7 +204,7 @@ async def create_project(
         if not body.repo_url and not values.get("github_repo"):
             raise Invalid("choose a GitHub repository or enter a git URL")
         if body.repo_url:  # as the API: file:// only where allowed, never into the data dir
-            check_local_url(platform.settings, body.repo_url)
+            check_local_url(platform.settings, body.repo_url, admin=viewer.principal.is_admin)
         async with session.begin_nested():  # a failed GitHub link leaves no project behind
             project = await projects.create_project(session=session, team_id=row.id, body=body)
             if values.get("github_repo"):
@@ -215,7 +213,7 @@ async def create_project(
         return await _new_page(
             request, row, values=values, errors=field_errors(exc), status_code=422
         )
-    except (Invalid, Conflict) as exc:
+    except (Invalid, Conflict, Forbidden) as exc:
         field = "name" if isinstance(exc, Conflict) else "repo_url"
         return await _new_page(
             request, row, values=values, errors={field: exc.message}, status_code=422

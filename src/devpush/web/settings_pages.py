@@ -18,7 +18,7 @@ from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
 from devpush.auth.authz import Action, load_project
 from devpush.domains import service as domains
-from devpush.errors import Conflict, Invalid, NotFound
+from devpush.errors import Conflict, Forbidden, Invalid, NotFound
 from devpush.projects import env
 from devpush.projects import service as projects
 from devpush.projects.models import Project
@@ -169,7 +169,9 @@ async def save_section(
     try:
         body, values = _update_from(section, form, project)
         if body.repo_url:  # as the API: file:// only where allowed, never into the data dir
-            check_local_url(platform_of(request).settings, body.repo_url)
+            check_local_url(
+                platform_of(request).settings, body.repo_url, admin=viewer.principal.is_admin
+            )
         async with session.begin_nested():
             await projects.update_project(session=session, project=project, body=body)
     except ValidationError as exc:
@@ -177,7 +179,7 @@ async def save_section(
         return await _section(
             request, viewer, session, project, section, errors=field_errors(exc), values=values
         )
-    except (Invalid, Conflict) as exc:
+    except (Invalid, Conflict, Forbidden) as exc:
         values = {k: form_text(form, k, 4096) for k in SECTIONS[section]}
         field = "name" if section == "general" else SECTIONS[section][0]
         return await _section(
@@ -240,6 +242,7 @@ async def set_variable(
                 value=form_text(form, "value", 70000),
                 environment=_env_scope(form),
                 secret=form_text(form, "secret", 10) == "on",
+                previews=form_text(form, "previews", 10) == "on",
             )
     except Invalid as exc:
         field = "value" if "value of" in exc.message else "key"

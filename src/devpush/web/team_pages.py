@@ -129,12 +129,13 @@ async def _members_response(
     notice: str = "",
     status_code: int = 200,
     values: dict[str, str] | None = None,
+    invite_link: str | None = None,
 ) -> Response:
     context = await _settings_context(viewer, session, team)
-    context.update(errors=errors or {}, notice=notice, values=values or {})
+    context.update(errors=errors or {}, notice=notice, values=values or {}, invite_link=invite_link)
     if is_htmx(request):
         return render(request, "teams/_members.html", status_code=status_code, **context)
-    if status_code == 200:
+    if status_code == 200 and not invite_link:  # the link is shown once, never kept around
         if notice:
             flash(request, notice)
         return redirect(request, f"/t/{team.slug}/settings")
@@ -299,9 +300,16 @@ async def invite(
         ip=client_ip(request),
         data={"email": invited.email, "role": invited.role.value},
     )
-    await teams.send_invite(settings, team=row, inviter=viewer.user, invite=invited, token=token)
+    link = await teams.send_invite(
+        settings, team=row, inviter=viewer.user, invite=invited, token=token
+    )
     return await _members_response(
-        request, viewer, session, row, notice=f"Invitation sent to {invited.email}."
+        request,
+        viewer,
+        session,
+        row,
+        notice="" if link else f"Invitation sent to {invited.email}.",
+        invite_link=link,
     )
 
 
@@ -322,9 +330,16 @@ async def resend_invite(
         team_id=row.id,
         ip=client_ip(request),
     )
-    await teams.send_invite(settings, team=row, inviter=viewer.user, invite=invited, token=token)
+    link = await teams.send_invite(
+        settings, team=row, inviter=viewer.user, invite=invited, token=token
+    )
     return await _members_response(
-        request, viewer, session, row, notice=f"Invitation sent again to {invited.email}."
+        request,
+        viewer,
+        session,
+        row,
+        notice="" if link else f"Invitation sent again to {invited.email}.",
+        invite_link=link,
     )
 
 

@@ -98,7 +98,7 @@ async def release_stale_job(
     ttl_ms = await redis.pttl(key)
     if ttl_ms < 0:
         return False
-    info = await Job(job_id, redis).info()
+    info = await Job(job_id, redis, _deserializer=redis.job_deserializer).info()
     timeout = timeouts.get(info.function) if info else None
     if timeout is None or mark_seconds - ttl_ms / 1000 <= timeout + 10:
         return False

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from devpush.deployments import flows
 from devpush.github import jobs as github_jobs
 from devpush.logsetup import configure_logging
-from devpush.platform import Platform, arq_redis_settings, build_platform
+from devpush.platform import JOB_SERIALIZERS, Platform, arq_redis_settings, build_platform
 from devpush.projects import teardown
 from devpush.settings import Settings, get_settings
 from devpush.sources import jobs as source_jobs
@@ -171,6 +171,7 @@ def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
             ),
         ],
         "redis_settings": arq_redis_settings(settings),
+        **JOB_SERIALIZERS,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "poll_delay": 0.02,

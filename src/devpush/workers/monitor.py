@@ -3,8 +3,10 @@
 For each one (under a Redis lock, so any number of monitors can run) it ships the runtime's
 output into the log store and onto the deployment's Redis Stream, polls the instance, probes
 readiness with backoff (50 ms up to 1 s) once the app phase starts, and enqueues finalize or
-fail. It reconciles at start and periodically: deployments whose worker died are concluded, and
-runtime instances with no live deployment are removed.
+fail. While a deployment is live it polls its instance: one that exits has its route pulled
+first, then is restarted with backoff, or marked crashed after too many exits
+(deployments/crashes.py). It reconciles at start and periodically: deployments whose worker
+died are concluded, and runtime instances with no live deployment are removed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import functools
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -25,13 +28,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from devpush import events
 from devpush.db import session_scope, utcnow
-from devpush.deployments import flows
+from devpush.deployments import crashes, flows
 from devpush.deployments import service as deployments
-from devpush.deployments.models import Conclusion, Deployment, Status
+from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
 from devpush.errors import DevpushError
 from devpush.logs.shipper import Shipper
 from devpush.platform import Platform
-from devpush.runtime.base import InstanceState, Phase, Runtime, RuntimeHandle
+from devpush.runtime.base import InstanceState, InstanceStatus, Phase, Runtime, RuntimeHandle
 from devpush.workers.enqueue import (
     discard_start_job,
     enqueue_fail,
@@ -45,6 +48,7 @@ from devpush.workers.jobs import heartbeat_key, job_timeouts
 
 log = logging.getLogger("devpush.monitor")
 LOCK_TTL_MS = 15_000
+CHECK_EVERY = 5.0  # seconds between status checks of a live instance whose logs still flow
 STALE_PREPARE_S = 8.0
 WORKER_DIED = (
     "The worker preparing this deployment stopped (killed or crashed). Redeploy to try again."
@@ -136,8 +140,11 @@ class Monitor:
                     await session.execute(
                         select(Deployment.id).where(
                             Deployment.runtime_handle.is_not(None),
-                            Deployment.upstream.is_not(None),
-                            Deployment.status.in_((Status.deploy, Status.completed)),
+                            (
+                                Deployment.upstream.is_not(None)
+                                & Deployment.status.in_((Status.deploy, Status.completed))
+                            )
+                            | (Deployment.instance_health == InstanceHealth.restarting),
                         )
                     )
                 )
@@ -196,9 +203,24 @@ class Monitor:
             return await session.get(Deployment, deployment_id)
 
     async def _watch(self, deployment_id: str) -> None:
+        """Deploy, then serve; a live instance that exits is restarted (or marked crashed)
+        and served again, as long as this monitor holds the lock."""
         deployment = await self._load(deployment_id)
-        if deployment is None or not deployment.runtime_handle:
-            return
+        while deployment is not None and deployment.runtime_handle:
+            if deployment.instance_health == InstanceHealth.restarting:
+                if not await self._restart(deployment):
+                    return
+            else:
+                exited = await self._deploy_and_serve(deployment)
+                if exited is None or not await self._exited(deployment_id, exited):
+                    return
+            deployment = await self._load(deployment_id)
+
+    async def _deploy_and_serve(self, deployment: Deployment) -> InstanceStatus | None:
+        """Ship logs, wait until ready (a deployment in `deploy`), then watch it serve; returns
+        the instance's status when a live instance exited."""
+        assert deployment.runtime_handle is not None
+        deployment_id = deployment.id
         handle = RuntimeHandle.from_json(deployment.runtime_handle)
         runtime = self.p.runtimes.get(handle.backend)
         shipper = Shipper(self.p, deployment, runtime, handle)
@@ -216,11 +238,15 @@ class Monitor:
                     if cause:
                         error = f"{error} Cause: {cause}"
                     await enqueue_fail(self.p.redis, deployment_id, error)
-                    return
+                    return None
                 if not outcome.ready:
-                    return
+                    return None
                 await enqueue_finalize(self.p.redis, deployment_id)
-            await self._while_serving(deployment_id, ship)
+            exited = await self._while_serving(deployment_id, ship, runtime, handle)
+            if exited is not None:  # its last lines are stored before it is reported
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(ship), 2.0)
+            return exited
         finally:
             ship.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -320,17 +346,116 @@ class Monitor:
         row = await self._load(deployment_id)
         return row is None or row.status == Status.completed
 
-    async def _while_serving(self, deployment_id: str, ship: asyncio.Task[None]) -> None:
-        """Keep shipping logs while the instance lives and this monitor holds the lock."""
-        while not ship.done():
-            await asyncio.sleep(2)
+    async def _while_serving(
+        self, deployment_id: str, ship: asyncio.Task[None], runtime: Runtime, handle: RuntimeHandle
+    ) -> InstanceStatus | None:
+        """Keep shipping logs while the instance lives and this monitor holds the lock. The
+        status of a live one is checked as soon as its logs end (it exited), and every few
+        seconds anyway: its exit is returned."""
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        while True:
+            await asyncio.wait({ship}, timeout=self.p.settings.probe_max_interval)
             if not await self._renew(deployment_id):
-                return
+                return None
             row = await self._load(deployment_id)
             if row is None or not row.runtime_handle:
-                return
+                return None
             if row.status == Status.completed and row.conclusion != Conclusion.succeeded:
-                return
+                return None
+            live = crashes.is_live(row) and row.instance_health is None
+            if live and (ship.done() or loop.time() - checked >= CHECK_EVERY):
+                checked = loop.time()
+                status = await runtime.status(handle)
+                if status.state in (InstanceState.exited, InstanceState.missing):
+                    return status
+            if ship.done():
+                return None
+
+    # ---- a live instance that exited ------------------------------------------------------
+    async def _exited(self, deployment_id: str, exited: InstanceStatus) -> bool:
+        """Pull its route, then say why and what comes next; True when it is to be restarted."""
+        crash = await crashes.pull_route(self.p, deployment_id, exited)
+        if crash is None:
+            return False
+        log.warning(
+            "live instance exited",
+            extra={"deployment_id": deployment_id, "exit_code": exited.exit_code},
+        )
+        await crashes.report(self.p, deployment_id, crash, exited)
+        return not crash.crashed
+
+    async def _restart(self, deployment: Deployment) -> bool:
+        """Wait out the backoff, restart the instance and route it again once it answers. An
+        instance that fails to start, exits or never answers counts as one more exit. False
+        when this monitor lost the lock or the deployment is done with."""
+        s = self.p.settings
+        deployment_id = deployment.id
+        due = crashes.restart_due(s, deployment)
+        while (wait := due - time.time()) > 0:
+            await asyncio.sleep(min(wait, s.probe_max_interval))
+            if not await self._renew(deployment_id):
+                return False
+        try:
+            handle = await crashes.restart(self.p, deployment_id)
+        except DevpushError as exc:
+            failed = InstanceStatus(InstanceState.exited, error=f"it did not start: {exc}")
+            return await self._exited(deployment_id, failed)
+        if handle is None:
+            return False
+        runtime = self.p.runtimes.get(handle.backend)
+        fresh = await self._load(deployment_id)
+        if fresh is None:
+            return False
+        shipper = Shipper(self.p, fresh, runtime, handle)
+        ship = asyncio.create_task(shipper.run())
+        try:
+            outcome = await self._until_answering(fresh, runtime, handle)
+            if outcome is None:
+                return False
+            if isinstance(outcome, InstanceStatus):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(ship), 2.0)
+        finally:
+            ship.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ship
+            await shipper.flush()
+        if isinstance(outcome, InstanceStatus):
+            return await self._exited(deployment_id, outcome)
+        await crashes.restore_route(self.p, deployment_id, handle)
+        return True
+
+    async def _until_answering(
+        self, deployment: Deployment, runtime: Runtime, handle: RuntimeHandle
+    ) -> InstanceStatus | bool | None:
+        """Probe the restarted app as at deploy time: True when it answers, its status when it
+        exits (or is stopped for not answering within DEPLOY_TIMEOUT), None without the lock."""
+        s = self.p.settings
+        url = f"http://{handle.upstream}{deployment.config.get('health_path') or '/'}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.deploy_timeout
+        interval = s.probe_min_interval
+        renewed = loop.time()
+        while True:
+            if loop.time() - renewed > 1.0:
+                renewed = loop.time()
+                if not await self._renew(deployment.id):
+                    return None
+            status = await runtime.status(handle)
+            if status.state in (InstanceState.exited, InstanceState.missing):
+                return status
+            if status.phase == Phase.runtime and status.state == InstanceState.running:
+                if await self._probe(url) is None:
+                    return True
+            if loop.time() > deadline:
+                await runtime.stop(handle)
+                return InstanceStatus(
+                    InstanceState.exited,
+                    error=f"it did not answer within {s.deploy_timeout:.0f}s after a restart",
+                )
+            await self._pause(interval)
+            interval = min(interval * 2, s.probe_max_interval)
 
     # ---- reconciliation -----------------------------------------------------------------
     async def reconcile(self) -> None:

@@ -1,14 +1,16 @@
 """The process runtime against the real machine: bubblewrap, cgroups, ports, processes.
 
-Needs root (bwrap runs privileged and the app drops to nobody; cgroups are written) and the
-'bubblewrap' package. Each test gets its own runtime root under tmp_path; whatever a test
-leaves behind is removed by the `runtimes` fixture, so no process outlives a failing test.
+Needs root (bwrap runs privileged and the app drops to its project's uid; cgroups are
+written) and the 'bubblewrap' package. Each test gets its own runtime root under tmp_path;
+whatever a test leaves behind is removed by the `runtimes` fixture, so no process outlives a
+failing test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import json
 import os
 import signal
@@ -74,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
 
 print("app listening on", os.environ["PORT"], flush=True)
 print("app warning on stderr", file=sys.stderr, flush=True)
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+HTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()
 """
 
 # Run as a separate "worker" process that starts an app and is then SIGKILLed by the test.
@@ -217,21 +219,27 @@ def processes_with(tag: str) -> list[psutil.Process]:
 # -- deploy, logs, status ---------------------------------------------------------------------
 
 
-async def test_app_serves_on_its_own_port_as_nobody(runtime: ProcessRuntime, source: Path):
+async def test_app_serves_on_its_own_port_as_its_project(runtime: ProcessRuntime, source: Path):
     spec = make_spec(source, env={"BODY": "hello from devpush", "PORT": "1"}, port=1)
     handle = await deploy(runtime, spec)
 
     host, port = handle.upstream.split(":")  # type: ignore[union-attr]
-    assert host == "127.0.0.1" and PORT_RANGE[0] <= int(port) <= PORT_RANGE[1]
+    # Its own network namespace: its own address on the instances' subnet (tests/security).
+    assert ipaddress.ip_address(host) in ipaddress.ip_network("10.213.0.0/16")
+    assert PORT_RANGE[0] <= int(port) <= PORT_RANGE[1]
     assert (await get(handle)).text == "hello from devpush"
     probe = (await get(handle, "/probe")).json()
-    assert probe["env"]["PORT"] == port
-    assert (probe["uid"], probe["gid"]) == (65534, 65534)
+    assert (probe["env"]["PORT"], probe["env"]["HOST"]) == (port, "0.0.0.0")
+    # Its project's own uid and gid, from the reserved range (tests/security/test_process_uids.py).
+    uid = probe["uid"]
+    assert 200_000 <= uid < 300_000 and probe["gid"] == uid
     assert probe["ca_certs"] > 0  # /etc/ssl is readable: the app can make TLS calls
     assert (await runtime.status(handle)).state is InstanceState.running
 
     info = json.loads((Path(handle.data["dir"]) / "instance.json").read_text())
     assert info["port"] == int(port) and info["pid"] == handle.data["pid"]
+    assert info["address"] == host
+    assert info["user"] == f"{uid}:{uid}"
     assert info["spec"]["env_keys"] == ["BODY", "PORT"]
     assert info["labels"] == spec.labels
     assert "hello from devpush" not in json.dumps(info)  # env values are never written
@@ -241,7 +249,8 @@ async def test_app_serves_on_its_own_port_as_nobody(runtime: ProcessRuntime, sou
     described = await runtime.describe()
     assert described["sandbox"].startswith("bubblewrap ")
     assert described["limits"] == "cgroup v1"  # this machine: hybrid v1 hierarchy, root
-    assert described["app_user"] == "65534:65534"
+    assert described["app_user"] == "per project, from uids 200000-299999"
+    assert described["network"].startswith("isolated: ")
 
 
 async def test_concurrent_deployments_get_distinct_ports(runtime: ProcessRuntime, source: Path):
@@ -398,8 +407,11 @@ async def test_app_cannot_see_protected_paths(
     hidden = shown.with_name(shown.name + "-protected")
     try:
         for directory in (shown, hidden):
-            directory.mkdir(parents=True)
+            directory.mkdir(mode=0o755, parents=True)
             (directory / "file").write_text("content")
+            # readable by the sandbox's user whatever the umask (the platform's is 077)
+            directory.chmod(0o755)
+            (directory / "file").chmod(0o644)
         runtime = runtimes(protected_paths=[data_dir, hidden])
         reads = [str(secret), str(hidden / "file"), str(shown / "file")]
         exists = [str(data_dir), str(tmp_path), "/work", "/root", "/sys/fs/cgroup"]
@@ -431,7 +443,7 @@ async def test_app_does_not_get_the_workers_environment(
     assert "worker-only-secret" not in json.dumps(env)
     assert env["BODY"] == "x" and env["HOME"] == "/app" and env["LANG"] == "C.UTF-8"
     # The entrypoint unsets the commands; what is left is the app's env plus a few basics.
-    assert set(env) <= {"BODY", "PORT", "PATH", "HOME", "LANG", "PWD", "OLDPWD"} | {
+    assert set(env) <= {"BODY", "PORT", "HOST", "PATH", "HOME", "LANG", "PWD", "OLDPWD"} | {
         "DEVPUSH_APP_DIR",
         "DEVPUSH_STATE_DIR",
     }

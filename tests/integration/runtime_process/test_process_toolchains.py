@@ -166,6 +166,8 @@ async def test_an_admin_prefix_is_offered_first_and_bound_into_the_sandbox(
     (prefix / "bin").mkdir(parents=True)
     (prefix / "bin" / f"python{minor}").write_text(WRAPPER)
     (prefix / "bin" / f"python{minor}").chmod(0o755)
+    for directory in (prefix, prefix / "bin"):  # as an admin installs it, whatever our umask
+        directory.chmod(0o755)
     runtime = make_runtime(tmp_path, python_prefixes=[prefix])
     offered = await runtime.toolchains()
     path = str(prefix / "bin" / f"python{minor}")

@@ -212,16 +212,22 @@ async def test_unknown_pages_are_html_and_api_stays_json(alice_web: Browser) -> 
     assert static.status_code == 200 and "--bg" in static.text
 
 
-async def test_without_smtp_the_mail_goes_to_the_log(
+async def test_without_smtp_the_log_says_what_to_run_never_the_link(
     settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     from devpush.auth import mail
+    from devpush.logsetup import JsonFormatter
 
     quiet = settings.model_copy(update={"smtp_url": None})
     with caplog.at_level(logging.WARNING, logger="devpush.mail"):
-        await mail.send(quiet, mail.sign_in(quiet, "x@example.com", "http://h/auth/link/abc"))
+        sent = await mail.send(
+            quiet, mail.sign_in(quiet, "x@example.com", "http://h/auth/link/abc")
+        )
+    assert sent is False
     record = next(r for r in caplog.records if r.name == "devpush.mail")
-    assert "http://h/auth/link/abc" in record.text  # type: ignore[attr-defined]
+    line = JsonFormatter().format(record)
+    assert "auth/link" not in line and "abc" not in line
+    assert "devpush user link x@example.com" in record.getMessage()
     assert record.to == "x@example.com"  # type: ignore[attr-defined]
 
 

@@ -18,7 +18,7 @@ from devpush.platform import Platform
 from devpush.projects.models import EnvVar, Project
 from devpush.teams.models import Role
 from tests.e2e.apps import make_repo
-from tests.factories.auth import Account, add_member
+from tests.factories.auth import Account, add_member, promote
 from tests.integration.web.conftest import Browser
 from tests.integration.web.test_web_smoke import make_project
 
@@ -202,6 +202,7 @@ async def test_env_values_stay_hidden_until_revealed(
 async def test_new_project_from_a_local_repository(
     alice_web: Browser, alice: Account, platform: Platform, tmp_path: Path
 ) -> None:
+    await promote(platform, alice.user_id)  # file:// repositories are for platform admins
     repo = make_repo(tmp_path / "repo", body="A")
     detected = await alice_web.post(
         f"/t/{alice.team_slug}/new/detect",
@@ -222,7 +223,7 @@ async def test_new_project_from_a_local_repository(
         {"repo_url": f"file://{platform.settings.data_path}/repos/x.git"},
         htmx=True,
     )
-    assert "this path belongs to the platform" in private.text
+    assert "cannot point inside devpush&#39;s data directory" in private.text
 
     bad = await alice_web.post(
         f"/t/{alice.team_slug}/new", {"name": "shop", "repo_url": "ftp://example.com/x"}

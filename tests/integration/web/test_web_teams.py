@@ -169,7 +169,7 @@ async def test_invite_api(
     assert made.status_code == 201, made.text
     invite = made.json()
     assert invite["email"] == "bob@example.com" and not invite["expired"]
-    assert "token" not in invite
+    assert "token" not in invite and invite["url"] is None  # it went by mail
     listed = await client.get(base, headers=alice.headers)
     assert [i["id"] for i in listed.json()] == [invite["id"]]
     assert (await client.get(base, headers=bob.headers)).status_code == 404
@@ -192,6 +192,40 @@ async def test_invite_api(
     assert (
         await client.delete(f"{base}/{other.json()['id']}", headers=alice.headers)
     ).status_code == 404
+
+
+async def test_without_smtp_the_inviting_admin_gets_the_link(
+    client: httpx.AsyncClient,
+    alice: Account,
+    alice_web: Browser,
+    bob: Account,
+    app: Any,
+    caplog: Any,
+) -> None:
+    app.state.platform.settings = app.state.platform.settings.model_copy(update={"smtp_url": None})
+    base = f"/api/v1/teams/{alice.team_slug}/invites"
+    made = await client.post(base, json={"email": "bob@example.com"}, headers=alice.headers)
+    assert made.status_code == 201 and "/invites/" in made.json()["url"]
+    resent = await client.post(f"{base}/{made.json()['id']}/resend", headers=alice.headers)
+    url = resent.json()["url"]
+    assert url and url != made.json()["url"]
+    assert [i["url"] for i in (await client.get(base, headers=alice.headers)).json()] == [None]
+    # the pages show it once, to the inviter (HTMX or not), and say nothing was sent
+    page = await alice_web.post(
+        f"/t/{alice.team_slug}/invites", {"email": "carol@example.com"}, htmx=True
+    )
+    assert page.status_code == 200 and "nothing was sent" in page.text
+    assert "/invites/" in page.text and "Invitation sent" not in page.text
+    plain = await alice_web.post(f"/t/{alice.team_slug}/invites", {"email": "dan@example.com"})
+    assert plain.status_code == 200 and "nothing was sent" in plain.text
+    # the link works, and no log record carries it
+    token = httpx.URL(url).path.rsplit("/", 1)[1]
+    accepted = await client.post(f"/api/v1/invites/{token}/accept", headers=bob.headers)
+    assert accepted.status_code == 200
+    # the platform's records (the test's own client logs the URLs it calls, as "httpx")
+    platform_records = [r for r in caplog.records if r.name != "httpx"]
+    assert all("/invites/" not in r.getMessage() for r in platform_records)
+    assert all(token not in str(r.__dict__) for r in platform_records)
 
 
 async def test_rename_and_delete_team_api(
