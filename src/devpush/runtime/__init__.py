@@ -53,6 +53,7 @@ class Runtimes:
                 default_image=s.runner_image,
                 owner=owner_id(s),
                 ca_bundle=s.build_ca_bundle,
+                isolation=s.network_isolation,
             )
         if name == "process":
             import uv

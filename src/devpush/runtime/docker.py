@@ -25,6 +25,7 @@ from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
 from devpush.errors import RuntimeFailure
+from devpush.runtime import netns
 from devpush.runtime.base import (
     CA_ENV,
     ENTRYPOINT,
@@ -78,8 +79,12 @@ class DockerRuntime:
         owner: str | None = None,
         ca_bundle: Path | None = None,
         cache_volume: str | None = CACHE_VOLUME,
+        isolation: str = "auto",
     ) -> None:
         self.url = url
+        # Containers of one runner network could reach each other directly: each one's port
+        # on the bridge is isolated after it starts, where the engine is local (netns.py).
+        self.isolate_ports, self.isolation_note = netns.container_ports_isolatable(url, isolation)
         self.ca_bundle = ca_bundle if ca_bundle and ca_bundle.is_file() else None
         self.cache_volume = cache_volume
         self.network = network
@@ -186,6 +191,14 @@ class DockerRuntime:
             except DockerError as exc:
                 if exc.status == 404:
                     raise RuntimeFailure(f"container {handle.id[:12]} is missing") from exc
+                raise
+        pid = (info.get("State") or {}).get("Pid") or 0
+        if self.isolate_ports and pid:
+            try:
+                await asyncio.to_thread(netns.isolate_container_port, pid)
+            except RuntimeFailure:
+                with contextlib.suppress(DockerError):
+                    await container.kill()  # never left running unfenced
                 raise
         return replace(handle, upstream=self._upstream(info))
 
@@ -373,6 +386,7 @@ class DockerRuntime:
             "url": self.url,
             "network": self.network,
             "default_image": self.default_image,
+            "isolation": self.isolation_note,
             "engine": {
                 "version": version.get("Version"),
                 "api_version": version.get("ApiVersion"),

@@ -339,3 +339,64 @@ def _listen_ports(net: Path) -> set[int]:
                 if len(fields) > 3 and fields[3] == _LISTEN:
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+# ---- containers on a local engine (docker runtime) --------------------------------------------
+
+
+def container_ports_isolatable(url: str, mode: str) -> tuple[bool, str]:
+    """Whether the docker runtime can fence its containers off each other on the runner
+    bridge: the engine runs on this machine (a unix socket), the worker is root with `ip` and
+    `nsenter`, and DEVPUSH_NETWORK_ISOLATION is not "off". With the reason, for describe()."""
+    if mode == "off":
+        return (
+            False,
+            "containers on one bridge can reach each other (DEVPUSH_NETWORK_ISOLATION=off)",
+        )
+    if not url.startswith("unix://"):
+        return False, (
+            "containers on one bridge can reach each other: the engine is not on this "
+            "machine's socket (compose mode: see SECURITY.md)"
+        )
+    found, missing = find_tools("ip", "nft")
+    missing = [m for m in missing if not m.startswith("nft")]
+    if missing:
+        return False, f"containers on one bridge can reach each other: needs {', '.join(missing)}"
+    return True, "each container's bridge port is isolated: containers can't reach each other"
+
+
+def isolate_container_port(pid: int) -> str:
+    """Marks the host end of the veth of the container whose process is `pid` as an isolated
+    bridge port: it then exchanges frames only with the bridge itself (the host: Traefik, the
+    readiness probe) and non-isolated ports, never with another container. Returns the
+    port's name; raises RuntimeFailure when it can't."""
+    tools = {"PATH": _PATH}
+    try:
+        shown = subprocess.run(
+            ["nsenter", f"--net=/proc/{pid}/ns/net", "--", "ip", "-o", "link", "show", "eth0"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=tools,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeFailure(f"cannot isolate the container's network: {exc}") from exc
+    peer = shown.stdout.split(":", 2)[1].strip() if shown.stdout.count(":") >= 2 else ""
+    index = peer.rpartition("@if")[2]
+    if shown.returncode != 0 or not index.isdigit():
+        detail = (shown.stderr or shown.stdout).strip() or f"exit code {shown.returncode}"
+        raise RuntimeFailure(f"cannot isolate the container's network: no eth0 peer ({detail})")
+    for entry in _SYS_NET.iterdir():
+        with contextlib.suppress(OSError):
+            if (entry / "ifindex").read_text().strip() == index:
+                argv = ["ip", "link", "set", "dev", entry.name, "type", "bridge_slave"]
+                done = subprocess.run(
+                    [*argv, "isolated", "on"], capture_output=True, text=True, timeout=20, env=tools
+                )
+                if done.returncode != 0:
+                    raise RuntimeFailure(
+                        f"cannot isolate the container's bridge port {entry.name}: "
+                        f"{done.stderr.strip()}"
+                    )
+                return entry.name
+    raise RuntimeFailure(f"cannot isolate the container's network: no host link with index {index}")
