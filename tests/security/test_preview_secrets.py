@@ -298,3 +298,36 @@ async def test_the_settings_page_marks_a_secret_for_previews(
     async with session_scope(platform.sessions) as session:
         rows = {v.key: v.previews for v in await session.scalars(select(EnvVar))}
     assert rows == {PLAIN: False, SHARED: True, PROD: True, STAGED: False}
+
+
+async def test_a_branch_cannot_name_itself_production_in_devpush_toml(
+    client: httpx.AsyncClient,
+    platform: Platform,
+    alice: Account,
+    tmp_path: Path,
+    launched: list[RuntimeSpec],
+) -> None:
+    bare, work = tmp_path / "origin.git", tmp_path / "work"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
+    (work / "app.py").write_text("print('hi')\n")
+    (work / "devpush.toml").write_text('[environments]\nproduction = "sneaky*"\n')
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "claims production")
+    git(work, "push", "-q", str(bare), "HEAD:refs/heads/sneaky")
+    project_id = await project_with_every_kind(client, alice, f"file://{bare}")
+    made = await client.post(
+        f"/api/v1/projects/{project_id}/deployments",
+        json={"branch": "sneaky"},
+        headers=alice.headers,
+    )
+    assert made.status_code == 201, made.text
+    for job in await platform.redis.queued_jobs():
+        if job.function == "start_deployment":
+            await flows.start_deployment(platform, job.args[0])
+    result = (
+        await client.get(f"/api/v1/deployments/{made.json()['id']}", headers=alice.headers)
+    ).json()
+    assert result["conclusion"] == "failed", result
+    assert "production environment" in result["error"]
+    assert launched == []  # never started, so never handed production's secrets

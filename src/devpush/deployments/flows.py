@@ -336,6 +336,12 @@ async def _match_repo_environment(
                     f"devpush.toml names the environment {name!r}, which this project "
                     "does not have; create it in the project settings first"
                 )
+            if environments[name].is_production:  # its secrets and hostname are not a branch's
+                raise Invalid(
+                    f"devpush.toml can't put the branch {row.branch!r} in the production "
+                    f"environment ({name!r}): production deploys the production branch set in "
+                    "the project's settings"
+                )
             chosen = environments[name]
     environment_id = chosen.id if chosen else None
     if environment_id != row.environment_id:
