@@ -39,7 +39,12 @@ T = TypeVar("T")
 
 ComponentsOpt = Annotated[
     str,
-    typer.Option("--components", "-c", help="Comma-separated: app,worker,monitor,proxy,db,redis"),
+    typer.Option(
+        "--components",
+        "-c",
+        help="Comma-separated. `devpush up`: app,worker,monitor,proxy,db,redis; compose mode: "
+        "app,worker,monitor,postgres,redis,traefik,socket-proxy",
+    ),
 ]
 
 
@@ -170,17 +175,32 @@ def run_worker(
     from arq.worker import async_check_health
 
     from devpush.platform import arq_redis_settings
+    from devpush.workers.jobs import health_check_key
 
-    code = asyncio.run(async_check_health(arq_redis_settings(get_settings())))
+    settings = get_settings()
+    key = health_check_key(settings)
+    code = asyncio.run(async_check_health(arq_redis_settings(settings), health_check_key=key))
     if code:
-        err.print("worker unhealthy: no recent health check in Redis")
+        err.print(f"worker unhealthy: no recent health check in Redis ({key})")
     raise typer.Exit(code)
 
 
 @app.command("monitor")
-def run_monitor_cmd() -> None:
+def run_monitor_cmd(
+    check: Annotated[bool, typer.Option("--check", help="Exit non-zero if unhealthy")] = False,
+) -> None:
     """Run the monitor: readiness probes, exits, timeouts, log shipping, reconciliation."""
-    components.run_monitor()
+    if not check:
+        components.run_monitor()
+        return
+    from devpush.workers.liveness import STALE_AFTER, age, heartbeat_path
+
+    path = heartbeat_path(get_settings())
+    seconds = age(path)
+    if seconds is None or seconds > STALE_AFTER:
+        since = "never" if seconds is None else f"{seconds:.0f}s ago"
+        err.print(f"monitor unhealthy: its heartbeat {path} was last refreshed {since}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -65,7 +65,7 @@ def run_monitor() -> None:
     async def main() -> None:
         platform = await build_platform(settings)
         try:
-            await monitor_loop(platform)
+            await monitor_loop(platform)  # it refreshes its heartbeat (workers/liveness.py)
         finally:
             await platform.close()
 

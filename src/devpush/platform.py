@@ -1,5 +1,5 @@
-"""The services one process needs (settings, database, Redis, runtimes), built once at start by
-the app's lifespan, the worker's on_startup or the monitor, and handed on explicitly."""
+"""The services one process needs (settings, database, Redis, runtimes, log store), built once
+at start by the app's lifespan, the worker's on_startup or the monitor, and handed on explicitly."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from devpush.db import all_models, make_engine, make_sessionmaker
 from devpush.embedded.state import database_url, redis_url
+from devpush.logs.store import LogStore, open_log_store
 from devpush.runtime import Runtimes
 from devpush.settings import Settings
 
@@ -25,6 +26,7 @@ class Platform:
     sessions: async_sessionmaker[AsyncSession]
     redis: ArqRedis
     runtimes: Runtimes
+    log_store: LogStore
 
     async def warm(self, connections: int) -> None:
         """Open `connections` to PostgreSQL and as many to Redis now, and keep them pooled.
@@ -87,4 +89,5 @@ async def build_platform(settings: Settings, *, pool_size: int = 5) -> Platform:
         sessions=make_sessionmaker(engine),
         redis=redis,
         runtimes=Runtimes(settings),
+        log_store=open_log_store(settings),
     )

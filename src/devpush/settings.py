@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         "PROBE_MAX_INTERVAL, as the original design (for comparison).",
     )
     reconcile_interval: float = Field(15, description="Seconds between monitor reconciliations.")
+    worker_colour: Literal["", "blue", "green"] = Field(
+        "",
+        description="The worker's colour under compose (set by compose/base.yml): each colour "
+        "writes and checks its own health key in Redis, so an update tells them apart.",
+    )
     restart_max_crashes: int = Field(
         5,
         ge=1,

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from devpush import safetar
 from devpush.errors import Invalid
 
 FORMAT = 1
@@ -136,7 +137,7 @@ def read(path: Path, staging: Path) -> Manifest:
             handle = tar.extractfile(manifest_member)
             assert handle is not None
             manifest = Manifest.parse(handle.read())
-            tar.extractall(staging, filter="data")
+            safetar.extract_all(tar, staging)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise Invalid(f"{path} is not a devpush backup (a corrupt archive: {exc})") from None
     return manifest

@@ -20,15 +20,13 @@ from devpush.db import session_scope
 from devpush.deployments import flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
-from devpush.logs.store import PostgresLogStore
+from devpush.logs.store import LogStore
 from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
 from devpush.runtime.base import InstanceStatus, RuntimeHandle
 from devpush.settings import Settings
-
-store = PostgresLogStore()
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ async def pull_route(p: Platform, deployment_id: str, exited: InstanceStatus) ->
         row.upstream = None
         row.instance_health = InstanceHealth.crashed if crashed else InstanceHealth.restarting
         if crashed:  # the lines stored so far; `report` adds the exit's own once shipped
-            row.crash_log = await last_lines(session, s, deployment_id)
+            row.crash_log = await last_lines(session, s, deployment_id, p.log_store)
         await proxy_sync.sync_project(session=session, settings=s, project_id=row.project_id)
         project = await session.get(Project, row.project_id)
         slug = project.slug if project else ""
@@ -116,12 +114,14 @@ async def report(p: Platform, deployment_id: str, crash: Crash, exited: Instance
     async with session_scope(p.sessions) as session:
         row = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         if crash.crashed:
-            row.crash_log = await last_lines(session, s, deployment_id)
+            row.crash_log = await last_lines(session, s, deployment_id, p.log_store)
     await flows.system_log(p, deployment_id, message)
     await publish(p, row)
 
 
-async def last_lines(session: AsyncSession, settings: Settings, deployment_id: str) -> list[str]:
+async def last_lines(
+    session: AsyncSession, settings: Settings, deployment_id: str, store: LogStore
+) -> list[str]:
     if not settings.crash_log_lines:
         return []
     tail = await store.tail(

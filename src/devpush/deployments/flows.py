@@ -29,7 +29,7 @@ from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
 from devpush.errors import DevpushError, Invalid
 from devpush.github import reporting as github_reporting
-from devpush.logs.store import NewLine, PostgresLogStore
+from devpush.logs.store import NewLine
 from devpush.platform import Platform
 from devpush.projects import repo_config
 from devpush.projects.env import resolve_env
@@ -44,7 +44,6 @@ from devpush.sources import git, remote
 from devpush.teams.models import Team
 
 log = logging.getLogger("devpush.flows")
-store = PostgresLogStore()
 
 
 # ---- events and system log lines -------------------------------------------------------
@@ -73,7 +72,9 @@ async def system_log(p: Platform, deployment_id: str, message: str) -> None:
     """A platform message ("Fetching…", "Build failed") as a log line of phase `system`."""
     line = NewLine(ts=utcnow(), stream="stdout", phase="system", message=message)
     async with session_scope(p.sessions) as session:
-        stored = await store.append(session=session, deployment_id=deployment_id, lines=[line])
+        stored = await p.log_store.append(
+            session=session, deployment_id=deployment_id, lines=[line]
+        )
     for s in stored:
         await events.publish_deployment(p.redis, deployment_id, "log", s.to_json())
 
@@ -94,7 +95,7 @@ async def failure_cause(p: Platform, deployment_id: str) -> str | None:
     """The line of a failed build's output that most likely says why (for the one-line
     error a user reads first), or None when the build printed nothing."""
     async with session_scope(p.sessions) as session:
-        lines = await store.tail(
+        lines = await p.log_store.tail(
             session=session, deployment_id=deployment_id, phases=("build", "pre_deploy"), limit=60
         )
     messages = [m for line in lines if (m := line.message.strip()) and not _NOISE.search(m)]

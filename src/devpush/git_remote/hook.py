@@ -21,12 +21,12 @@ from devpush.auth.service import Principal
 from devpush.db import session_scope
 from devpush.deployments import service as deployments
 from devpush.errors import DevpushError
-from devpush.logs.store import Followed, PostgresLogStore, StatusChange, stream_position
+from devpush.logs.store import Followed, StatusChange, stream_position
 from devpush.platform import Platform, build_platform
 from devpush.projects.models import Environment, Project
 from devpush.settings import Settings
 from devpush.sources import branches
-from devpush.sources.jobs import enqueue_retire_branch
+from devpush.workers.enqueue import enqueue_retire_branch
 
 ZERO = "0" * 40
 FOLLOW_POLL_S = 1.0
@@ -144,7 +144,7 @@ async def _handle(p: Platform, update: Update, environ: dict[str, str]) -> tuple
 async def follow_deployment(p: Platform, deployment_id: str, url: str) -> None:
     """Print the deployment's log lines and status changes until it concludes (through the
     log store's follow, the same path the SSE stream uses)."""
-    store = PostgresLogStore()
+    store = p.log_store
     position = await stream_position(p.redis, events.deployment_stream(deployment_id))
     limit = p.settings.build_timeout + p.settings.deploy_timeout + 120
     deadline = time.monotonic() + limit

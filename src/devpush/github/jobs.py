@@ -1,12 +1,11 @@
-"""The GitHub jobs (run by the arq worker) and their typed enqueue helpers: acting on a stored
-webhook delivery, and reporting a deployment's state back to GitHub."""
+"""The GitHub jobs (run by the arq worker): acting on a stored webhook delivery, and reporting
+a deployment's state back to GitHub. They are enqueued through devpush.workers.enqueue."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from arq import func
-from arq.connections import ArqRedis
 from arq.worker import Function
 
 from devpush.platform import Platform
@@ -28,16 +27,6 @@ async def github_report(ctx: dict[str, Any], deployment_id: str) -> None:
     from devpush.github.reporting import report
 
     await report(_platform(ctx), deployment_id)
-
-
-async def enqueue_webhook(redis: ArqRedis, delivery_id: str) -> None:
-    await redis.enqueue_job("github_webhook", delivery_id, _job_id=f"github-webhook:{delivery_id}")
-
-
-async def enqueue_report(redis: ArqRedis, deployment_id: str, status: str) -> None:
-    await redis.enqueue_job(
-        "github_report", deployment_id, _job_id=f"github-report:{deployment_id}:{status}"
-    )
 
 
 def functions(settings: Settings) -> list[Function]:

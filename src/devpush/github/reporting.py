@@ -30,9 +30,9 @@ async def notify(p: Platform, deployment: Deployment) -> None:
     """Queue a report for the status changes GitHub shows: started, then concluded."""
     if deployment.trigger not in TRIGGERS or deployment.status not in REPORTED:
         return
-    from devpush.github.jobs import enqueue_report
+    from devpush.workers.enqueue import enqueue_github_report
 
-    await enqueue_report(p.redis, deployment.id, deployment.status.value)
+    await enqueue_github_report(p.redis, deployment.id, deployment.status.value)
 
 
 def github_state(deployment: Deployment) -> tuple[str, str]:

@@ -17,7 +17,6 @@ from devpush.auth.authz import Action, authorize_team, load_project, load_team
 from devpush.auth.service import SCOPES, Principal
 from devpush.errors import DevpushError, Forbidden, NotConfigured
 from devpush.github import service, webhooks
-from devpush.github.jobs import enqueue_webhook
 from devpush.github.schemas import ConnectRepository, InstallUrl, RepositoryRead
 from devpush.settings import Settings
 from devpush.signing import secret_key
@@ -25,6 +24,7 @@ from devpush.sources import service as sources
 from devpush.sources.schemas import GitSourceRead
 from devpush.teams.models import Team
 from devpush.teams.service import list_teams
+from devpush.workers.enqueue import enqueue_github_webhook
 
 router = APIRouter(tags=["github"])
 webhook_router = APIRouter(include_in_schema=False)
@@ -66,7 +66,7 @@ async def github_webhook(request: Request, session: SessionDep, platform: Platfo
     if not await webhooks.store(session=session, delivery=delivery, event=event, parsed=parsed):
         return JSONResponse({"status": "duplicate", "delivery": delivery}, status_code=200)
     await session.commit()
-    await enqueue_webhook(platform.redis, delivery)
+    await enqueue_github_webhook(platform.redis, delivery)
     return JSONResponse({"status": "queued", "delivery": delivery}, status_code=202)
 
 

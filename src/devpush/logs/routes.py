@@ -15,11 +15,10 @@ from devpush.auth.authz import Action, load_deployment, load_project
 from devpush.errors import Invalid
 from devpush.logs import sse
 from devpush.logs.schemas import LogLinePage, LogLineRead
-from devpush.logs.store import LEVELS, Cursor, LogQuery, PostgresLogStore, utc
+from devpush.logs.store import LEVELS, Cursor, LogQuery, utc
 from devpush.projects import service as projects
 
 router = APIRouter(tags=["logs"])
-store = PostgresLogStore()
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "An SSE stream"}
 }
@@ -34,6 +33,7 @@ async def search_logs(
     project_id: str,
     session: SessionDep,
     principal: PrincipalDep,
+    platform: PlatformDep,
     q: Annotated[
         str | None,
         Query(
@@ -72,7 +72,7 @@ async def search_logs(
         before=Cursor.decode(before_cursor) if before_cursor else None,
         limit=limit,
     )
-    page = await store.query(session=session, project_id=project.id, query=query)
+    page = await platform.log_store.query(session=session, project_id=project.id, query=query)
     return LogLinePage(
         items=[LogLineRead.model_validate(line.to_json()) for line in page.items],
         next_cursor=page.next_cursor,

@@ -28,7 +28,6 @@ from devpush.logs.store import (
     NewLine,
     OffsetConflict,
     Offsets,
-    PostgresLogStore,
     StoredLine,
 )
 from devpush.platform import Platform
@@ -70,7 +69,7 @@ class Shipper:
         self.deployment_id = deployment.id
         self.runtime = runtime
         self.handle = handle
-        self.store: LogStore = store or PostgresLogStore()
+        self.store: LogStore = store or p.log_store
         self.secrets = masker(deployment)
         self.offsets = Offsets.unpack(deployment.log_offset)  # what the store holds
         self.skip = self.offsets  # runtime lines to pass over, per stream, before shipping

@@ -31,7 +31,7 @@ from devpush.auth.service import Principal
 from devpush.db import utcnow
 from devpush.deployments.flows import status_payload
 from devpush.errors import Forbidden, Invalid, NotFound
-from devpush.logs.store import PostgresLogStore, StatusChange, stream_position
+from devpush.logs.store import StatusChange, stream_position
 from devpush.platform import Platform
 
 HEARTBEAT_SECONDS = 15.0
@@ -41,8 +41,6 @@ CLOSE_GRACE_SECONDS = 5.0  # late lines of a failed or canceled deployment still
 RETRY_MS = 2000
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _RANK = {"prepare": 0, "deploy": 1, "finalize": 2, "fail": 3, "completed": 4}
-
-store = PostgresLogStore()
 
 
 def after_seq(last_event_id: str | None) -> int:
@@ -147,7 +145,7 @@ async def deployment_events(
     loop = asyncio.get_running_loop()
     next_check = loop.time() + CHECK_SECONDS
     last = after
-    follow = store.follow(
+    follow = p.log_store.follow(
         sessions=p.sessions,
         redis=p.redis,
         deployment_id=deployment_id,
@@ -187,7 +185,9 @@ async def deployment_events(
 async def _remaining(p: Platform, deployment_id: str, last: int) -> AsyncIterator[ServerSentEvent]:
     while True:
         async with p.sessions() as session:
-            lines = await store.since(session=session, deployment_id=deployment_id, after_seq=last)
+            lines = await p.log_store.since(
+                session=session, deployment_id=deployment_id, after_seq=last
+            )
         for line in lines:
             yield ServerSentEvent(id=str(line.seq), event="log", data=json.dumps(line.to_json()))
         if not lines:

@@ -50,6 +50,7 @@ from devpush import events
 from devpush.deployments.models import Deployment
 from devpush.errors import Invalid
 from devpush.logs.models import LogLine
+from devpush.settings import Settings
 
 MAX_LINE = 16_384
 FOLLOW_PAGE = 5_000
@@ -232,6 +233,7 @@ class LogStore(Protocol):
       the next (older) page.
     - follow(): since(), then the lines (and status changes) published after `position`, in
       sequence order without duplicates; an empty batch after `idle` seconds of silence.
+    - stored_after(): every stored line after a sequence number, in pages.
     """
 
     async def append(
@@ -265,6 +267,17 @@ class LogStore(Protocol):
         position: str,
         idle: float = 5.0,
     ) -> AsyncGenerator[list[Followed], None]: ...
+
+    def stored_after(
+        self, *, sessions: async_sessionmaker[AsyncSession], deployment_id: str, after_seq: int
+    ) -> AsyncIterator[list[Followed]]: ...
+
+
+def open_log_store(settings: Settings) -> LogStore:
+    """The log store this platform uses, chosen once when the platform is built and handed on
+    from there. PostgreSQL is the only implementation so far, so every setting picks it."""
+    del settings
+    return PostgresLogStore()
 
 
 # ---- line hygiene ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devpush import safetar
 from devpush.errors import Invalid, RuntimeFailure
 
 SHA = re.compile(r"^[0-9a-f]{7,64}$")
@@ -305,7 +306,7 @@ async def export(*, mirror: Path, sha: str, dest: Path, subdir: str = "") -> Pat
 
     def extract() -> None:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(dest, filter="data")
+            safetar.extract_all(tar, dest)
 
     await asyncio.to_thread(extract)
     root = (dest / subdir).resolve() if subdir else dest

@@ -1,12 +1,11 @@
-"""Source jobs (run by the arq worker) and their typed enqueue helpers: taking down the preview
-of a branch deleted through the platform's push remote."""
+"""Source jobs (run by the arq worker): taking down the preview of a branch deleted through
+the platform's push remote. They are enqueued through devpush.workers.enqueue."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from arq import func
-from arq.connections import ArqRedis
 from arq.worker import Function
 
 from devpush.platform import Platform
@@ -18,10 +17,6 @@ async def retire_branch(ctx: dict[str, Any], project_id: str, branch: str) -> No
 
     platform: Platform = ctx["platform"]
     await retire(platform, project_id=project_id, branch=branch)
-
-
-async def enqueue_retire_branch(redis: ArqRedis, project_id: str, branch: str) -> None:
-    await redis.enqueue_job("retire_branch", project_id, branch)
 
 
 def functions(settings: Settings) -> list[Function]:

@@ -22,14 +22,13 @@ from devpush.deployments import flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Alias, AliasType, Conclusion, Deployment, Status
 from devpush.errors import Invalid
-from devpush.logs.store import LEVELS, Cursor, LogQuery, PostgresLogStore, utc
+from devpush.logs.store import LEVELS, Cursor, LogQuery, utc
 from devpush.projects import service as projects
 from devpush.projects.models import Environment, Project
 from devpush.web.common import Viewer, ViewerDep, page_router, platform_of, redirect, render
 from devpush.web.project_pages import project_context
 
 router = page_router()
-store = PostgresLogStore()
 Text = Annotated[str, Query(max_length=255)]
 STATUS_FILTERS = [
     ("", "Any status"),
@@ -337,7 +336,9 @@ async def log_search(
             before=Cursor.decode(before) if before else None,
             limit=100,
         )
-        page = await store.query(session=session, project_id=project.id, query=query)
+        page = await platform_of(request).log_store.query(
+            session=session, project_id=project.id, query=query
+        )
     except Invalid as exc:
         field, _, message = exc.message.partition(": ")
         errors[field if message else "q"] = message or exc.message

@@ -55,6 +55,23 @@ async def enqueue_delete_user(redis: ArqRedis, user_id: str) -> None:
     await redis.enqueue_job("delete_user", user_id, _job_id=f"delete-user:{user_id}")
 
 
+async def enqueue_github_webhook(redis: ArqRedis, delivery_id: str) -> None:
+    await redis.enqueue_job("github_webhook", delivery_id, _job_id=f"github-webhook:{delivery_id}")
+
+
+async def enqueue_github_report(redis: ArqRedis, deployment_id: str, status: str) -> None:
+    await redis.enqueue_job(
+        "github_report", deployment_id, _job_id=f"github-report:{deployment_id}:{status}"
+    )
+
+
+async def enqueue_retire_branch(redis: ArqRedis, project_id: str, branch: str) -> None:
+    """One queued retirement per project and branch (git forbids ":" in a branch name)."""
+    await redis.enqueue_job(
+        "retire_branch", project_id, branch, _job_id=f"retire-branch:{project_id}:{branch}"
+    )
+
+
 async def abort_start(redis: ArqRedis, deployment_id: str) -> None:
     """Abort a queued or running start_deployment job (the worker allows aborts)."""
     await redis.zadd(abort_jobs_ss, {f"start:{deployment_id}": int(time.time() * 1000)})

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from arq import cron, func
+from arq.constants import default_queue_name, health_check_key_suffix
 from arq.worker import Function, Worker
 from redis.exceptions import RedisError
 
@@ -141,6 +142,13 @@ def job_timeouts(settings: Settings) -> tuple[dict[str, float], float]:
     return timeouts, max([*timeouts.values(), settings.job_timeout]) + 10
 
 
+def health_check_key(settings: Settings) -> str:
+    """Where this worker writes its health (`devpush worker --check` reads it): one key per
+    compose colour, so that a dead green is not hidden by a live blue during an update."""
+    suffix = f":{settings.worker_colour}" if settings.worker_colour else ""
+    return f"{default_queue_name}{health_check_key_suffix}{suffix}"
+
+
 def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
 
@@ -180,5 +188,6 @@ def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
         "job_timeout": settings.job_timeout,
         "keep_result": 0,
         "health_check_interval": 5,
+        "health_check_key": health_check_key(settings),
         "handle_signals": True,
     }

@@ -35,6 +35,7 @@ from devpush.errors import DevpushError
 from devpush.logs.shipper import Shipper
 from devpush.platform import Platform
 from devpush.runtime.base import InstanceState, InstanceStatus, Phase, Runtime, RuntimeHandle
+from devpush.workers import liveness
 from devpush.workers.enqueue import (
     discard_start_job,
     enqueue_fail,
@@ -99,7 +100,12 @@ class Monitor:
         await self.reconcile()
         last_reconcile = asyncio.get_running_loop().time()
         last_id = "$"
+        heartbeat, last_beat = liveness.heartbeat_path(self.p.settings), -liveness.INTERVAL
         while not stop.is_set():
+            # The loop's own progress is what `devpush monitor --check` sees (compose).
+            if asyncio.get_running_loop().time() - last_beat >= liveness.INTERVAL:
+                await asyncio.to_thread(liveness.beat, heartbeat)
+                last_beat = asyncio.get_running_loop().time()
             try:
                 await self.pick_up()
             except (OSError, RedisError, SQLAlchemyError) as exc:  # restarting: try again
