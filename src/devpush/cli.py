@@ -11,15 +11,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from devpush import components
-from devpush.errors import DevpushError
+from devpush.errors import DevpushError, ServiceUnavailable
 from devpush.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from devpush.embedded.state import PlatformState
 
 app = typer.Typer(
     help="devpush: git push to a running web app on your own server.",
@@ -51,38 +54,42 @@ ComponentsOpt = Annotated[
 def fail(message: str, hint: str | None = None, code: int = 1) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line
     if hint:
-        err.print(f"[dim]hint:[/dim] {hint}")
+        err.print(f"[dim]hint:[/dim] {hint}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-# Exit codes of the server-side commands (user, token, keys): 1 the request was refused (e.g.
-# no such user), 2 bad usage, 3 no platform to reach (not running, or another data directory).
+# Exit codes of the server-side commands (README, "Commands"): 0 done, 1 refused or failed
+# (e.g. no such user, unhealthy), 2 bad usage, 3 no platform to reach: none runs from this
+# data directory, or its database or Redis refuses or does not answer (main() catches those).
 NO_PLATFORM = 3
+PLATFORM_HINT = (
+    "start it with `devpush up --detach`, or set DEVPUSH_DATA_DIR to the data directory of the "
+    "running platform (or DEVPUSH_DATABASE_URL and DEVPUSH_REDIS_URL)"
+)
+
+
+def require_platform(settings: Settings, service: str = "database") -> None:
+    """Exit NO_PLATFORM unless the `service` (database or redis) is configured or a platform
+    started here said where it is (run/state.json)."""
+    from devpush.embedded.state import read_state
+
+    configured = settings.database_url if service == "database" else settings.redis_url
+    if not configured and read_state(settings) is None:
+        raise fail(f"devpush is not running from {settings.data_path}", PLATFORM_HINT, NO_PLATFORM)
 
 
 def run_db(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Run an async function against the platform's database, with one-line errors."""
+    """Run an async function against the platform's database, with one-line errors (an
+    unreachable database is main()'s to answer)."""
     from devpush.embedded.private import set_private_umask
-    from devpush.embedded.state import read_state
 
     set_private_umask()
     settings = get_settings()
-    if not settings.database_url and read_state(settings) is None:
-        raise fail(
-            f"devpush is not running from {settings.data_path}: start it with `devpush up`, "
-            "or set DEVPUSH_DATA_DIR to its data directory (or DEVPUSH_DATABASE_URL)",
-            code=NO_PLATFORM,
-        )
+    require_platform(settings)
     try:
         return asyncio.run(fn(settings))
     except DevpushError as exc:
         raise fail(exc.message) from None
-    except OSError as exc:
-        raise fail(
-            f"cannot reach the database ({exc}): start the platform with `devpush up`, "
-            "or set DEVPUSH_DATABASE_URL",
-            code=NO_PLATFORM,
-        ) from None
 
 
 # ---- the embedded platform ---------------------------------------------------------------
@@ -178,10 +185,13 @@ def run_worker(
     from devpush.workers.jobs import health_check_key
 
     settings = get_settings()
+    require_platform(settings, "redis")
     key = health_check_key(settings)
-    code = asyncio.run(async_check_health(arq_redis_settings(settings), health_check_key=key))
+    redis_settings = arq_redis_settings(settings)
+    redis_settings.conn_retries = 0  # a healthcheck answers now; its caller retries
+    code = asyncio.run(async_check_health(redis_settings, health_check_key=key))
     if code:
-        err.print(f"worker unhealthy: no recent health check in Redis ({key})")
+        err.print(f"worker unhealthy: no recent health check in Redis ({key})", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -199,7 +209,9 @@ def run_monitor_cmd(
     seconds = age(path)
     if seconds is None or seconds > STALE_AFTER:
         since = "never" if seconds is None else f"{seconds:.0f}s ago"
-        err.print(f"monitor unhealthy: its heartbeat {path} was last refreshed {since}")
+        err.print(
+            f"monitor unhealthy: its heartbeat {path} was last refreshed {since}", soft_wrap=True
+        )
         raise typer.Exit(1)
 
 
@@ -211,13 +223,9 @@ def migrate() -> None:
     from devpush.migrate import upgrade
 
     set_private_umask()
-    try:
-        upgrade(database_url(get_settings()))
-    except OSError as exc:
-        raise fail(
-            f"cannot reach the database: {exc}",
-            "start it with `devpush up`, or set DEVPUSH_DATABASE_URL",
-        ) from None
+    settings = get_settings()
+    require_platform(settings)
+    upgrade(database_url(settings))
     out.print("database is up to date")
 
 
@@ -241,12 +249,27 @@ def _components(value: str | None) -> list[str]:
     return split_components(value, COMPONENTS)
 
 
+def _running(settings: Settings) -> PlatformState | None:
+    """The state of the platform whose supervisor runs from this data directory, or None."""
+    from devpush.embedded.state import read_state
+
+    state = read_state(settings)
+    return state if state and state.supervisor_pid and _alive(state.supervisor_pid) else None
+
+
+def _not_running(settings: Settings, hint: str = PLATFORM_HINT) -> typer.Exit:
+    return fail(f"devpush is not running from {settings.data_path}", hint, NO_PLATFORM)
+
+
 def _control(action: str, components: str | None) -> None:
     from devpush.embedded.launcher import send_control
 
     names = _components(components)
+    settings = get_settings()
+    if _running(settings) is None:
+        raise _not_running(settings)
     try:
-        send_control(get_settings(), action, names)
+        send_control(settings, action, names)
     except DevpushError as exc:
         raise fail(exc.message) from None
     time.sleep(0.5)
@@ -266,11 +289,12 @@ def _compose(action: str, components: str) -> None:
 @app.command()
 def start(components: ComponentsOpt = "") -> None:
     """Start components of a running platform (or the whole platform, detached)."""
-    from devpush.embedded.state import read_state
-
     if _compose_mode():
         return _compose("start", components)
-    if read_state(get_settings()) is None:
+    settings = get_settings()
+    if _running(settings) is None:
+        if components:
+            raise _not_running(settings, "`devpush start` without --components starts all of it")
         up(detach=True)
         return
     _control("start", components or None)
@@ -282,14 +306,12 @@ def stop(components: ComponentsOpt = "") -> None:
     """Stop components, or the whole platform when none are given."""
     import signal
 
-    from devpush.embedded.state import read_state
-
     if _compose_mode():
         return _compose("stop", components)
     settings = get_settings()
-    state = read_state(settings)
+    state = _running(settings)
     if state is None or not state.supervisor_pid:
-        raise fail(f"devpush is not running from {settings.data_path}")
+        raise _not_running(settings)
     if not components:
         os.kill(state.supervisor_pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
@@ -366,10 +388,15 @@ def _print_states(states: dict[str, str]) -> None:
 
 @app.command()
 def status(components: ComponentsOpt = "") -> None:
-    """Show which components run, with their pids. Exits 1 if any asked for is down."""
+    """Show which components run, with their pids. Exits 1 if any asked for is down, 3 if
+    no platform runs from this data directory."""
     if _compose_mode():
         return _compose("status", components)
-    states = _states(_components(components or None))
+    names = _components(components or None)
+    settings = get_settings()
+    if _running(settings) is None:
+        raise _not_running(settings)
+    states = _states(names)
     _print_states(states)
     raise typer.Exit(1 if "stopped" in states.values() else 0)
 
@@ -499,16 +526,54 @@ def settings_table() -> None:
         typer.echo(f"| `DEVPUSH_{name.upper()}` | {default} | {field.description} |")
 
 
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new encryption key, for DEVPUSH_ENCRYPTION_KEYS; nothing is stored."""
+    from cryptography.fernet import Fernet
+
+    typer.echo(Fernet.generate_key().decode())
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
-    """Add a new encryption key and re-encrypt every secret under it."""
+    """Re-encrypt every secret under the newest key. Keys in the data directory: a new key is
+    added first. Keys in DEVPUSH_ENCRYPTION_KEYS: its first key is the newest; when every
+    secret is already under it, exit 1 with how to add one."""
+    from devpush.crypto import key_file
     from devpush.operations import rotate_keys
 
+    settings = get_settings()
     count = run_db(rotate_keys)
-    out.print(f"re-encrypted {count} secrets under the new key; the old key is kept for reading")
+    if not settings.encryption_keys:
+        out.print(
+            f"added a new key first in {key_file(settings)} and re-encrypted {count} values "
+            "under it; the old keys are kept for reading. Restart the platform "
+            "(`devpush restart`) so that its running components read the new key",
+            soft_wrap=True,
+        )
+    elif count:
+        out.print(
+            f"re-encrypted {count} values under the first key of DEVPUSH_ENCRYPTION_KEYS",
+            soft_wrap=True,
+        )
+    else:
+        raise fail(
+            "nothing rotated: every secret is already under the first key of "
+            "DEVPUSH_ENCRYPTION_KEYS, and devpush cannot add a key to the environment",
+            "print a key with `devpush keys generate`, put it first in DEVPUSH_ENCRYPTION_KEYS "
+            "(keep the old keys after it), restart the platform, then run `devpush keys rotate`",
+        )
 
 
-def main() -> None:
+_registered = False
+
+
+def full_app() -> typer.Typer:
+    """The whole command: this module's commands, the client's, and the mode's others."""
+    global _registered
+    if _registered:
+        return app
+    _registered = True
     from devpush.backup.commands import register as register_backup
     from devpush.client.commands import register
     from devpush.compose import commands as compose_commands
@@ -518,9 +583,27 @@ def main() -> None:
     compose_commands.register(app)  # `update`
     register_socket_proxy(app)
     if _compose_mode():  # backup/restore, users, tokens and keys run inside the app container
-        if len(sys.argv) > 2 and sys.argv[1] in compose_commands.IN_APP:
-            compose_commands.forward_in_app(sys.argv[1:])
         compose_commands.register_backup(app)
     else:
         register_backup(app)
-    app()
+    return app
+
+
+def main() -> None:
+    from devpush import unreachable
+    from devpush.compose import commands as compose_commands
+
+    full_app()
+    if _compose_mode() and len(sys.argv) > 2 and sys.argv[1] in compose_commands.IN_APP:
+        compose_commands.forward_in_app(sys.argv[1:])
+    try:
+        app()
+    except DevpushError as exc:  # one line for what a command left uncaught
+        fail(exc.message)
+        sys.exit(NO_PLATFORM if isinstance(exc, ServiceUnavailable) else 1)
+    except Exception as exc:
+        message = unreachable.describe(get_settings(), exc)
+        if message is None:
+            raise  # a bug: keep its traceback
+        fail(message, PLATFORM_HINT)
+        sys.exit(NO_PLATFORM)

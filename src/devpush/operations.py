@@ -94,19 +94,31 @@ def _encrypted_columns() -> list[tuple[type, str]]:
 
 
 async def rotate_keys(settings: Settings) -> int:
-    """Put a new key first (file-held keys) and re-encrypt every secret under it."""
+    """Re-encrypt every secret that is not under the newest key; return how many were.
+
+    File-held keys: a new key is generated and put first (written before the rows change, so
+    no row is ever under a key that was not stored). DEVPUSH_ENCRYPTION_KEYS: the operator's
+    first key is the newest; none is added, and 0 means there was nothing to do."""
+    keys = crypto.load_keys(settings)
     if not settings.encryption_keys:
-        keys = crypto.load_keys(settings)
-        crypto.write_keys(settings, [Fernet.generate_key().decode(), *keys])
-    crypto.get_fernet.cache_clear()
+        keys = [Fernet.generate_key().decode(), *keys]
+    crypto.fernets(keys)  # an invalid key fails here, before anything changes
     count = 0
     async with transaction(settings) as session:
+        found = []
         for model, column in _encrypted_columns():
             col = getattr(model, column)
             rows = (await session.execute(select(model.id, col).where(col.is_not(None)))).all()  # type: ignore[attr-defined]
-            for row_id, token in rows:
-                await session.execute(
-                    update(model).where(model.id == row_id).values({column: crypto.rotate(token)})  # type: ignore[attr-defined]
-                )
-                count += 1
+            found += [(model, column, row_id, token) for row_id, token in rows]
+        if not settings.encryption_keys:
+            crypto.write_keys(settings, keys)
+        for model, column, row_id, token in found:
+            rotated = crypto.reencrypt(keys, token)
+            if rotated is None:
+                continue
+            await session.execute(
+                update(model).where(model.id == row_id).values({column: rotated})  # type: ignore[attr-defined]
+            )
+            count += 1
+    crypto.get_fernet.cache_clear()
     return count

@@ -8,11 +8,17 @@ are rows too (`public(...)`): being public is a decision, written down here.
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
+from devpush.db import session_scope
+from devpush.projects import service as projects
+from devpush.sources.remote import push_repo
 from tests.factories.auth import token_for
 from tests.security.matrix import (
     SIGN_IN,
@@ -55,6 +61,25 @@ async def serving_main(w: World, role: str) -> dict[str, str]:
 
 async def running_preview(w: World, role: str) -> dict[str, str]:
     return {"deployment_id": await w.fresh_deployment(succeeded=True)}
+
+
+async def pushed_project(w: World, role: str) -> dict[str, str]:
+    """A fresh project whose push remote holds a `main` branch (the deploy form reads it)."""
+    project_id = await w.fresh_project()
+    bare = push_repo(w.platform.settings, project_id)
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="matrix-repo-") as work:
+        for argv in (
+            ["init", "-q", "-b", "main"],
+            ["-c", "user.email=m@example.com", "-c", "user.name=m", "commit", "-q"]
+            + ["--allow-empty", "-m", "first"],
+            ["init", "-q", "--bare", str(bare)],
+            ["push", "-q", str(bare), "main"],
+        ):
+            subprocess.run(["git", *argv], cwd=Path(work), check=True, capture_output=True)
+    async with session_scope(w.platform.sessions) as session:
+        envs = await projects.list_environments(session=session, project_id=project_id)
+    return {"project_id": project_id, "environment_id": envs[0].id}
 
 
 async def new_domain(w: World, role: str) -> dict[str, str]:
@@ -429,6 +454,30 @@ CASES: list[Case] = [
         team_page(303),
         via="page",
         body=lambda w, c, p: {"branch": w.unique("page-deploy-")},
+    ),
+    # the deploy form: members and up deploy; it reads the project's repository
+    Case(
+        "GET",
+        "/projects/{project_id}/deploy/form",
+        team_page(200),
+        via="page",
+        params=pushed_project,
+    ),
+    Case(
+        "GET",
+        "/projects/{project_id}/deploy/commits",
+        team_page(200),
+        via="page",
+        params=pushed_project,
+        query="branch=main",
+    ),
+    Case(
+        "POST",
+        "/projects/{project_id}/deploy/form",
+        team_page(303),
+        via="page",
+        params=pushed_project,
+        body=lambda w, c, p: {"branch": "main", "environment": p["environment_id"]},
     ),
     Case("GET", "/projects/{project_id}/settings", team_page(200), via="page"),
     Case(

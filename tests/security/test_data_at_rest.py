@@ -236,9 +236,8 @@ def test_user_link_prints_a_working_link_and_fails_in_one_line(platform: Detache
     missing = platform.cli("user", "link", "admin@localhost", DEVPUSH_DATA_DIR=str(elsewhere))
     assert missing.returncode == 3 and missing.stdout == ""
     lines = missing.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        f"error: devpush is not running from {elsewhere}"
-    )
+    assert len(lines) == 2 and lines[0] == f"error: devpush is not running from {elsewhere}"
+    assert lines[1].startswith("hint: start it with `devpush up --detach`")
     assert not elsewhere.exists()  # nothing was made on the way
     usage = platform.cli("user", "link")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr

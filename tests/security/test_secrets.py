@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -401,3 +402,80 @@ async def test_key_rotation_keeps_every_secret_readable(
     crypto.get_fernet.cache_clear()
     assert await read_every_secret(platform) == plain
     assert os.environ.get("DEVPUSH_ENCRYPTION_KEYS", "") in ("", new)
+
+
+def keys_cli(settings: Settings, *args: str, keys: str | None) -> subprocess.CompletedProcess[str]:
+    """`devpush keys ...` as an operator runs it, against the suite's database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVPUSH_")}
+    env.update(
+        DEVPUSH_DATA_DIR=str(settings.data_dir),
+        DEVPUSH_DATABASE_URL=str(settings.database_url),
+        DEVPUSH_REDIS_URL=str(settings.redis_url),
+    )
+    if keys:
+        env["DEVPUSH_ENCRYPTION_KEYS"] = keys
+    return subprocess.run(
+        [sys.executable, "-m", "devpush", "keys", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("held", ["environment", "key file"])
+async def test_keys_rotate_cli_says_what_it_did(
+    platform: Platform,
+    alice: Account,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_keys: None,
+    held: str,
+) -> None:
+    """Issue 18.4: `devpush keys rotate` never claims a rotation it did not make. Keys in the
+    environment: it refuses (exit 1, how to add a key, nothing changed) until a new key is put
+    first, then re-encrypts every value under it and says how many."""
+    old = Fernet.generate_key().decode()
+    if held == "environment":
+        monkeypatch.setenv("DEVPUSH_ENCRYPTION_KEYS", old)
+    else:
+        monkeypatch.delenv("DEVPUSH_ENCRYPTION_KEYS", raising=False)
+        monkeypatch.setenv("DEVPUSH_DATA_DIR", str(settings.data_dir))
+        crypto.write_keys(get_settings(), [old])
+    crypto.get_fernet.cache_clear()
+    await store_every_kind_of_secret(platform, alice.team_id)
+    before = await encrypted_tokens(platform)
+
+    if held == "environment":
+        refused = keys_cli(settings, "rotate", keys=old)
+        assert refused.returncode == 1 and refused.stdout == "", refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 2 and "nothing rotated" in lines[0], lines
+        assert (
+            "`devpush keys generate`" in lines[1] and "first in DEVPUSH_ENCRYPTION_KEYS" in lines[1]
+        )
+        assert await encrypted_tokens(platform) == before  # nothing changed
+        generated = keys_cli(settings, "generate", keys=None)
+        assert generated.returncode == 0
+        new = generated.stdout.strip()
+        Fernet(new.encode())  # a valid key
+        done = keys_cli(settings, "rotate", keys=f"{new},{old}")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == (
+            f"re-encrypted {len(before)} values under the first key of DEVPUSH_ENCRYPTION_KEYS"
+        )
+        again = keys_cli(settings, "rotate", keys=f"{new},{old}")
+        assert again.returncode == 1 and "nothing rotated" in again.stderr  # truthful
+    else:
+        done = keys_cli(settings, "rotate", keys=None)
+        assert done.returncode == 0, done.stderr
+        keys = crypto.load_keys(get_settings())
+        assert keys[1:] == [old] and len(keys) == 2
+        new = keys[0]
+        key_file = crypto.key_file(get_settings())
+        assert done.stdout.strip().startswith(
+            f"added a new key first in {key_file} and re-encrypted {len(before)} values under it"
+        )
+    only_new = Fernet(new.encode())
+    for token in await encrypted_tokens(platform):
+        only_new.decrypt(token.encode())  # every row under the new key alone

@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from devpush.errors import DevpushError
+from devpush.cli import NO_PLATFORM, require_platform
+from devpush.errors import DevpushError, ServiceUnavailable
 from devpush.settings import get_settings
 
 err = Console(stderr=True)
@@ -40,8 +41,8 @@ class RichProgress:
 
 
 def _fail(exc: DevpushError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc.message}")
-    return typer.Exit(1)
+    err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+    return typer.Exit(NO_PLATFORM if isinstance(exc, ServiceUnavailable) else 1)
 
 
 def backup(
@@ -59,6 +60,7 @@ def backup(
     from devpush.embedded.private import set_private_umask
 
     set_private_umask()
+    require_platform(get_settings())
     try:
         path = service.backup(get_settings(), output, RichProgress())
     except DevpushError as exc:
@@ -79,6 +81,7 @@ def restore(
     from devpush.embedded.private import set_private_umask
 
     set_private_umask()  # restored repositories and keys are private like the rest
+    require_platform(get_settings())
     try:
         result = service.restore(get_settings(), archive, force=force, progress=RichProgress())
     except DevpushError as exc:

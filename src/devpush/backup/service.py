@@ -36,6 +36,7 @@ from devpush.db import make_engine, make_sessionmaker
 from devpush.embedded.state import database_url, read_state
 from devpush.errors import ConfigError, DevpushError, Invalid, ServiceUnavailable
 from devpush.settings import Settings
+from devpush.unreachable import reason
 
 EMBEDDED_COMPONENTS = ["app", "worker", "monitor"]
 PG_TIMEOUT = 3600
@@ -86,9 +87,11 @@ def _unreachable(settings: Settings, url: str, exc: BaseException) -> ServiceUna
         if not settings.database_url
         else "check DEVPUSH_DATABASE_URL and that PostgreSQL is running"
     )
+    found = reason(exc)
+    answer = found[1] if found else f"{type(exc).__name__}: {exc}".splitlines()[0]
     return ServiceUnavailable(
         f"cannot reach the platform's database at {where.host}:{where.port}/{where.database} "
-        f"({type(exc).__name__}: {exc}); {hint}"
+        f"({answer}); {hint}"
     )
 
 
@@ -497,6 +500,8 @@ def restore(settings: Settings, path: Path, *, force: bool, progress: Progress) 
     with tempfile.TemporaryDirectory(prefix=".devpush-restore-", dir=settings.data_path) as tmp:
         staging = Path(tmp)
         os.chmod(staging, 0o700)
+        with progress.step("Checking the platform's database"):
+            info = inspect_database(settings)  # first: is there a platform to restore onto
         with progress.step(f"Checking {path.name}"):
             manifest = archive.read(path, staging / "archive")
             if not known_revision(manifest.alembic_revision):
@@ -506,8 +511,6 @@ def restore(settings: Settings, path: Path, *, force: bool, progress: Progress) 
                     f"{manifest.devpush_version}); upgrade devpush, then restore"
                 )
             check_keys(settings, _keys(staging / "archive"), path)
-        with progress.step("Checking the platform's database"):
-            info = inspect_database(settings)
             _check_target(info, force)
         return _apply(settings, staging / "archive", manifest, info, progress)
 

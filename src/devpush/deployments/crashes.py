@@ -175,12 +175,10 @@ async def restore_route(p: Platform, deployment_id: str, handle: RuntimeHandle) 
         row.upstream = handle.upstream
         row.instance_health = None
         await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
+        router = traefik.router_name(project.slug, row.id)
         own = deployments.alias_specs(project, row, None)[0].value
-        await flows.wait_route_live(
-            p,
-            traefik.router_name(project.slug, row.id),
-            f"{own}.{p.settings.deploy_domain}",
-        )
+    # Committed first: no row lock is held while Traefik loads the route.
+    await flows.wait_route_live(p, router, f"{own}.{p.settings.deploy_domain}")
     await flows.system_log(p, deployment_id, "The app was restarted and serves again")
     await publish(p, row)
     return True

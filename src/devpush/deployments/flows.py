@@ -26,8 +26,8 @@ from devpush import builds, crypto, events
 from devpush.auth.service import Principal
 from devpush.db import session_scope, utcnow
 from devpush.deployments import service as deployments
-from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
-from devpush.errors import DevpushError, Invalid
+from devpush.deployments.models import Alias, Conclusion, Deployment, InstanceHealth, Status
+from devpush.errors import DevpushError, Invalid, ServiceUnavailable
 from devpush.github import reporting as github_reporting
 from devpush.logs.store import NewLine
 from devpush.platform import Platform
@@ -450,7 +450,24 @@ async def _save_handle(
 
 
 # ---- finalize / fail / cancel -----------------------------------------------------------
+ROUTE_TIMEOUT = 3.0  # seconds Traefik has to load a route before the switch is undone
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pointed:
+    """What finalize's first transaction switched: the aliases (and what each one's
+    `previous` was before, to put back if the route never goes live) and the route to await."""
+
+    router: str
+    hostname: str
+    values: list[str]
+    earlier: dict[str, str | None]
+
+
 async def finalize_deployment(p: Platform, deployment_id: str) -> None:
+    """Switch the aliases and rewrite Traefik's file (committed: no lock is held while
+    Traefik loads it), wait for the route, then conclude: succeeded once served, failed with
+    the aliases back on the previous deployment when Traefik never loads it."""
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         if deployment.status not in (Status.deploy, Status.finalize) or not deployment.upstream:
@@ -459,10 +476,22 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
         deployment.ready_at = deployment.ready_at or utcnow()
     await publish_status(p, deployment)
     started = utcnow()
+    pointed = await _point_deployment(p, deployment_id)
+    if pointed is None:
+        return
+    # Succeeded means served: Traefik must have loaded the route before the conclusion.
+    live = await wait_route_live(p, pointed.router, pointed.hostname, ROUTE_TIMEOUT)
+    if live:
+        await _conclude_live(p, deployment_id, pointed, started)
+    else:
+        await _withdraw(p, deployment_id, pointed)
+
+
+async def _point_deployment(p: Platform, deployment_id: str) -> _Pointed | None:
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         if deployment.status != Status.finalize:
-            return
+            return None
         project = await session.get(Project, deployment.project_id)
         assert project is not None
         environment = (
@@ -471,16 +500,28 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
             else None
         )
         specs = deployments.alias_specs(project, deployment, environment)
+        earlier = await _earlier_previous(session, specs, deployment.id)
         await deployments.point_aliases(
             session=session, project_id=project.id, specs=specs, deployment_id=deployment.id
         )
         await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
-        # Succeeded means served: wait for Traefik to load the route before committing.
-        await wait_route_live(
-            p,
-            traefik.router_name(project.slug, deployment.id),
-            f"{specs[-1].value}.{p.settings.deploy_domain}",
+        return _Pointed(
+            router=traefik.router_name(project.slug, deployment.id),
+            hostname=f"{specs[-1].value}.{p.settings.deploy_domain}",
+            values=[s.value for s in specs],
+            earlier=earlier,
         )
+
+
+async def _conclude_live(
+    p: Platform, deployment_id: str, pointed: _Pointed, started: datetime
+) -> None:
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployment.status != Status.finalize:  # concluded meanwhile (canceled, run twice)
+            if deployment.conclusion != Conclusion.succeeded:
+                await _restore_aliases(p, session, deployment.project_id, deployment_id, pointed)
+            return
         deployments.conclude(deployment, Conclusion.succeeded)
         deployment.timings = {
             **deployment.timings,
@@ -492,51 +533,137 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
         p.redis,
         deployment.project_id,
         "alias",
-        {"deployment_id": deployment.id, "aliases": [s.value for s in specs]},
+        {"deployment_id": deployment.id, "aliases": pointed.values},
     )
-    await system_log(
-        p,
-        deployment.id,
-        "Deployment is live: " + ", ".join(p.settings.deploy_url(s.value) for s in specs),
-    )
+    urls = ", ".join(p.settings.deploy_url(value) for value in pointed.values)
+    await system_log(p, deployment.id, "Deployment is live: " + urls)
     from devpush.workers.enqueue import enqueue_cleanup
 
     await enqueue_cleanup(p.redis, deployment.project_id)
 
 
-async def wait_route_live(p: Platform, router: str, hostname: str, timeout: float = 3.0) -> bool:
+async def _withdraw(p: Platform, deployment_id: str, pointed: _Pointed) -> None:
+    """Traefik never loaded the route: the aliases serve their previous deployment again
+    (rewritten file included), then the deployment fails like any other."""
+    async with session_scope(p.sessions) as session:
+        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if deployment.conclusion == Conclusion.succeeded:  # a twin job saw it live
+            return
+        kept = await _restore_aliases(p, session, deployment.project_id, deployment_id, pointed)
+        if deployment.status != Status.finalize:  # failed or canceled meanwhile
+            return
+        reason = _not_loaded(pointed, kept)
+        deployment.status, deployment.error = Status.fail, reason
+    await publish_status(p, deployment)
+    await system_log(p, deployment_id, reason)
+    await fail_deployment(p, deployment_id, reason)  # removes the instance, concludes failed
+
+
+def _not_loaded(pointed: _Pointed, kept: bool) -> str:
+    after = "the previous deployment keeps serving" if kept else "its URLs were withdrawn"
+    return (
+        f"Traefik did not load the route for {pointed.hostname} within {ROUTE_TIMEOUT:g}s; {after}"
+    )
+
+
+async def _earlier_previous(
+    session: AsyncSession, specs: list[deployments.AliasSpec], deployment_id: str
+) -> dict[str, str | None]:
+    """The `previous` of each alias about to switch to `deployment_id` (locked, so it can't
+    move before point_aliases): what to put back should the switch be undone."""
+    rows = await session.scalars(
+        select(Alias).where(Alias.value.in_([s.value for s in specs])).with_for_update()
+    )
+    return {a.value: a.previous_deployment_id for a in rows if a.deployment_id != deployment_id}
+
+
+async def _restore_aliases(
+    p: Platform, session: AsyncSession, project_id: str, deployment_id: str, pointed: _Pointed
+) -> bool:
+    """Undo a switch: each of `pointed`'s aliases still on `deployment_id` serves its previous
+    deployment again (one created by the switch goes), and Traefik's file follows. True when
+    a previous deployment serves again."""
+    aliases = await session.scalars(
+        select(Alias)
+        .where(Alias.value.in_(pointed.values), Alias.deployment_id == deployment_id)
+        .with_for_update()
+    )
+    kept = False
+    for alias in aliases:
+        if alias.previous_deployment_id is None:
+            await session.delete(alias)
+            continue
+        kept = True
+        alias.deployment_id = alias.previous_deployment_id
+        alias.previous_deployment_id = pointed.earlier.get(alias.value)
+    await session.flush()
+    await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project_id)
+    return kept
+
+
+async def _ask_traefik(client: httpx.AsyncClient, url: str) -> httpx.Response | None:
+    """Traefik's answer about a router (200 or 404), or None when there is no API to ask: an
+    external proxy (nothing listens at TRAEFIK_API_URL, or something that isn't our Traefik
+    answers, refusing our credentials)."""
+    try:
+        response = await client.get(url)
+    except httpx.TransportError as exc:
+        log.info("Traefik's API not reachable (%s); not waiting for routes", type(exc).__name__)
+        return None
+    if response.status_code not in (200, 404):
+        log.warning(
+            "Traefik's API answered %s; not waiting for routes",
+            response.status_code,
+            extra={"url": url},
+        )
+        return None
+    return response
+
+
+def _rule(response: httpx.Response) -> str | None:
+    """The router's rule from a 200, or None when the body isn't Traefik's."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    rule = body.get("rule") if isinstance(body, dict) else None
+    return rule if isinstance(rule, str) else None
+
+
+async def wait_route_live(
+    p: Platform, router: str, hostname: str, timeout: float = ROUTE_TIMEOUT
+) -> bool:
     """Wait until Traefik's `router` serves `hostname` (read from Traefik's loopback API).
-    Without that API (an external proxy) there is nothing to wait for."""
+    False only when that API answered, and never with the route, for `timeout` seconds.
+    Without that API (an external proxy) there is nothing to wait for: True, as when live."""
     host = f"Host(`{hostname}`)"
     url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with httpx.AsyncClient(timeout=1, auth=traefik_api_auth(p.settings)) as client:
         while loop.time() < deadline:
-            try:
-                response = await client.get(url)
-            except httpx.HTTPError:
-                return False
-            if response.is_success and host in response.json().get("rule", ""):
+            response = await _ask_traefik(client, url)
+            if response is None:
                 return True
+            if response.status_code == 200:
+                rule = _rule(response)
+                if rule is None or host in rule:
+                    return True
             await asyncio.sleep(0.01)
     log.warning("route not live in time", extra={"router": router, "host": host})
     return False
 
 
-async def wait_route_gone(p: Platform, router: str, timeout: float = 3.0) -> bool:
+async def wait_route_gone(p: Platform, router: str, timeout: float = ROUTE_TIMEOUT) -> bool:
     """Wait until Traefik no longer has `router` (its file was rewritten without it). Without
-    Traefik's API (an external proxy) there is nothing to wait for."""
+    Traefik's API (an external proxy) there is nothing to wait for: True, as when gone."""
     url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with httpx.AsyncClient(timeout=1, auth=traefik_api_auth(p.settings)) as client:
         while loop.time() < deadline:
-            try:
-                response = await client.get(url)
-            except httpx.HTTPError:
-                return False
-            if response.status_code == 404:
+            response = await _ask_traefik(client, url)
+            if response is None or response.status_code == 404:
                 return True
             await asyncio.sleep(0.01)
     log.warning("route not gone in time", extra={"router": router})
@@ -735,16 +862,21 @@ async def _switch_environment(
         for s in deployments.alias_specs(project, target, environment)
         if s.environment_id == environment.id
     ]
+    pointed = _Pointed(
+        router=traefik.router_name(project.slug, target.id),
+        hostname=f"{specs[0].value}.{p.settings.deploy_domain}",
+        values=[s.value for s in specs],
+        earlier=await _earlier_previous(session, specs, target.id),
+    )
     await deployments.point_aliases(
         session=session, project_id=project.id, specs=specs, deployment_id=target.id
     )
     await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
-    await wait_route_live(
-        p,
-        traefik.router_name(project.slug, target.id),
-        f"{specs[0].value}.{p.settings.deploy_domain}",
-    )
-    await session.commit()
+    await session.commit()  # the aliases' locks go with it: Traefik is awaited without them
+    if not await wait_route_live(p, pointed.router, pointed.hostname, ROUTE_TIMEOUT):
+        kept = await _restore_aliases(p, session, project.id, target.id, pointed)
+        await session.commit()
+        raise ServiceUnavailable(_not_loaded(pointed, kept))
     await events.publish_project(
         p.redis,
         project.id,

@@ -2,11 +2,17 @@
 
 Children run in their own process groups with PR_SET_PDEATHSIG, so a supervisor that dies
 takes its children along; Ctrl-C and SIGTERM stop them in reverse start order.
+
+A port that another program holds stops `up` before it starts anything, with one line naming
+the port and its setting (`devpush up` then exits with code 1): otherwise the platform would
+talk to that program as if it were its own PostgreSQL, Redis or Traefik.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import psutil
 
 from devpush.embedded import private, services
 from devpush.embedded.services import ChildSpec
@@ -52,6 +59,30 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether a listener can bind `host:port` now (SO_REUSEADDR, as servers set it, so a
+    closed connection still in TIME_WAIT does not count as in use)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
+    return True
+
+
+def _port_holder(port: int) -> str:
+    """The program listening on `port`, as far as this user may see it."""
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                if conn.pid:
+                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+    except psutil.Error:
+        pass
+    return "another program"
 
 
 def _wait_for(
@@ -90,6 +121,7 @@ class Supervisor:
         self.restarts: dict[str, list[float]] = {}
         self.env: dict[str, str] = {}
         self.state = PlatformState(database_url="", redis_url="")
+        self._admin_ready = False
         self._echo_lock = threading.Lock()
 
     # ---- starting ---------------------------------------------------------------------
@@ -144,6 +176,7 @@ class Supervisor:
         private.set_private_umask()
         private.make_private_dir(s.data_path)
         self._refuse_second_supervisor()
+        self._refuse_ports_in_use()
         private.tighten(s.data_path)
         database_url = s.database_url or embedded_database_url(s)
         redis_url = s.redis_url or embedded_redis_url(s)
@@ -179,6 +212,7 @@ class Supervisor:
             subprocess.run(
                 [sys.executable, "-m", "devpush", "migrate"], env=self.env, check=True, timeout=300
             )
+            self._ensure_first_admin()
             self.say("starting app")
             proc = self.spawn(services.platform_child(name, s), self.env)
             _wait_for(lambda: _app_ready(s), "the app", proc, None, timeout=90)
@@ -223,6 +257,46 @@ class Supervisor:
                 f"devpush is already running from {self.settings.data_path} "
                 f"(pid {old.supervisor_pid}); stop it with `devpush stop` first"
             )
+
+    def _ports(self) -> list[tuple[str, int, str]]:
+        """(address, port, setting) of every listener this start will open."""
+        s, wanted = self.settings, set(self.components)
+        ports: list[tuple[str, int, str]] = []
+        if "db" in wanted and not s.database_url:
+            ports.append(("127.0.0.1", s.embedded_db_port, "DEVPUSH_EMBEDDED_DB_PORT"))
+        if "redis" in wanted and not s.redis_url:
+            ports.append(("127.0.0.1", s.embedded_redis_port, "DEVPUSH_EMBEDDED_REDIS_PORT"))
+        if "proxy" in wanted:
+            ports.append((s.http_host, s.http_port, "DEVPUSH_HTTP_PORT"))
+            if s.https_port:
+                ports.append((s.http_host, s.https_port, "DEVPUSH_HTTPS_PORT"))
+            ports.append(("127.0.0.1", s.traefik_api_port, "DEVPUSH_TRAEFIK_API_PORT"))
+        if "app" in wanted:
+            ports.append((s.app_host, s.app_port, "DEVPUSH_APP_PORT"))
+        return ports
+
+    def _refuse_ports_in_use(self) -> None:
+        """Runs after `_refuse_second_supervisor`: a platform already running from this data
+        directory is reported as such, not as a port collision."""
+        for host, port, setting in self._ports():
+            if _port_free(host, port):
+                continue
+            raise ConfigError(
+                f"port {port} ({setting}) is in use by {_port_holder(port)}; stop it or set "
+                f"{setting} to a free port"
+            )
+
+    def _ensure_first_admin(self) -> None:
+        """The first admin exists before the app answers /health: whoever waits for health
+        (a script, `up --detach`) can create a token for it at once."""
+        if self._admin_ready:
+            return
+        from devpush.operations import ensure_admin
+
+        s = self.settings
+        settings = s.model_copy(update={"database_url": self.state.database_url})
+        asyncio.run(ensure_admin(settings, s.admin_email))
+        self._admin_ready = True
 
     def say(self, message: str) -> None:
         with self._echo_lock:

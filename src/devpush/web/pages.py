@@ -390,6 +390,7 @@ async def account_delete(
 def _assemble() -> None:
     from devpush.web import (
         admin_pages,
+        deploy_pages,
         deployment_pages,
         project_pages,
         settings_pages,
@@ -397,7 +398,14 @@ def _assemble() -> None:
     )
 
     router.include_router(pages)
-    for module in (team_pages, project_pages, settings_pages, deployment_pages, admin_pages):
+    for module in (
+        team_pages,
+        project_pages,
+        deploy_pages,
+        settings_pages,
+        deployment_pages,
+        admin_pages,
+    ):
         router.include_router(module.router)
     router.add_api_route("/{path:path}", not_found, methods=["GET"], include_in_schema=False)
 

@@ -283,6 +283,20 @@ async def project_overview(
     project = await load_project(
         session=session, principal=viewer.principal, project_id=project_id, action=Action.read
     )
+    return await overview_page(request, viewer, session, project)
+
+
+async def overview_page(
+    request: Request,
+    viewer: Viewer,
+    session: AsyncSession,
+    project: Project,
+    *,
+    status_code: int = 200,
+    deploy: dict[str, Any] | None = None,
+) -> Response:
+    """The overview; `deploy` is the deploy form's context when it is shown with errors (the
+    page loads it on its own otherwise)."""
     platform = platform_of(request)
     context = await project_context(viewer, session, project)
     environments = [
@@ -295,6 +309,8 @@ async def project_overview(
     return render(
         request,
         "projects/overview.html",
+        status_code=status_code,
+        deploy=deploy,
         environments=environments,
         production=environments[0] if environments else None,
         latest=latest,
