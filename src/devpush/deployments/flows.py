@@ -637,36 +637,43 @@ async def wait_route_live(
     False only when that API answered, and never with the route, for `timeout` seconds.
     Without that API (an external proxy) there is nothing to wait for: True, as when live."""
     host = f"Host(`{hostname}`)"
-    url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    async with httpx.AsyncClient(timeout=1, auth=traefik_api_auth(p.settings)) as client:
-        while loop.time() < deadline:
-            response = await _ask_traefik(client, url)
-            if response is None:
-                return True
-            if response.status_code == 200:
-                rule = _rule(response)
-                if rule is None or host in rule:
-                    return True
-            await asyncio.sleep(0.01)
-    log.warning("route not live in time", extra={"router": router, "host": host})
-    return False
+
+    def live(response: httpx.Response) -> bool:
+        rule = _rule(response) if response.status_code == 200 else ""
+        return rule is None or host in rule
+
+    return await _poll_router(p, router, timeout, live, "route not live in time")
 
 
 async def wait_route_gone(p: Platform, router: str, timeout: float = ROUTE_TIMEOUT) -> bool:
     """Wait until Traefik no longer has `router` (its file was rewritten without it). Without
     Traefik's API (an external proxy) there is nothing to wait for: True, as when gone."""
+
+    def gone(response: httpx.Response) -> bool:
+        return response.status_code == 404
+
+    return await _poll_router(p, router, timeout, gone, "route not gone in time")
+
+
+async def _poll_router(
+    p: Platform,
+    router: str,
+    timeout: float,
+    done: Callable[[httpx.Response], bool],
+    late: str,
+) -> bool:
+    """Ask Traefik's API about `router` until `done` says so (True), no usable API answers
+    (True: nothing to wait for), or `timeout` passes (False)."""
     url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with httpx.AsyncClient(timeout=1, auth=traefik_api_auth(p.settings)) as client:
         while loop.time() < deadline:
             response = await _ask_traefik(client, url)
-            if response is None or response.status_code == 404:
+            if response is None or done(response):
                 return True
             await asyncio.sleep(0.01)
-    log.warning("route not gone in time", extra={"router": router})
+    log.warning(late, extra={"router": router})
     return False
 
 
