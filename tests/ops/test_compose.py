@@ -235,6 +235,27 @@ def _admin_token(stack: Stack) -> str:
     return token.stdout.strip().splitlines()[-1]
 
 
+def test_the_admin_page_lists_runner_images_through_the_socket_proxy(stack: Stack) -> None:
+    """Under compose the app reaches the engine only through the socket proxy, which must
+    allow the image list (GET /images/json) for the admin page's "Runner images"."""
+    created = stack.cli("user", "create", "--email", "images@localhost", "--admin")
+    assert created.returncode == 0, created.stderr
+    linked = stack.cli("user", "link", "images@localhost")
+    assert linked.returncode == 0, linked.stderr
+    path = httpx.URL("".join(linked.stdout.split())).path
+    with httpx.Client(base_url=stack.url, headers={"Host": "localhost"}, timeout=60) as web:
+        signed_in = web.get(path)
+        assert signed_in.status_code in (302, 303), signed_in.text[:500]
+        # the cookie is `Secure` under the https default: sent by hand over this plain hop
+        session = signed_in.cookies.get("devpush_session")
+        assert session
+        page = web.get("/admin", headers={"Cookie": f"devpush_session={session}"})
+    assert page.status_code == 200, page.text[:500]
+    section = page.text[page.text.index('id="images"') :]
+    assert "devpush-runner-python" in section, section[:1500]
+    assert 'class="alert error"' not in section[: section.index("</section>")]
+
+
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
