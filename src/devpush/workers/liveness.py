@@ -1,10 +1,12 @@
 """The monitor's heartbeat: a file its main loop touches every few seconds, which
 `devpush monitor --check` (the compose healthcheck) finds fresh only while that loop makes
-progress. One file per host name, so monitors sharing a data directory stay apart."""
+progress."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,12 @@ STALE_AFTER = 60.0
 
 
 def heartbeat_path(settings: Settings) -> Path:
-    return settings.data_dir / "run" / f"monitor-{socket.gethostname()}.heartbeat"
+    """In the temp dir that the monitor and its check share (the same container under
+    compose, whose data dir's run/ belongs to the host's CLI), named after the host and the
+    data dir, so that platforms sharing a machine stay apart."""
+    tag = hashlib.sha256(str(settings.data_path).encode()).hexdigest()[:12]
+    name = f"devpush-monitor-{tag}-{socket.gethostname()}.heartbeat"
+    return Path(tempfile.gettempdir()) / name
 
 
 def beat(path: Path) -> None:

@@ -104,7 +104,10 @@ class Monitor:
         while not stop.is_set():
             # The loop's own progress is what `devpush monitor --check` sees (compose).
             if asyncio.get_running_loop().time() - last_beat >= liveness.INTERVAL:
-                await asyncio.to_thread(liveness.beat, heartbeat)
+                try:
+                    await asyncio.to_thread(liveness.beat, heartbeat)
+                except OSError as exc:  # the check will say so; the monitor's work goes on
+                    log.warning("cannot refresh the heartbeat", extra={"error": str(exc)})
                 last_beat = asyncio.get_running_loop().time()
             try:
                 await self.pick_up()
