@@ -197,9 +197,12 @@ class DockerRuntime:
             try:
                 await asyncio.to_thread(netns.isolate_container_port, pid)
             except RuntimeFailure:
-                with contextlib.suppress(DockerError):
-                    await container.kill()  # never left running unfenced
-                raise
+                with self._errors(f"inspecting container {handle.id[:12]}"):
+                    running = ((await _inspect(container)).get("State") or {}).get("Running")
+                if running:  # a container that already exited has no network left to fence
+                    with contextlib.suppress(DockerError):
+                        await container.kill()  # never left running unfenced
+                    raise
         return replace(handle, upstream=self._upstream(info))
 
     async def restart(self, handle: RuntimeHandle, spec: RuntimeSpec) -> RuntimeHandle:

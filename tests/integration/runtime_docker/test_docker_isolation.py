@@ -6,8 +6,13 @@ of reach (test_docker_runtime.py)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
+
+from devpush.errors import RuntimeFailure
+from devpush.runtime import netns
 from devpush.runtime.base import InstanceState
 from devpush.runtime.docker import DockerRuntime
 from tests.integration.runtime_docker.test_docker_runtime import (
@@ -64,3 +69,35 @@ async def test_describe_says_how_containers_are_fenced(runtime: DockerRuntime) -
     assert not remote.isolate_ports and "compose" in remote.isolation_note
     off = DockerRuntime(url="unix:///x.sock", network="n", default_image="i", isolation="off")
     assert not off.isolate_ports
+
+
+async def test_a_container_gone_before_its_port_is_fenced_still_reports_its_exit(
+    runtime: DockerRuntime, make_spec: MakeSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build that fails at once can exit before its bridge port is marked: nothing is
+    left to fence, so start() goes on and the exit is what the caller sees."""
+
+    def gone(pid: int) -> str:
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise RuntimeFailure("cannot isolate the container's network: no eth0 peer")
+
+    monkeypatch.setattr(netns, "isolate_container_port", gone)
+    handle = await runtime.start(await runtime.create(make_spec(start_command="exit 3")))
+    status = await wait_for(runtime, handle, InstanceState.exited)
+    assert status.exit_code == 3
+
+
+async def test_a_running_container_that_cannot_be_fenced_is_stopped(
+    runtime: DockerRuntime, make_spec: MakeSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(pid: int) -> str:
+        raise RuntimeFailure("cannot isolate the container's bridge port vethX: denied")
+
+    monkeypatch.setattr(netns, "isolate_container_port", broken)
+    handle = await runtime.create(make_spec())
+    with pytest.raises(RuntimeFailure, match="cannot isolate"):
+        await runtime.start(handle)
+    status = await wait_for(runtime, handle, InstanceState.exited)
+    assert status.state is InstanceState.exited  # never left serving unfenced
