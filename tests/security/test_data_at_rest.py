@@ -123,7 +123,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Detached]:
         yield running
     finally:
         stopped = running.cli("stop")
-        assert stopped.returncode in (0, 1), stopped.stdout + stopped.stderr
+        # 3: a test stopped it already ("not running", the CLI's documented no-platform code)
+        assert stopped.returncode in (0, 1, 3), stopped.stdout + stopped.stderr
 
 
 def sign_in_status(app_url: str, link: str) -> tuple[int, str]:

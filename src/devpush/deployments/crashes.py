@@ -173,12 +173,17 @@ async def restore_route(p: Platform, deployment_id: str, handle: RuntimeHandle) 
         assert project is not None
         row.runtime_handle = handle.to_json()
         row.upstream = handle.upstream
-        row.instance_health = None
         await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
         router = traefik.router_name(project.slug, row.id)
         own = deployments.alias_specs(project, row, None)[0].value
-    # Committed first: no row lock is held while Traefik loads the route.
+    # Committed first: no row lock is held while Traefik loads the route. The deployment
+    # reads `restarting` until then, so nobody is told it serves before its route does.
     await flows.wait_route_live(p, router, f"{own}.{p.settings.deploy_domain}")
+    async with session_scope(p.sessions) as session:
+        row = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
+        if row.instance_health != InstanceHealth.restarting or row.upstream != handle.upstream:
+            return False  # exited again meanwhile, or replaced: the monitor has it
+        row.instance_health = None
     await flows.system_log(p, deployment_id, "The app was restarted and serves again")
     await publish(p, row)
     return True
