@@ -174,6 +174,7 @@ class Network:
         self.owner = owner
         self.resolv_conf = instance_resolv_conf()
         self._ip, self._nft, self._nsenter = tools["ip"], tools["nft"], tools["nsenter"]
+        self._ensured = False
 
     def name(self, instance_id: str) -> str:
         return f"{_PREFIX}{self.owner}-{instance_id}"
@@ -189,6 +190,12 @@ class Network:
         )
 
     # -- host side --------------------------------------------------------------------------
+
+    def ensure_once(self) -> None:
+        """`ensure()` the first time only: starting an instance does not reload the firewall
+        each time (`list()`, which the monitor's reconciliation calls, re-applies it)."""
+        if not self._ensured:
+            self.ensure()
 
     def ensure(self) -> None:
         """The bridge, forwarding and the table: created when missing, the table replaced."""
@@ -215,6 +222,7 @@ class Network:
         result = self._run([self._nft, "-f", "-"], stdin=script)
         if result.returncode != 0:
             raise self._failure("load the nftables table inet devpush", result)
+        self._ensured = True
 
     # -- instances --------------------------------------------------------------------------
 

@@ -841,7 +841,7 @@ class ProcessRuntime:
         port = self._free_port({other.port for other in others if other.port})
         if self._network is None:
             return port, None
-        self._network.ensure()
+        self._network.ensure_once()
         addresses = {other.address for other in others if other.address}
         return port, self._network.attach(instance_id, addresses)
 
