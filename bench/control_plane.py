@@ -56,7 +56,7 @@ from tests.e2e.platform import (  # noqa: E402
 )
 
 from devpush.crypto import load_keys  # noqa: E402
-from devpush.db import all_models, make_engine, make_sessionmaker, new_id  # noqa: E402
+from devpush.db import make_engine, make_sessionmaker, new_id  # noqa: E402
 from devpush.deployments import service as deployments  # noqa: E402
 from devpush.deployments.models import (  # noqa: E402
     Alias,
@@ -65,9 +65,10 @@ from devpush.deployments.models import (  # noqa: E402
     Deployment,
     Status,
 )
-from devpush.embedded.state import read_state  # noqa: E402
+from devpush.models import all_models  # noqa: E402
 from devpush.projects import service as projects  # noqa: E402
 from devpush.projects.models import Project  # noqa: E402
+from devpush.runstate import read_state  # noqa: E402
 from devpush.settings import Settings  # noqa: E402
 
 LIST_GOAL_RPS = 500.0

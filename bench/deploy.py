@@ -95,7 +95,7 @@ def run(runtime: str, runs: int, polling: float | None) -> list[dict[str, float]
         (repo / "app.py").write_text(APP)
         commit(repo, "0")
         project = api.project(repo, "bench")
-        from devpush.embedded.state import read_state
+        from devpush.runstate import read_state
         from devpush.settings import Settings
 
         state = read_state(Settings(data_dir=tmp / "data"))  # type: ignore[call-arg]

@@ -41,8 +41,9 @@ from tests.e2e.platform import (  # noqa: E402
     wait_health,
 )
 
-from devpush.embedded.state import database_url  # noqa: E402
-from devpush.logs.store import LogQuery, PostgresLogStore  # noqa: E402
+from devpush.logs.search import LogQuery  # noqa: E402
+from devpush.logs.store import PostgresLogStore  # noqa: E402
+from devpush.runstate import database_url  # noqa: E402
 from devpush.settings import Settings  # noqa: E402
 
 TICKER = (
@@ -268,7 +269,7 @@ async def prepare_search_db(running: RunningPlatform, lines: int) -> tuple[str, 
     url = dsn.replace("postgresql://", "postgresql+asyncpg://")
     await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-c", f"from devpush.migrate import upgrade; upgrade({url!r})"],
+        [sys.executable, "-c", f"from devpush.upgrades.migrate import upgrade; upgrade({url!r})"],
         check=True,
         timeout=300,
     )

@@ -31,4 +31,6 @@ python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "devpush 
 echo "==> installing devpush into $venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q -e '.[dev]'
+# The dashboard's chart library, from the npm registry (pinned, hash-checked; not committed).
+"$venv/bin/python" scripts/vendor.py
 touch "$venv/bin/devpush"

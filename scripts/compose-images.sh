@@ -52,7 +52,7 @@ build() {
 }
 
 tag="${DEVPUSH_IMAGE_TAG:-dev}"
-app_sha="$(inputs_hash Containerfile .containerignore pyproject.toml README.md src compose/image scripts/compose-images.sh)"
+app_sha="$(inputs_hash Containerfile .containerignore pyproject.toml README.md src compose/image scripts/compose-images.sh scripts/vendor.py)"
 secret=()
 [ -s "$ca_bundle" ] && secret=(--secret "id=ca,src=$ca_bundle")
 # POSTGRES_CLIENT=debian: apt.postgresql.org is not reachable here, and the postgres

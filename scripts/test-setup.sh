@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/podman-setup.sh
+python3 scripts/vendor.py  # the dashboard's chart library (src/devpush/web/static/vendor)
 
 # A real browser for tests/browser: Debian's Chromium, driven by the playwright package
 # (never `playwright install`, which downloads its own browser).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import time
@@ -24,23 +25,40 @@ from sqlalchemy import text
 os.environ.setdefault("DEVPUSH_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
-from devpush.embedded.state import embedded_password  # noqa: E402
-from devpush.platform import Platform, build_platform  # noqa: E402
+from devpush.bootstrap import build_platform  # noqa: E402
+from devpush.platform import Platform
+from devpush.runstate import embedded_password  # noqa: E402
 from devpush.settings import Settings  # noqa: E402
+from devpush.subscribers import delivering_events, dispatcher  # noqa: E402
 
 
 def all_tables() -> str:
     """Every table of the models, for emptying between tests."""
-    from devpush.db import Base, all_models
+    from devpush.db import Base
+    from devpush.models import all_models
 
     all_models()
     return ", ".join(t.name for t in Base.metadata.sorted_tables)
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, from 10000-19999: below the kernel's ephemeral range
+    (32768+), so an outgoing connection can't take it between this check and the bind, and
+    below the process runtime's app ports (20000+)."""
+    while True:
+        port = random.randint(10000, 19999)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
@@ -61,16 +79,15 @@ def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def database_url(embedded_dir: Path) -> Iterator[str]:
+def pg_server(embedded_dir: Path) -> Iterator[str]:
+    """The tests' PostgreSQL server, as its superuser's URL without a database."""
     from devpush.embedded import services
-    from devpush.migrate import upgrade
 
     external = os.environ.get("DEVPUSH_TEST_DATABASE_URL")
     proc = None
     if external:
         base = external.replace("postgresql+asyncpg://", "postgresql://")
         server, _, _ = base.rpartition("/")
-        admin_url = f"{server}/postgres"
     else:
         port = free_port()
         embedded = Settings(data_dir=embedded_dir, embedded_db_port=port)  # type: ignore[call-arg]
@@ -81,7 +98,23 @@ def database_url(embedded_dir: Path) -> Iterator[str]:
         )
         _wait_port(port, proc, "PostgreSQL")
         server = f"postgresql://postgres:{embedded_password(embedded, 'db')}@127.0.0.1:{port}"
-        admin_url = f"{server}/postgres"
+    yield server
+    if proc is not None:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_server: str) -> str:
+    """The superuser on the server's `postgres` database: what managed databases use."""
+    return f"{pg_server}/postgres"
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: str, pg_admin_url: str) -> Iterator[str]:
+    from devpush.upgrades.migrate import upgrade
+
+    server, admin_url = pg_server, pg_admin_url
     name = f"devpush_test_{uuid.uuid4().hex[:8]}"
 
     async def create() -> None:
@@ -104,11 +137,7 @@ def database_url(embedded_dir: Path) -> Iterator[str]:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
 
-    if proc is None:
-        asyncio.run(drop())
-    else:
-        proc.terminate()
-        proc.wait(30)
+    asyncio.run(drop())
 
 
 @pytest.fixture(scope="session")
@@ -130,10 +159,11 @@ def redis_url(embedded_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, redis_url: str) -> Settings:
+def settings(tmp_path: Path, database_url: str, redis_url: str, pg_admin_url: str) -> Settings:
     return Settings(  # type: ignore[call-arg]
         data_dir=tmp_path / "data",
         database_url=database_url,
+        databases_admin_url=pg_admin_url,
         redis_url=redis_url,
         secret_key="test-secret",
         allow_unsandboxed=False,
@@ -148,7 +178,20 @@ async def platform(settings: Settings) -> AsyncIterator[Platform]:
     async with p.engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {all_tables()} CASCADE"))
     await p.redis.flushdb()
+    await dispatcher(p).ensure_cursors()  # every event from here on reaches the subscribers
     try:
         yield p
     finally:
         await p.close()
+
+
+@pytest.fixture
+async def delivering(platform: Platform) -> AsyncIterator[None]:
+    """Domain events delivered in the background during the test, as a worker does."""
+    async with delivering_events(platform):
+        yield
+
+
+async def deliver_events(p: Platform) -> int:
+    """One round of domain-event delivery, as a worker or monitor runs it."""
+    return await dispatcher(p).deliver()

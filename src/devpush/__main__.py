@@ -1,3 +1,3 @@
-from devpush.components import main
+from devpush.entry import main
 
 main()

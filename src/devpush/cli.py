@@ -11,18 +11,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from devpush import components
+from devpush.console import NO_PLATFORM, PLATFORM_HINT, err, fail, out, require_platform
+from devpush.embedded import control
 from devpush.errors import DevpushError, ServiceUnavailable
 from devpush.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from devpush.embedded.state import PlatformState
 
 app = typer.Typer(
     help="devpush: git push to a running web app on your own server.",
@@ -36,8 +33,6 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 
-err = Console(stderr=True)
-out = Console()
 T = TypeVar("T")
 
 ComponentsOpt = Annotated[
@@ -49,33 +44,6 @@ ComponentsOpt = Annotated[
         "app,worker,monitor,postgres,redis,traefik,socket-proxy",
     ),
 ]
-
-
-def fail(message: str, hint: str | None = None, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line
-    if hint:
-        err.print(f"[dim]hint:[/dim] {hint}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-# Exit codes of the server-side commands (README, "Commands"): 0 done, 1 refused or failed
-# (e.g. no such user, unhealthy), 2 bad usage, 3 no platform to reach: none runs from this
-# data directory, or its database or Redis refuses or does not answer (main() catches those).
-NO_PLATFORM = 3
-PLATFORM_HINT = (
-    "start it with `devpush up --detach`, or set DEVPUSH_DATA_DIR to the data directory of the "
-    "running platform (or DEVPUSH_DATABASE_URL and DEVPUSH_REDIS_URL)"
-)
-
-
-def require_platform(settings: Settings, service: str = "database") -> None:
-    """Exit NO_PLATFORM unless the `service` (database or redis) is configured or a platform
-    started here said where it is (run/state.json)."""
-    from devpush.embedded.state import read_state
-
-    configured = settings.database_url if service == "database" else settings.redis_url
-    if not configured and read_state(settings) is None:
-        raise fail(f"devpush is not running from {settings.data_path}", PLATFORM_HINT, NO_PLATFORM)
 
 
 def run_db(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
@@ -101,7 +69,7 @@ def up(
     """Start everything on this machine: PostgreSQL, Redis, Traefik, app, worker, monitor."""
     from devpush.embedded.launcher import Supervisor
     from devpush.embedded.private import make_private_dir, set_private_umask
-    from devpush.embedded.state import read_state
+    from devpush.runstate import read_state
 
     set_private_umask()
     settings = get_settings()
@@ -219,62 +187,20 @@ def run_monitor_cmd(
 def migrate() -> None:
     """Apply database migrations (Alembic) up to the newest."""
     from devpush.embedded.private import set_private_umask
-    from devpush.embedded.state import database_url
-    from devpush.migrate import upgrade
+    from devpush.runstate import database_url
+    from devpush.upgrades.migrate import upgrade
 
     set_private_umask()
     settings = get_settings()
     require_platform(settings)
-    upgrade(database_url(settings))
+    try:
+        upgrade(database_url(settings), say=lambda line: out.print(line, highlight=False))
+    except DevpushError as exc:
+        raise fail(exc.message, "fix the cause and run `devpush migrate` again") from None
     out.print("database is up to date")
 
 
 # ---- component-scoped operations on a platform started with `up --detach` ---------------
-def split_components(
-    value: str | None, allowed: tuple[str, ...], default: tuple[str, ...] | None = None
-) -> list[str]:
-    """`--components app,worker` as a list; unset means `default` (all of `allowed`)."""
-    if not value:
-        return list(allowed if default is None else default)
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in allowed]
-    if unknown:
-        raise fail(f"unknown components: {', '.join(unknown)}", f"choose from {', '.join(allowed)}")
-    return names
-
-
-def _components(value: str | None) -> list[str]:
-    from devpush.embedded.launcher import COMPONENTS
-
-    return split_components(value, COMPONENTS)
-
-
-def _running(settings: Settings) -> PlatformState | None:
-    """The state of the platform whose supervisor runs from this data directory, or None."""
-    from devpush.embedded.state import read_state
-
-    state = read_state(settings)
-    return state if state and state.supervisor_pid and _alive(state.supervisor_pid) else None
-
-
-def _not_running(settings: Settings, hint: str = PLATFORM_HINT) -> typer.Exit:
-    return fail(f"devpush is not running from {settings.data_path}", hint, NO_PLATFORM)
-
-
-def _control(action: str, components: str | None) -> None:
-    from devpush.embedded.launcher import send_control
-
-    names = _components(components)
-    settings = get_settings()
-    if _running(settings) is None:
-        raise _not_running(settings)
-    try:
-        send_control(settings, action, names)
-    except DevpushError as exc:
-        raise fail(exc.message) from None
-    time.sleep(0.5)
-
-
 def _compose_mode() -> bool:
     return get_settings().mode == "compose"
 
@@ -292,13 +218,14 @@ def start(components: ComponentsOpt = "") -> None:
     if _compose_mode():
         return _compose("start", components)
     settings = get_settings()
-    if _running(settings) is None:
+    if control.running(settings) is None:
         if components:
-            raise _not_running(settings, "`devpush start` without --components starts all of it")
+            hint = "`devpush start` without --components starts all of it"
+            raise control.not_running(settings, hint)
         up(detach=True)
         return
-    _control("start", components or None)
-    _wait_and_show(components, "running")
+    control.control("start", components or None)
+    control.wait_and_show(components, "running")
 
 
 @app.command()
@@ -309,18 +236,18 @@ def stop(components: ComponentsOpt = "") -> None:
     if _compose_mode():
         return _compose("stop", components)
     settings = get_settings()
-    state = _running(settings)
+    state = control.running(settings)
     if state is None or not state.supervisor_pid:
-        raise _not_running(settings)
+        raise control.not_running(settings)
     if not components:
         os.kill(state.supervisor_pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _alive(state.supervisor_pid):
+        while time.monotonic() < deadline and control.alive(state.supervisor_pid):
             time.sleep(0.2)
         out.print("devpush stopped")
         return
-    _control("stop", components)
-    _wait_and_show(components, "stopped")
+    control.control("stop", components)
+    control.wait_and_show(components, "stopped")
 
 
 @app.command()
@@ -329,61 +256,8 @@ def restart(components: ComponentsOpt = "") -> None:
     if _compose_mode():
         return _compose("restart", components)
     components = components or "app,worker,monitor,proxy"
-    _control("restart", components)
-    _wait_and_show(components, "running")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _wait_and_show(components: str, expect: str) -> None:
-    """Wait until the components reach `expect` (running|stopped), show them, exit non-zero
-    if they did not."""
-    names = _components(components or None)
-    deadline = time.monotonic() + 60
-    states = _states(names)
-    while time.monotonic() < deadline and any(
-        v not in (expect, "external") for v in states.values()
-    ):
-        time.sleep(0.3)
-        states = _states(names)
-    _print_states(states)
-    if any(v not in (expect, "external") for v in states.values()):
-        raise fail(f"some components are not {expect}", "see <data dir>/logs/ for their logs")
-
-
-def _states(names: list[str]) -> dict[str, str]:
-    from devpush.embedded.state import read_state
-
-    settings = get_settings()
-    state = read_state(settings)
-    result = {}
-    for name in names:
-        pid = state.children.get(name) if state else None
-        external = (name == "db" and settings.database_url) or (
-            name == "redis" and settings.redis_url
-        )
-        if external and not pid:
-            result[name] = "external"
-        else:
-            result[name] = "running" if pid and _alive(pid) else "stopped"
-    return result
-
-
-def _print_states(states: dict[str, str]) -> None:
-    from devpush.embedded.state import read_state
-
-    state = read_state(get_settings())
-    table = Table("component", "state", "pid")
-    for name, label in states.items():
-        pid = state.children.get(name) if state else None
-        table.add_row(name, label, str(pid or "-"))
-    out.print(table)
+    control.control("restart", components)
+    control.wait_and_show(components, "running")
 
 
 @app.command()
@@ -392,12 +266,15 @@ def status(components: ComponentsOpt = "") -> None:
     no platform runs from this data directory."""
     if _compose_mode():
         return _compose("status", components)
-    names = _components(components or None)
+    names = control.component_names(components or None)
     settings = get_settings()
-    if _running(settings) is None:
-        raise _not_running(settings)
-    states = _states(names)
-    _print_states(states)
+    if control.running(settings) is None:
+        raise control.not_running(settings)
+    from devpush.upgrades.commands import print_upgrades
+
+    states = control.component_states(names)
+    control.print_states(states)
+    print_upgrades(settings)
     raise typer.Exit(1 if "stopped" in states.values() else 0)
 
 
@@ -578,9 +455,11 @@ def full_app() -> typer.Typer:
     from devpush.client.commands import register
     from devpush.compose import commands as compose_commands
     from devpush.socketproxy.commands import register as register_socket_proxy
+    from devpush.upgrades.commands import upgrades
 
     register(app)
     compose_commands.register(app)  # `update`
+    app.command("upgrades")(upgrades)
     register_socket_proxy(app)
     if _compose_mode():  # backup/restore, users, tokens and keys run inside the app container
         compose_commands.register_backup(app)
@@ -594,7 +473,7 @@ def main() -> None:
     from devpush.compose import commands as compose_commands
 
     full_app()
-    if _compose_mode() and len(sys.argv) > 2 and sys.argv[1] in compose_commands.IN_APP:
+    if _compose_mode() and len(sys.argv) >= 2 and sys.argv[1] in compose_commands.IN_APP:
         compose_commands.forward_in_app(sys.argv[1:])
     try:
         app()

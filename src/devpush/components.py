@@ -28,7 +28,7 @@ def run_app() -> None:
     set_private_umask()
     settings = get_settings()
     uvicorn.run(
-        "devpush.api.app:create_app",
+        "devpush.app:create_app",
         factory=True,
         host=settings.app_host,
         port=settings.app_port,
@@ -52,9 +52,9 @@ def run_worker() -> None:
 
 def run_monitor() -> None:
     """Run the monitor: readiness probes, exits, timeouts, log shipping, reconciliation."""
+    from devpush.bootstrap import build_platform
     from devpush.embedded.private import set_private_umask
     from devpush.logsetup import configure_logging
-    from devpush.platform import build_platform
     from devpush.settings import get_settings
     from devpush.workers.monitor import run_monitor as monitor_loop
 
@@ -77,15 +77,3 @@ COMPONENTS: dict[str, Callable[[], None]] = {
     "worker": run_worker,
     "monitor": run_monitor,
 }
-
-
-def main() -> None:
-    """The `devpush` program: a bare component name runs that component; anything else
-    (options, help, every other command) goes to the CLI."""
-    args = sys.argv[1:]
-    if len(args) == 1 and args[0] in COMPONENTS:
-        COMPONENTS[args[0]]()
-        return
-    from devpush.cli import main as cli_main
-
-    cli_main()

@@ -55,15 +55,3 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
     """A session whose transaction commits on success and rolls back on error."""
     async with factory() as session, session.begin():
         yield session
-
-
-def all_models() -> None:
-    """Import every models module so Base.metadata is complete (Alembic, tests)."""
-    from devpush.audit import models as _audit  # noqa: F401
-    from devpush.auth import models as _auth  # noqa: F401
-    from devpush.deployments import models as _deployments  # noqa: F401
-    from devpush.domains import models as _domains  # noqa: F401
-    from devpush.github import models as _github  # noqa: F401
-    from devpush.logs import models as _logs  # noqa: F401
-    from devpush.projects import models as _projects  # noqa: F401
-    from devpush.teams import models as _teams  # noqa: F401

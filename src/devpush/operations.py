@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devpush import crypto
 from devpush.auth import service as auth
 from devpush.db import make_engine, make_sessionmaker
-from devpush.embedded.state import database_url
 from devpush.errors import NotFound
+from devpush.runstate import database_url
 from devpush.settings import Settings
 from devpush.teams import service as teams
 

@@ -1,22 +1,28 @@
 """The services one process needs (settings, database, Redis, runtimes, log store), built once
-at start by the app's lifespan, the worker's on_startup or the monitor, and handed on explicitly."""
+at start (bootstrap.py) by the app's lifespan, the worker's on_startup or the monitor, and
+handed on explicitly. It sits below every domain: what a domain adds (a GitHub App's tokens)
+is plugged in by bootstrap as a plain callable."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from devpush.db import all_models, make_engine, make_sessionmaker
-from devpush.embedded.state import database_url, redis_url
-from devpush.logs.store import LogStore, open_log_store
+from devpush.logs.store import LogStore
+from devpush.runstate import redis_url
 from devpush.runtime import Runtimes
 from devpush.settings import Settings
+
+
+class InstallationTokens(Protocol):
+    """A GitHub App installation's access token (github/service.py)."""
+
+    async def __call__(self, *, p: Platform, installation_id: int) -> str: ...
 
 
 @dataclass
@@ -27,6 +33,9 @@ class Platform:
     redis: ArqRedis
     runtimes: Runtimes
     log_store: LogStore
+    # A GitHub App installation's access token, for fetching code (github/service.py); None
+    # where no GitHub App is wired in.
+    installation_token: InstallationTokens | None = None
 
     async def warm(self, connections: int) -> None:
         """Open `connections` to PostgreSQL and as many to Redis now, and keep them pooled.
@@ -77,17 +86,3 @@ JOB_SERIALIZERS: dict[str, Any] = {
     "job_serializer": serialize_job,
     "job_deserializer": deserialize_job,
 }
-
-
-async def build_platform(settings: Settings, *, pool_size: int = 5) -> Platform:
-    all_models()
-    engine = make_engine(database_url(settings), pool_size=pool_size)
-    redis = await create_pool(arq_redis_settings(settings), **JOB_SERIALIZERS)
-    return Platform(
-        settings=settings,
-        engine=engine,
-        sessions=make_sessionmaker(engine),
-        redis=redis,
-        runtimes=Runtimes(settings),
-        log_store=open_log_store(settings),
-    )

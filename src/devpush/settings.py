@@ -37,8 +37,36 @@ class Settings(BaseSettings):
     http_host: str = Field("0.0.0.0", description="The address Traefik's entrypoints bind to.")
     https_port: int | None = Field(None, description="Traefik's HTTPS entrypoint (TLS mode).")
     traefik_api_port: int = Field(8081, description="Traefik's ping/API port (loopback).")
+    metrics_interval: float = Field(
+        10, ge=1, le=300, description="Seconds between two metrics samples of each instance."
+    )
+    metrics_token: str | None = Field(
+        None,
+        description="Bearer token that opens the platform's own /metrics (Prometheus format). "
+        "Unset: /metrics answers 404.",
+    )
+    metrics_url: str | None = Field(
+        None,
+        description="Where the monitor scrapes Traefik's Prometheus metrics. Unset: "
+        "<TRAEFIK_API_URL>/metrics.",
+    )
     embedded_db_port: int = Field(5544, description="Port of the embedded PostgreSQL.")
     embedded_redis_port: int = Field(6544, description="Port of the embedded Redis.")
+    databases_admin_url: str | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://user:password@host:port/postgres) of a "
+        "superuser, or a role with CREATEDB and CREATEROLE, on the server that holds projects' "
+        "managed databases. Unset: the embedded PostgreSQL under `devpush up`; compose mode "
+        "needs it for managed PostgreSQL.",
+    )
+    databases_host: str | None = Field(
+        None,
+        description="The host apps connect to for their managed PostgreSQL. Unset: the "
+        "runtime's address of this machine (embedded PostgreSQL), else the admin URL's host.",
+    )
+    database_backup_timeout: int = Field(
+        900, ge=10, description="Seconds a managed database's backup or restore may take."
+    )
     app_hostname: str = Field("localhost", description="The dashboard's host behind Traefik.")
     deploy_domain: str = Field(
         "localhost", description="Deployments are served at <alias>.<DEPLOY_DOMAIN>."
@@ -73,6 +101,12 @@ class Settings(BaseSettings):
     )
     allow_unsandboxed: bool = Field(
         False, description="Let the process runtime run apps without bubblewrap."
+    )
+    notifications_allow_private: bool = Field(
+        False,
+        description="Let notification URLs (webhook, Slack, Discord) point at loopback, private "
+        "or link-local addresses. Off: they reach public addresses only, checked at creation "
+        "and again at each delivery.",
     )
     network_isolation: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -141,8 +175,9 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         10,
         ge=0,
-        description="Seconds a retired instance keeps running after its route is gone, so "
-        "that requests already sent to it are answered.",
+        description="Grace period of a retired or canceled instance: once its route is gone "
+        "it gets SIGTERM, so that the app finishes the requests already sent to it, and "
+        "SIGKILL only if it is still running this many seconds later.",
     )
     probe_min_interval: float = Field(0.05, description="First readiness probe backoff (s).")
     probe_max_interval: float = Field(1.0, description="Largest readiness probe backoff (s).")
@@ -181,6 +216,13 @@ class Settings(BaseSettings):
     log_retention_days: int = Field(30, description="Days log lines are kept.")
     log_level: str = Field("INFO", description="Platform log level.")
     acme_email: str | None = Field(None, description="ACME account email (TLS mode).")
+    certificate_grace: float = Field(
+        600,
+        gt=0,
+        description="Seconds after a custom domain is verified by which Traefik must hold its "
+        "certificate (TLS mode); without one it is marked failed and `domain.certificate_failed` "
+        "is sent.",
+    )
     cert_resolver: str | None = Field(
         None, description="Traefik cert resolver name for routes; unset in embedded mode."
     )
@@ -254,6 +296,14 @@ class Settings(BaseSettings):
         None,
         description="Where the worker reads Traefik's API to confirm a route is live. Unset: "
         "http://127.0.0.1:<TRAEFIK_API_PORT>.",
+    )
+    upgrades_dir: Path | None = Field(
+        None,
+        description="Directory of versioned upgrade steps (X.Y.Z.json, X.Y.Z.sh) that "
+        "`devpush migrate` runs once each. Unset: the steps shipped with devpush.",
+    )
+    upgrade_step_timeout: float = Field(
+        600, gt=0, description="Seconds an upgrade step's script may run."
     )
     compose_dir: Path = Field(
         Path("compose"), description="Directory of the compose files (compose mode)."

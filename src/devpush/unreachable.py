@@ -57,7 +57,7 @@ def _where(url: str) -> str:
 
 def describe(settings: Settings, exc: BaseException) -> str | None:
     """One line: which service failed, where it was looked for, and its answer."""
-    from devpush.embedded.state import database_url, read_state, redis_url, state_path
+    from devpush.runstate import database_url, read_state, redis_url, state_path
 
     found = reason(exc)
     if found is None:

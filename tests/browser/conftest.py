@@ -74,24 +74,39 @@ def mailbox() -> Iterator[Mailbox]:
         controller.stop()
 
 
-@pytest.fixture(scope="module")
-def web_platform(
-    tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox
+def browser_platform(
+    tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox, name: str, **extra: str
 ) -> Iterator[RunningPlatform]:
-    data = tmp_path_factory.mktemp("browser-platform")
+    """A real `devpush up` whose mail goes to `mailbox`, for a module of browser tests; its
+    containers (docker runtime) go with it."""
+    data = tmp_path_factory.mktemp(name)
     env = platform_env(
         data,
-        DEVPUSH_RUNTIME="process",
-        DEVPUSH_DEPLOY_TIMEOUT="30",
         DEVPUSH_VERIFY_DOMAINS="false",
         DEVPUSH_ADMIN_EMAIL=ADMIN,
         DEVPUSH_SMTP_URL=f"smtp://{mailbox.host}:{mailbox.port}",
+        **extra,
     )
     running = start_platform(data, env=env)
     wait_health(running.app_url)
     yield running
     code = running.stop()
+    if extra.get("DEVPUSH_RUNTIME") == "docker":
+        running.remove_containers()
     assert code == 0, running.text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def web_platform(
+    tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox
+) -> Iterator[RunningPlatform]:
+    yield from browser_platform(
+        tmp_path_factory,
+        mailbox,
+        "browser-platform",
+        DEVPUSH_RUNTIME="process",
+        DEVPUSH_DEPLOY_TIMEOUT="30",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +147,22 @@ def sign_in(page: Page, dashboard: str, mailbox: Mailbox, address: str) -> None:
     page.click("button[type=submit]")
     page.wait_for_selector("text=Check your email")
     page.goto(mailbox.wait_link(address, after=before))
+
+
+@pytest.fixture(scope="module")
+def docker_web_platform(
+    tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox
+) -> Iterator[RunningPlatform]:
+    """Like `web_platform`, on the docker runtime (Podman, set up as the e2e tests do)."""
+    from tests.e2e.conftest import PODMAN_SOCKET, _podman_ready
+
+    _podman_ready()
+    yield from browser_platform(
+        tmp_path_factory,
+        mailbox,
+        "browser-docker-platform",
+        DEVPUSH_RUNTIME="docker",
+        DEVPUSH_DOCKER_HOST=PODMAN_SOCKET,
+        DEVPUSH_RUNNER_IMAGE="localhost/devpush-runner-python:3.11",
+        DEVPUSH_DEPLOY_TIMEOUT="60",
+    )

@@ -22,10 +22,11 @@ import httpx
 import psutil
 from sqlalchemy import select
 
+from devpush.bootstrap import build_platform
+from devpush.deployments import routing
 from devpush.deployments.models import Alias, AliasType, Conclusion, Deployment, Status
-from devpush.platform import Platform, build_platform
+from devpush.platform import Platform
 from devpush.projects.models import Project
-from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
 from devpush.runtime.base import InstanceState
 from devpush.settings import Settings
@@ -205,7 +206,7 @@ async def proxy_problems(p: Platform) -> list[str]:
     expected: dict[str, dict[str, Any]] = {}
     async with p.sessions() as session:
         for project in await session.scalars(select(Project).where(Project.status != "deleting")):
-            routes = await proxy_sync.project_routes(
+            routes = await routing.project_routes(
                 session=session, settings=settings, project=project
             )
             rendered = traefik.render_project(routes, settings)

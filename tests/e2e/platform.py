@@ -68,14 +68,28 @@ class RunningPlatform:
         fields = {k[8:].lower(): v for k, v in self.env.items() if k.startswith("DEVPUSH_")}
         fields.pop("build_env", None)  # JSON in the environment, not a keyword value
         owner = owner_id(Settings(**fields))
-        listed = subprocess.run(
-            ["podman", "ps", "-aq", "--filter", f"label=devpush.owner={owner}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        if ids := listed.stdout.split():
-            subprocess.run(["podman", "rm", "-f", "-t", "1", *ids], capture_output=True, check=True)
+
+        def listed() -> list[str]:
+            found = subprocess.run(
+                ["podman", "ps", "-aq", "--filter", f"label=devpush.owner={owner}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return found.stdout.split()
+
+        removed = None
+        for _ in range(3):  # one the platform was removing itself may be gone or going
+            if not (ids := listed()):
+                break
+            removed = subprocess.run(
+                ["podman", "rm", "--force", "--ignore", "--time", "1", *ids],
+                capture_output=True,
+                text=True,
+            )
+            time.sleep(1)
+        left = listed()
+        assert not left, f"containers left: {left}: {removed.stderr if removed else ''}"
         volumes = subprocess.run(
             ["podman", "volume", "ls", "-q", "--filter", f"label=devpush.owner={owner}"],
             capture_output=True,

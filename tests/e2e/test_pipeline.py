@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from devpush.embedded.state import read_state
+from devpush.runstate import read_state
 from devpush.settings import Settings
 from tests.e2e.apps import Api, commit, git, make_repo
 from tests.e2e.platform import RunningPlatform
@@ -352,7 +352,8 @@ def test_apps_cannot_reach_the_platforms_services(
 ) -> None:
     """PostgreSQL, Redis, Traefik's API and the platform's own port, on loopback and on the
     gateway an app sees: unreachable from an app on either runtime (the process runtime puts
-    each instance in its own network namespace)."""
+    each instance in its own network namespace), but for PostgreSQL at the gateway, where
+    managed databases live and which refuses the platform's roles."""
     repo = make_repo(tmp_path / "repo")
     (repo / "probe.py").write_text(PROBE_APP)
     commit(repo, "probe")
@@ -367,6 +368,10 @@ def test_apps_cannot_reach_the_platforms_services(
     assert result["conclusion"] == "succeeded", result
     results = api.serve(result["urls"]["deployment"]).json()
     assert len(results) == 8, results  # loopback and the gateway, four services each
+    # PostgreSQL holds the managed databases too, so its port answers at the gateway; its
+    # pg_hba.conf turns the superuser (and the platform's role) away before any password
+    [gateway_db] = [k for k in results if k.endswith(" db") and not k.startswith("127.")]
+    assert "pg_hba.conf rejects connection" in results.pop(gateway_db), results
     assert all(v.startswith("unreachable") for v in results.values()), results
 
 

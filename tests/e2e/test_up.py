@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -86,3 +87,39 @@ def test_component_scoped_stop_and_start(tmp_path: Path) -> None:
         assert bad.returncode != 0 and "unknown components" in bad.stderr
     finally:
         running.stop()
+
+
+def test_stop_with_apps_that_ignore_sigterm_is_prompt_and_none_restarts(tmp_path: Path) -> None:
+    """Issue #18 defect 13: apps were stopped one after another (each that ignores SIGTERM
+    waits out the kill timeout) while the monitor, still running, took each exit for a crash
+    and started it again."""
+    from tests.e2e.apps import Api, make_repo
+
+    running = start_platform(tmp_path / "data")
+    apps = 4
+    try:
+        wait_health(running.app_url)
+        api = Api(running.app_url, running.token(), running.proxy_url)
+        repo = make_repo(tmp_path / "repo")
+        for n in range(apps):
+            stubborn = "trap '' TERM; python3 app.py"
+            project = api.project(repo, f"stubborn-{n}", start_command=stubborn)
+            assert api.wait(api.deploy(project["id"])["id"])["conclusion"] == "succeeded"
+        instances = running.data_dir / "runtime" / "process"
+        started = time.monotonic()
+        code = running.stop()
+        took = time.monotonic() - started
+    except BaseException:
+        running.stop()
+        raise
+    assert code == 0, running.text()[-3000:]
+    # one after another: apps x the 5 s kill timeout; together: one timeout and the rest
+    assert took < apps * 5 * 0.7, (took, running.text()[-3000:])
+    monitor_log = (running.data_dir / "logs" / "monitor.log").read_text()
+    assert "live instance exited" not in monitor_log
+    left = []
+    for proc in psutil.process_iter(["cwd"]):
+        cwd = proc.info.get("cwd") or ""
+        if cwd.startswith(str(instances)):
+            left.append(proc.pid)
+    assert left == []

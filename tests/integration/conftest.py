@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from devpush.api.app import create_app
+from devpush.app import create_app
 from devpush.platform import Platform
 from tests.factories.auth import Account, make_account
 

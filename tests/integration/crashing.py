@@ -16,7 +16,7 @@ import httpx
 
 from devpush import builds
 from devpush.db import session_scope
-from devpush.deployments import flows
+from devpush.deployments import finalize, flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment, Status
 from devpush.platform import Platform
@@ -106,7 +106,7 @@ async def live_deployment(
     async with session_scope(platform.sessions) as session:
         row = await deployments.get(session=session, deployment_id=deployment_id)
         row.runtime_handle, row.upstream = handle.to_json(), handle.upstream
-    await flows.finalize_deployment(platform, deployment_id)
+    await finalize.finalize_deployment(platform, deployment_id)
     return deployment_id
 
 

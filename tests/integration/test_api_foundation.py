@@ -9,10 +9,11 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import event, func, select, update
 
-from devpush.api.app import WARM_CONNECTIONS, create_app
+from devpush.app import WARM_CONNECTIONS, create_app
 from devpush.auth.models import ApiToken
+from devpush.bootstrap import build_platform
 from devpush.db import session_scope, utcnow
-from devpush.platform import Platform, build_platform
+from devpush.platform import Platform
 from devpush.settings import Settings
 from devpush.teams.models import Team
 from tests.factories.auth import Account, token_for

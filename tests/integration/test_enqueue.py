@@ -5,7 +5,7 @@ from __future__ import annotations
 from arq.constants import default_queue_name
 
 from devpush.platform import Platform
-from devpush.workers.enqueue import enqueue_retire_branch
+from devpush.queue import enqueue_retire_branch
 
 
 async def test_retiring_a_branch_twice_queues_one_job(platform: Platform) -> None:

@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from devpush.db import session_scope
-from devpush.deployments import flows
+from devpush.deployments import finalize, traefik_wait
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Alias, Conclusion, Deployment, Status
 from devpush.platform import Platform
@@ -83,7 +83,7 @@ def settings(settings: Settings, traefik_api: FakeTraefikApi) -> Settings:
 
 @pytest.fixture(autouse=True)
 def short_route_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(flows, "ROUTE_TIMEOUT", 1.0)
+    monkeypatch.setattr(traefik_wait, "ROUTE_TIMEOUT", 1.0)
 
 
 async def new_project(client: httpx.AsyncClient, account: Account) -> str:
@@ -145,7 +145,7 @@ async def test_a_route_traefik_loads_concludes_succeeded(
 ) -> None:
     project_id = await new_project(client, alice)
     first = await ready_deployment(client, platform, alice, project_id, 9001)
-    await flows.finalize_deployment(platform, first)
+    await finalize.finalize_deployment(platform, first)
     row = await row_of(platform, first)
     assert (row.status, row.conclusion, row.error) == (Status.completed, Conclusion.succeeded, None)
     project, aliases = await state(platform, project_id)
@@ -159,12 +159,12 @@ async def test_a_route_traefik_never_loads_fails_and_the_previous_keeps_serving(
 ) -> None:
     project_id = await new_project(client, alice)
     first = await ready_deployment(client, platform, alice, project_id, 9001)
-    await flows.finalize_deployment(platform, first)
+    await finalize.finalize_deployment(platform, first)
     assert (await row_of(platform, first)).conclusion == Conclusion.succeeded
     traefik_api.loads = False
     second = await ready_deployment(client, platform, alice, project_id, 9002)
 
-    await flows.finalize_deployment(platform, second)
+    await finalize.finalize_deployment(platform, second)
 
     failed = await row_of(platform, second)
     assert (failed.status, failed.conclusion) == (Status.completed, Conclusion.failed)
@@ -182,7 +182,7 @@ async def test_a_route_traefik_never_loads_fails_and_the_previous_keeps_serving(
     assert list(rules) == [traefik.router_name(project.slug, first)]
     assert f"Host(`{project.slug}.{platform.settings.deploy_domain}`)" in rules[list(rules)[0]]
     # A second run of the job (arq may run it twice) changes nothing.
-    await flows.finalize_deployment(platform, second)
+    await finalize.finalize_deployment(platform, second)
     assert (await state(platform, project_id))[1][project.slug].deployment_id == first
 
 
@@ -192,7 +192,7 @@ async def test_no_row_lock_is_held_while_traefik_is_awaited(
     project_id = await new_project(client, alice)
     deployment_id = await ready_deployment(client, platform, alice, project_id, 9001)
     traefik_api.loads, traefik_api.delay = False, 0.2
-    finalizing = asyncio.create_task(flows.finalize_deployment(platform, deployment_id))
+    finalizing = asyncio.create_task(finalize.finalize_deployment(platform, deployment_id))
     try:
         await asyncio.wait_for(traefik_api.asked.wait(), 10)
         async with session_scope(platform.sessions) as session:
@@ -216,9 +216,9 @@ async def test_a_rollback_traefik_never_loads_leaves_the_current_deployment(
 ) -> None:
     project_id = await new_project(client, alice)
     first = await ready_deployment(client, platform, alice, project_id, 9001, handle=True)
-    await flows.finalize_deployment(platform, first)
+    await finalize.finalize_deployment(platform, first)
     second = await ready_deployment(client, platform, alice, project_id, 9002, handle=True)
-    await flows.finalize_deployment(platform, second)
+    await finalize.finalize_deployment(platform, second)
     assert (await row_of(platform, second)).conclusion == Conclusion.succeeded
     traefik_api.loads = False
 
@@ -246,6 +246,6 @@ async def test_without_traefik_api_finalize_does_not_wait(
     deployment_id = await ready_deployment(client, platform, alice, project_id, 9001)
     traefik_api.loads = False
     platform.settings.traefik_api_url = "http://127.0.0.1:9"  # discard: nothing listens
-    await flows.finalize_deployment(platform, deployment_id)
+    await finalize.finalize_deployment(platform, deployment_id)
     assert (await row_of(platform, deployment_id)).conclusion == Conclusion.succeeded
     assert not traefik_api.asked.is_set()

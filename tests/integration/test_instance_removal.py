@@ -1,36 +1,53 @@
 """Removing a deployment's instance (cleanup, failure, delete): its route goes first, so no
-request is sent to an instance while it disappears, and a retired instance answers the requests
-already sent to it (real PostgreSQL, Traefik files, a real HTTP server as the instance)."""
+request is sent to an instance while it disappears, then it is stopped (SIGTERM, a grace
+period) before it is removed, and a retired instance answers the requests already sent to it
+(real PostgreSQL, Traefik files, a real HTTP server as the instance)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy import delete
 
 from devpush.db import session_scope
-from devpush.deployments import flows
+from devpush.deployments import retire, routing
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Alias, Conclusion, Deployment, Status
 from devpush.platform import Platform
 from devpush.projects.models import Project
-from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
-from devpush.runtime.base import RuntimeHandle
+from devpush.runtime.base import InstanceState, InstanceStatus, LogRecord, Phase, RuntimeHandle
 from tests.factories.auth import Account
 from tests.integration.test_monitor_reconcile import stale_deployment
 
 
 class RecordingRuntime:
-    """Notes which hostnames Traefik's files still route when an instance is removed."""
+    """Notes which hostnames Traefik's files still route when an instance is stopped and when
+    it is removed, and in which order."""
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
+        self.calls: list[str] = []
+        self.routed_at_stop: list[str] | None = None
         self.routed_at_removal: list[str] | None = None
 
+    async def status(self, handle: RuntimeHandle) -> InstanceStatus:
+        return InstanceStatus(InstanceState.running, phase=Phase.runtime)
+
+    async def stop(self, handle: RuntimeHandle, *, timeout: float = 5.0) -> None:
+        self.calls.append(f"stop {timeout:g}")
+        self.routed_at_stop = routed_hostnames(self.platform)
+
+    async def logs(self, handle: RuntimeHandle, *, follow: bool) -> AsyncIterator[LogRecord]:
+        return
+        yield
+
     async def remove(self, handle: RuntimeHandle) -> None:
+        self.calls.append("remove")
         self.routed_at_removal = routed_hostnames(self.platform)
 
 
@@ -58,7 +75,7 @@ async def serving_deployment(
         await deployments.point_aliases(
             session=session, project_id=project.id, specs=own, deployment_id=deployment_id
         )
-        await proxy_sync.sync_project(
+        await routing.sync_project(
             session=session, settings=platform.settings, project_id=project.id
         )
     return deployment_id
@@ -75,13 +92,17 @@ async def test_the_route_is_gone_before_the_instance_is_removed(
     runtime = RecordingRuntime(platform)
     monkeypatch.setattr(platform.runtimes, "get", lambda name: runtime)
 
-    assert await flows.remove_instance(platform, deployment_id)
-    assert runtime.routed_at_removal is not None, "the runtime was not asked to remove it"
-    assert not any(deployment_id[:7] in rule for rule in runtime.routed_at_removal)
+    monkeypatch.setattr(platform.settings, "drain_seconds", 7)
+
+    assert await retire.remove_instance(platform, deployment_id)
+    # SIGTERM with the grace period once the route is gone, and only then the removal.
+    assert runtime.calls == ["stop 7", "remove"]
+    assert runtime.routed_at_stop is not None and runtime.routed_at_removal is not None
+    assert not any(deployment_id[:7] in rule for rule in runtime.routed_at_stop)
     async with session_scope(platform.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id)
         assert deployment.runtime_handle is None and deployment.upstream is None
-    assert not await flows.remove_instance(platform, deployment_id)  # idempotent
+    assert not await retire.remove_instance(platform, deployment_id)  # idempotent
 
 
 class SlowInstance:
@@ -92,6 +113,7 @@ class SlowInstance:
         self.delay = delay
         self.writers: list[asyncio.StreamWriter] = []
         self.removed = False
+        self.stopped = False
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
@@ -105,7 +127,25 @@ class SlowInstance:
         await writer.drain()
         writer.close()
 
+    async def status(self, handle: RuntimeHandle) -> InstanceStatus:
+        return InstanceStatus(InstanceState.running, phase=Phase.runtime)
+
+    async def stop(self, handle: RuntimeHandle, *, timeout: float = 5.0) -> None:
+        """As an app shutting down on SIGTERM: no new connections, the open ones answered
+        (within `timeout`)."""
+        self.stopped = True
+        self.server.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not all(writer.is_closing() for writer in self.writers):
+                    await asyncio.sleep(0.01)
+
+    async def logs(self, handle: RuntimeHandle, *, follow: bool) -> AsyncIterator[LogRecord]:
+        return
+        yield
+
     async def remove(self, handle: RuntimeHandle) -> None:
+        assert self.stopped, "removed without being stopped first"
         self.removed = True
         self.server.close()
         for writer in self.writers:
@@ -127,14 +167,14 @@ async def test_cleanup_answers_the_requests_already_sent(
     async with httpx.AsyncClient() as http:
         in_flight = asyncio.create_task(http.get(f"http://{upstream}/"))
         await asyncio.sleep(0.1)  # sent before the route goes
-        assert await flows.cleanup_inactive(platform) == [deployment_id]
+        assert await retire.cleanup_inactive(platform) == [deployment_id]
         response = await in_flight
     assert response.status_code == 200 and response.text == "ok"
     assert instance.removed
     async with session_scope(platform.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id)
         assert deployment.runtime_handle is None and deployment.upstream is None
-    assert await flows.cleanup_inactive(platform) == []
+    assert await retire.cleanup_inactive(platform) == []
 
 
 async def test_a_retiring_deployment_is_not_served_again(
@@ -168,10 +208,44 @@ async def test_a_deployment_deleted_while_its_instance_drains(
     monkeypatch.setattr(platform.runtimes, "get", lambda name: instance)
     monkeypatch.setattr(platform.settings, "drain_seconds", 0.5)
 
-    cleanup = asyncio.create_task(flows.cleanup_inactive(platform))
+    cleanup = asyncio.create_task(retire.cleanup_inactive(platform))
     await asyncio.sleep(0.2)
     async with session_scope(platform.sessions) as session:  # its project was deleted meanwhile
         await session.execute(delete(Alias).where(Alias.deployment_id == deployment_id))
         await session.execute(delete(Deployment).where(Deployment.id == deployment_id))
     assert await cleanup == [deployment_id]
     assert instance.removed
+
+
+class ShutdownTakes(RecordingRuntime):
+    """Instances whose app takes `seconds` to shut down once stopped."""
+
+    def __init__(self, platform: Platform, seconds: float) -> None:
+        super().__init__(platform)
+        self.seconds = seconds
+
+    async def stop(self, handle: RuntimeHandle, *, timeout: float = 5.0) -> None:
+        await asyncio.sleep(min(self.seconds, timeout))
+        self.calls.append(f"stopped {handle.deployment_id}")
+
+
+async def test_retiring_instances_shut_down_side_by_side(
+    client: httpx.AsyncClient,
+    platform: Platform,
+    alice: Account,
+    bob: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = await serving_deployment(client, platform, alice)
+    second = await serving_deployment(client, platform, bob)
+    runtime = ShutdownTakes(platform, seconds=1.0)
+    monkeypatch.setattr(platform.runtimes, "get", lambda name: runtime)
+    monkeypatch.setattr(platform.settings, "drain_seconds", 10)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert sorted(await retire.cleanup_inactive(platform)) == sorted([first, second])
+    assert loop.time() - started < 1.8  # one shutdown's time, not two
+    assert sorted(runtime.calls) == sorted(
+        ["remove", "remove", f"stopped {first}", f"stopped {second}"]
+    )

@@ -103,7 +103,7 @@ async def test_an_exited_app_is_unrouted_then_restarted_on_a_fresh_upstream(
 
 
 async def test_a_crash_loop_ends_crashed_with_its_exit_code_and_last_lines(
-    client: httpx.AsyncClient, platform: Platform, alice: Account, source: Path
+    delivering: None, client: httpx.AsyncClient, platform: Platform, alice: Account, source: Path
 ) -> None:
     deployment_id = await live_deployment(client, platform, alice, source, "icarus")
     row = await row_of(platform, deployment_id)
@@ -111,10 +111,12 @@ async def test_a_crash_loop_ends_crashed_with_its_exit_code_and_last_lines(
     async with running_monitor(platform):
         make_exit(row, 4, sticky=True)  # every restart exits at once
 
-        async def crashed() -> bool:
-            return (await row_of(platform, deployment_id)).instance_health == "crashed"
+        async def crashed() -> bool:  # marked, then reported (crash_log, the system line)
+            if (await row_of(platform, deployment_id)).instance_health != "crashed":
+                return False
+            return any("marked crashed" in m for m in await runtime_log(platform, deployment_id))
 
-        await until(crashed, what="crashed")
+        await until(crashed, what="crashed and reported")
     api = await client.get(f"/api/v1/deployments/{deployment_id}", headers=alice.headers)
     shown = api.json()
     assert shown["instance_health"] == "crashed" and shown["exit_code"] == 4
@@ -201,11 +203,41 @@ async def test_a_restart_that_fails_to_start_counts_as_an_exit(
     async with running_monitor(platform):
         make_exit(row, 6)
 
-        async def crashed() -> bool:
-            return (await row_of(platform, deployment_id)).instance_health == "crashed"
+        async def crashed() -> bool:  # marked, then reported (crash_log, the system line)
+            if (await row_of(platform, deployment_id)).instance_health != "crashed":
+                return False
+            return any("marked crashed" in m for m in await runtime_log(platform, deployment_id))
 
-        await until(crashed, what="crashed")
+        await until(crashed, what="crashed and reported")
     row = await row_of(platform, deployment_id)
     assert len(attempts) == 2 and len(row.crashes) == 3 and row.exit_code == 6
     log = await runtime_log(platform, deployment_id)
     assert any("it did not start: no port left (test)" in m for m in log), log
+
+
+async def test_apps_stopped_with_the_platform_start_again_and_count_no_crash(
+    client: httpx.AsyncClient, platform: Platform, alice: Account, source: Path
+) -> None:
+    """`devpush up` stops the process runtime's apps when it stops; started again, the monitor
+    brings each live one back without counting a crash (three restarts of the platform within
+    the window must not mark an app crashed)."""
+    deployment_id = await live_deployment(client, platform, alice, source, "sleeper")
+    for attempt in range(1, 4):  # restart_max_crashes is 3 here
+        row = await row_of(platform, deployment_id)
+        assert row.runtime_handle is not None
+        handle = RuntimeHandle.from_json(row.runtime_handle)
+        await platform.runtimes.get(handle.backend).stop(handle, timeout=2)
+        async with running_monitor(platform):
+
+            async def serving_again(attempt: int = attempt) -> bool:
+                fresh = await row_of(platform, deployment_id)
+                log = await runtime_log(platform, deployment_id)
+                restarted = log.count("The app was restarted and serves again") == attempt
+                return restarted and fresh.instance_health is None
+
+            await until(serving_again, what="served again")
+    row = await row_of(platform, deployment_id)
+    assert row.crashes == [] and row.instance_health is None
+    assert await get_body(row.upstream or "") == f"tenant {await slug_of(platform, row)}"
+    log = await runtime_log(platform, deployment_id)
+    assert log.count("The app was stopped with the platform; starting it again") == 3, log

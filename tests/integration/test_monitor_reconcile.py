@@ -13,10 +13,10 @@ from sqlalchemy import update
 from devpush.db import session_scope, utcnow
 from devpush.deployments.models import Deployment
 from devpush.platform import Platform
+from devpush.queue import enqueue_finalize, start_job_state
 from devpush.runtime.base import RuntimeHandle
-from devpush.workers.enqueue import enqueue_finalize, start_job_state
 from devpush.workers.jobs import heartbeat_key, job_timeouts
-from devpush.workers.monitor import Monitor
+from devpush.workers.reconcile import reconcile, reconcile_orphans
 from tests.factories.auth import Account
 
 
@@ -51,7 +51,7 @@ async def test_a_dead_workers_deployment_is_concluded(
     # the job was picked up (in progress) by a worker that died: no heartbeat
     await platform.redis.set(in_progress_key_prefix + f"start:{deployment_id}", b"1", px=600_000)
     assert await start_job_state(platform.redis, deployment_id) == "running"
-    await Monitor(platform).reconcile()
+    await reconcile(platform)
     result = await status_of(client, alice, deployment_id)
     assert result["conclusion"] == "failed" and "worker" in result["error"]
 
@@ -61,12 +61,12 @@ async def test_a_lost_job_is_enqueued_again_and_a_queued_one_waits(
 ) -> None:
     deployment_id = await stale_deployment(client, platform, alice)
     assert await start_job_state(platform.redis, deployment_id) == "queued"
-    await Monitor(platform).reconcile()
+    await reconcile(platform)
     assert (await status_of(client, alice, deployment_id))["status"] == "prepare"
     await platform.redis.zrem(default_queue_name, f"start:{deployment_id}")
     await platform.redis.delete(f"arq:job:start:{deployment_id}")
     assert await start_job_state(platform.redis, deployment_id) == "missing"
-    await Monitor(platform).reconcile()
+    await reconcile(platform)
     assert await start_job_state(platform.redis, deployment_id) == "queued"
     assert (await status_of(client, alice, deployment_id))["status"] == "prepare"
 
@@ -83,7 +83,7 @@ async def test_a_deploy_whose_worker_died_before_starting_the_instance_is_conclu
             .where(Deployment.id == deployment_id)
             .values(status="deploy", deploy_started_at=utcnow() - timedelta(minutes=1))
         )
-    await Monitor(platform).reconcile()
+    await reconcile(platform)
     result = await status_of(client, alice, deployment_id)
     assert result["conclusion"] == "failed", result
     assert "worker preparing this deployment stopped" in result["error"]
@@ -100,7 +100,7 @@ async def test_a_deploy_with_a_live_worker_is_left_alone(
             .values(status="deploy", deploy_started_at=utcnow() - timedelta(minutes=1))
         )
     await platform.redis.set(heartbeat_key(deployment_id), "1", px=60_000)
-    await Monitor(platform).reconcile()
+    await reconcile(platform)
     assert (await status_of(client, alice, deployment_id))["status"] == "deploy"
 
 
@@ -127,7 +127,7 @@ async def test_jobs_a_dead_worker_left_running_are_released(
             .where(Deployment.id == stale)
             .values(status="completed", conclusion="failed", concluded_at=utcnow())
         )
-    await Monitor(platform).reconcile()
+    await reconcile(platform)
     assert not await platform.redis.exists(in_progress_key_prefix + f"finalize:{stale}")
     assert await platform.redis.exists(in_progress_key_prefix + f"finalize:{fresh}")
     assert await start_job_state(platform.redis, stale) == "missing"
@@ -172,5 +172,5 @@ async def test_an_instance_whose_handle_is_saved_while_listing_is_kept(
     runtime = ListingRuntime(platform, [deployment_id, "nosuchdeployment"])
     monkeypatch.setattr(platform.runtimes, "available", lambda: ["fake"])
     monkeypatch.setattr(platform.runtimes, "get", lambda name: runtime)
-    await Monitor(platform)._reconcile_orphans()
+    await reconcile_orphans(platform)
     assert runtime.removed == ["nosuchdeployment"]  # the true orphan goes, the new one stays

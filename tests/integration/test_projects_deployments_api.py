@@ -256,7 +256,7 @@ async def test_unreachable_repository_fails_with_a_clear_error(
 async def test_jobs_are_idempotent(
     client: httpx.AsyncClient, alice: Account, platform: Platform, tmp_path: Path
 ) -> None:
-    from devpush.deployments import flows
+    from devpush.deployments import finalize, flows
 
     project = await create_project(client, alice)
     deployment = (
@@ -267,7 +267,7 @@ async def test_jobs_are_idempotent(
     await flows.fail_deployment(platform, deployment["id"], "first")
     await flows.fail_deployment(platform, deployment["id"], "second")
     await flows.start_deployment(platform, deployment["id"])
-    await flows.finalize_deployment(platform, deployment["id"])
+    await finalize.finalize_deployment(platform, deployment["id"])
     result = (
         await client.get(f"/api/v1/deployments/{deployment['id']}", headers=alice.headers)
     ).json()

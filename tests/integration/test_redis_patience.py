@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-from devpush.platform import build_platform
+from devpush.bootstrap import build_platform
 from devpush.settings import Settings
 from tests.conftest import free_port
 

@@ -49,6 +49,7 @@ class Project:
     keyword: str
     body: str
     url: str  # the production URL
+    volume_mark: str | None = None  # written to its volume by its first start
 
 
 @dataclass
@@ -80,13 +81,20 @@ def stop(running: RunningPlatform) -> None:
     assert code == 0, running.text()[-3000:]
 
 
-def new_project(api: Api, name: str, repo: Path | None, keyword: str) -> dict[str, Any]:
-    body = {
+def new_project(
+    api: Api, name: str, repo: Path | None, keyword: str, mark: str | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "name": name,
         "start_command": "python3 app.py",
         "build_command": f"echo {keyword}",
         "health_path": "/",
     }
+    if mark:  # each start prints what its volume holds, then adds the mark
+        body["volumes"] = [{"name": "data", "mount_path": "/data"}]
+        body["start_command"] = (
+            f"sh -c 'cat /data/marks 2>/dev/null; echo {mark} >> /data/marks; exec python3 app.py'"
+        )
     if repo is not None:
         body["repo_url"] = f"file://{repo}"
     return dict(api.post(f"/api/v1/teams/{api.team()}/projects", body, expect=201))
@@ -142,7 +150,8 @@ def backup() -> Iterator[Backup]:
             keyword = f"buildkw{secrets.token_hex(6)}"
             greeting = f"-greeting-{secrets.token_hex(6)}"
             repo = make_repo(root / name, body=name)
-            project = new_project(api, name, None if pushed else repo, keyword)
+            mark = None if pushed else f"volmark{secrets.token_hex(6)}"
+            project = new_project(api, name, None if pushed else repo, keyword, mark)
             set_secret(api, project["id"], greeting)
             if pushed:
                 push(source, api, token, project["slug"], repo)
@@ -151,7 +160,9 @@ def backup() -> Iterator[Backup]:
             url, _ = production_url(api, project["id"])
             assert api.body(url) == name + greeting
             projects.append(
-                Project(project["id"], project["slug"], greeting, keyword, name + greeting, url)
+                Project(
+                    project["id"], project["slug"], greeting, keyword, name + greeting, url, mark
+                )
             )
         assert (root / "data" / "repos" / f"{projects[1].id}.git").is_dir()
         archive = root / "out" / "platform.tar.gz"
@@ -183,6 +194,10 @@ def test_the_archive_is_private_complete_and_warns_about_its_keys(backup: Backup
         text = manifest.read().decode()
     assert {"manifest.json", "database.dump", "secrets/encryption_keys"} <= names
     assert f"repos/{backup.projects[1].id}.git/HEAD" in names
+    assert any(
+        n.startswith(f"volumes/{backup.projects[0].id}/") and n.endswith("/data/marks")
+        for n in names
+    ), sorted(names)
     assert f"traefik/dynamic/project-{backup.projects[0].slug}.yml" in names
     assert '"alembic_revision"' in text and '"created_at"' in text
 
@@ -276,12 +291,17 @@ def test_restore_brings_both_projects_back(backup: Backup, target: RunningPlatfo
 
     api = Api(target.app_url, target.token(), target.proxy_url)  # the restored admin
     for project in backup.projects:
-        wait_restored(api, project.id)
+        restored_id = wait_restored(api, project.id)
         assert api.body(project.url) == project.body  # served, env var decrypted
         revealed = api.post(f"/api/v1/projects/{project.id}/env/GREETING/reveal", expect=200)
         assert revealed["value"] == project.greeting
         logs = api.get(f"/api/v1/projects/{project.id}/logs", q=project.keyword)
         assert any(project.keyword in line["message"] for line in logs["items"]), logs
+        if project.volume_mark:  # printed only by a start that found the restored volume
+            marks = api.get(
+                f"/api/v1/projects/{project.id}/logs", q=project.volume_mark, deployment=restored_id
+            )
+            assert any(line["message"] == project.volume_mark for line in marks["items"]), marks
     pushed = backup.projects[1]
     assert (target.data_dir / "repos" / f"{pushed.id}.git" / "HEAD").is_file()
     assert git(target.data_dir / "repos" / f"{pushed.id}.git", "log", "--format=%s", "-1") == (

@@ -7,6 +7,7 @@ sees no error, and a failing migration leaves the old version running and servin
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -320,20 +321,23 @@ def test_bad_component_names_and_options_are_refused(stack: Stack) -> None:
     assert both.returncode == 1 and "either --components or --all" in both.stderr
 
 
-def _derived_image(stack: Stack, tmp_path: Path, name: str, broken: bool) -> str:
+def _derived_image(
+    stack: Stack, tmp_path: Path, name: str, broken: bool, step: bool = False
+) -> str:
     """An image built from the stack's devpush image: a new version, optionally one whose
-    migration fails."""
+    migration fails, or one that brings an upgrade step (UPGRADE_STEP)."""
     context = tmp_path / name
     context.mkdir()
     lines = [f"FROM {stack.env['DEVPUSH_IMAGE']}", f"LABEL devpush.test-version={name}"]
-    if broken:
-        (context / "broken.py").write_text(BROKEN_MIGRATION)
-        lines += [
-            "USER 0",
-            "COPY broken.py /tmp/broken.py",
-            "RUN python3 /tmp/broken.py",
-            "USER 10001:10001",
-        ]
+    for wanted, script in ((broken, BROKEN_MIGRATION), (step, UPGRADE_STEP)):
+        if wanted:
+            (context / "change.py").write_text(script)
+            lines += [
+                "USER 0",
+                "COPY change.py /tmp/change.py",
+                "RUN python3 /tmp/change.py",
+                "USER 10001:10001",
+            ]
     (context / "Containerfile").write_text("\n".join(lines) + "\n")
     image = f"localhost/h1-devpush:{name}-{uuid.uuid4().hex[:6]}"
     built = subprocess.run(
@@ -346,6 +350,18 @@ def _derived_image(stack: Stack, tmp_path: Path, name: str, broken: bool) -> str
     stack.images.append(image)
     return image
 
+
+# Writes, into the image, an upgrade step of a later version that leaves a mark in /data.
+UPGRADE_STEP = """
+import json
+from pathlib import Path
+import devpush
+versions = Path(devpush.__file__).parent / "upgrades" / "versions"
+(versions / "99.0.0.json").write_text(json.dumps(
+    {"reason": "h1 test: a step of the next version", "actions": ["script", "sync-routes"]}
+))
+(versions / "99.0.0.sh").write_text('echo "99.0.0" >> "$DEVPUSH_DATA_DIR/h1-upgrade-ran.txt"\\n')
+"""
 
 # Writes, into the image, a migration after the current head that fails.
 BROKEN_MIGRATION = '''
@@ -446,12 +462,20 @@ def test_update_all_swaps_the_worker_too_and_deploys_still_work(
     assert stack.work is not None, "needs the repository of the push test"
     worker_before, _ = _app_image(stack, "worker")
     monitor_before = [c.id for c in stack.driver().compose.containers("monitor")]
-    image = _derived_image(stack, tmp_path, "next2", broken=False)
+    image = _derived_image(stack, tmp_path, "next2", broken=False, step=True)
     stack.set_env("DEVPUSH_IMAGE", image)
     with RequestLoop(stack) as loop:
-        updated = stack.cli("update", "--all")
+        updated = stack.cli("update", "--full")  # --all, the runner images and the steps
     assert updated.returncode == 0, updated.stdout + updated.stderr
     assert loop.errors == [], loop.errors[:10]
+    assert re.search(r"image \S*devpush-runner-python:3.11: (up to date|built in)", updated.stderr)
+    ran = stack.dir / "data" / "h1-upgrade-ran.txt"
+    assert ran.read_text().split() == ["99.0.0"]  # once, in the migration container
+    listed = stack.cli("upgrades")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert re.search(r"99\.0\.0\W+applied", listed.stdout), listed.stdout
+    status = stack.cli("status")
+    assert re.search(r"99\.0\.0\W+applied", status.stdout), status.stdout + status.stderr
     worker_after, worker_image = _app_image(stack, "worker")
     assert worker_after != worker_before and worker_image == image
     assert [c.id for c in stack.driver().compose.containers("monitor")] != monitor_before
@@ -526,7 +550,19 @@ def test_start_refuses_an_incomplete_env_file(tmp_path: Path) -> None:
     assert ps.stdout.strip() == ""
 
 
-def test_update_outside_compose_mode_says_how_to_enable_it(tmp_path: Path) -> None:
+def test_update_outside_compose_mode_updates_the_embedded_platform_so_needs_it_running(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [str(BIN / "devpush"), "update", "--all"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_clean_env(),
+    )
+    assert result.returncode == 1
+    assert "--components and --all are for compose mode" in result.stderr
     result = subprocess.run(
         [str(BIN / "devpush"), "update"],
         cwd=tmp_path,
@@ -535,5 +571,5 @@ def test_update_outside_compose_mode_says_how_to_enable_it(tmp_path: Path) -> No
         timeout=120,
         env=_clean_env(),
     )
-    assert result.returncode == 1
-    assert "DEVPUSH_MODE=compose" in result.stderr
+    assert result.returncode == 3  # no platform runs from this data dir (tests/e2e/test_update)
+    assert "devpush is not running from" in result.stderr

@@ -1,5 +1,5 @@
 """`devpush socket-proxy` against the real Podman API socket: the docker runtime works through
-it end to end (create, archive upload, start, inspect, streamed logs, stop, remove, list),
+it end to end (create, archive upload, start, inspect, streamed logs, stop, remove, list, volumes),
 and every call it does not need is refused with 403 and a message, changing nothing."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from devpush.runtime.base import RuntimeSpec
+from devpush.runtime.base import RuntimeSpec, VolumeMount
 from devpush.runtime.docker import DockerRuntime
 from devpush.socketproxy.rules import Refused, check_create, match
 from tests.conftest import free_port
@@ -131,6 +132,103 @@ def test_the_docker_runtime_works_through_the_proxy(proxy: str, tmp_path: Path) 
     assert deployment not in after
 
 
+def test_volumes_work_through_the_proxy(proxy: str, tmp_path: Path) -> None:
+    """An environment's named volume (made, handed to the runner user by a labelled init
+    container, mounted, measured, deleted) and a preview's anonymous one."""
+    source = tmp_path / "src"
+    source.mkdir()
+    project = f"h1vol{uuid.uuid4().hex[:8]}"
+
+    def spec(environment_id: str | None) -> RuntimeSpec:
+        return RuntimeSpec(
+            deployment_id=f"h1v{uuid.uuid4().hex[:10]}",
+            project_id=project,
+            source_dir=source,
+            start_command="sh -c 'echo kept > /data/note && cat /data/note && id -u'",
+            env={"PORT": "8000"},
+            port=8000,
+            volumes=(VolumeMount("data", "/data", environment_id=environment_id),),
+        )
+
+    async def scenario() -> tuple[list[str], list[str], list[Any], list[Any]]:
+        runtime = DockerRuntime(url=proxy, network="devpush_runner", default_image=RUNNER_IMAGE)
+        seen: list[list[str]] = []
+        try:
+            for environment_id in ("envprod", None):
+                handle = await runtime.start(await runtime.create(spec(environment_id)))
+                lines: list[str] = []
+                async with asyncio.timeout(90):
+                    async for record in runtime.logs(handle, follow=True):
+                        lines.append(record.message)
+                seen.append(lines)
+                assert handle.deployment_id in [h.deployment_id for h in await runtime.list()]
+                await runtime.remove(handle)
+            usage = await runtime.volumes(project)
+            await runtime.delete_volumes(project)
+            return seen[0], seen[1], usage, await runtime.volumes(project)
+        finally:
+            await runtime.close()
+
+    production, preview, usage, after = asyncio.run(scenario())
+    assert production[:1] == ["kept"] and preview[:1] == ["kept"], (production, preview)
+    assert production[1] != "0"  # the app's user, not root, owns what it wrote
+    assert [(u.environment_id, u.name) for u in usage] == [("envprod", "data")]
+    assert after == []
+
+
+def test_a_cron_command_runs_through_the_proxy_as_the_app_user(proxy: str, tmp_path: Path) -> None:
+    """Runtime.exec (cron jobs): created, streamed and inspected through the proxy; a
+    privileged exec, one as root, or one with a terminal is refused."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "app.py").write_text(APP)
+    spec = RuntimeSpec(
+        deployment_id=f"h1x{uuid.uuid4().hex[:10]}",
+        project_id="h1-exec",
+        source_dir=source,
+        start_command="python app.py",
+        env={"PORT": "8000"},
+        port=8000,
+    )
+
+    async def scenario() -> tuple[list[tuple[str, str]], Any, list[str]]:
+        runtime = DockerRuntime(url=proxy, network="devpush_runner", default_image=RUNNER_IMAGE)
+        lines: list[tuple[str, str]] = []
+
+        async def output(stream: str, line: str) -> None:
+            lines.append((stream, line))
+
+        handle = await runtime.start(await runtime.create(spec))
+        try:
+            async with asyncio.timeout(90):
+                async for record in runtime.logs(handle, follow=True):
+                    if record.message.startswith("serving on"):
+                        break
+            result = await runtime.exec(
+                handle, spec, "id -u; echo oops >&2; exit 3", timeout=30, output=output
+            )
+            refusals = []
+            async with httpx.AsyncClient(base_url=proxy, timeout=30) as client:
+                for body in (
+                    {"Cmd": ["id"], "User": "0"},
+                    {"Cmd": ["id"], "User": "1000", "Privileged": True},
+                    {"Cmd": ["sh"], "User": "1000", "Tty": True},
+                ):
+                    refusals.append(
+                        _refused(await client.post(f"/containers/{handle.id}/exec", json=body))
+                    )
+            return lines, result, refusals
+        finally:
+            await runtime.remove(handle)
+            await runtime.close()
+
+    lines, result, refusals = asyncio.run(scenario())
+    assert result.exit_code == 3, result
+    assert ("stderr", "oops") in lines and lines[0][0] == "stdout" and lines[0][1] != "0"
+    assert "not root" in refusals[0] and "privileged" in refusals[1]
+    assert "terminal" in refusals[2]
+
+
 def _refused(response: httpx.Response) -> str:
     assert response.status_code == 403, (response.status_code, response.text)
     message = str(response.json()["message"])
@@ -141,13 +239,14 @@ def _refused(response: httpx.Response) -> str:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/volumes"),
+        ("POST", "/volumes/prune"),
+        ("GET", "/volumes/some-operator-volume"),
         ("GET", "/secrets"),
         ("GET", "/v1.41/info"),
         ("POST", "/images/create?fromImage=docker.io/library/alpine"),
         ("POST", "/build"),
         ("POST", "/networks/create"),
-        ("POST", "/exec/abc/start"),
+        ("POST", "/containers/abc/attach"),
         ("GET", "/events"),
     ],
 )
@@ -162,6 +261,8 @@ def test_calls_outside_the_allowlist_are_refused(proxy: str, method: str, path: 
         ({"Privileged": True}, "privileged"),
         ({"Binds": ["/:/host"]}, "Binds"),
         ({"Mounts": [{"Type": "bind", "Source": "/etc", "Target": "/x"}]}, "Mounts"),
+        ({"Mounts": [{"Type": "volume", "Source": "operator-data", "Target": "/x"}]}, "Mounts"),
+        ({"Mounts": [{"Type": "volume", "Target": "/x/../etc"}]}, "Mounts"),
         ({"CapAdd": ["SYS_ADMIN"]}, "CapAdd"),
         ({"Devices": [{"PathOnHost": "/dev/sda"}]}, "Devices"),
         ({"NetworkMode": "host"}, "NetworkMode"),
@@ -195,8 +296,9 @@ def test_containers_devpush_does_not_manage_are_out_of_reach(proxy: str, unmanag
     ]:
         message = _refused(httpx.request(method, f"{proxy}{path}", timeout=60))
         assert "not managed by devpush" in message
-    message = _refused(httpx.post(f"{proxy}/containers/{unmanaged}/exec", json={"Cmd": ["id"]}))
-    assert "not an allowed Engine API call" in message
+    app_user = {"Cmd": ["id"], "User": "1000:1000", "AttachStdout": True}
+    message = _refused(httpx.post(f"{proxy}/containers/{unmanaged}/exec", json=app_user))
+    assert "not managed by devpush" in message
     assert _running(unmanaged)  # still there, still running
 
 
@@ -231,7 +333,8 @@ def test_rules_accept_the_runtime_calls_and_nothing_more() -> None:
     assert match("GET", "/v1.41/containers/abc/logs")[1] == "abc"
     assert match("PUT", "/containers/devpush-x/archive")[1] == "devpush-x"
     assert match("GET", "/images/localhost/runner:3.12/json")[1] is None
-    for method, path in [("POST", "/containers/abc/exec"), ("GET", "/containers/abc/export")]:
+    assert match("POST", "/exec/abc123/start")[1] == "abc123"
+    for method, path in [("POST", "/containers/abc/attach"), ("GET", "/containers/abc/export")]:
         with pytest.raises(Refused):
             match(method, path)
     check_create({"Labels": MANAGED, "HostConfig": {"CapDrop": ["ALL"], "NetworkMode": "x"}})
@@ -243,6 +346,7 @@ def test_rules_accept_the_runtime_calls_and_nothing_more() -> None:
     ("body", "reason"),
     [
         ({"Name": "anything", "Labels": MANAGED}, "devpush-trees-"),
+        ({"Name": "devpush-vol-x1", "Labels": MANAGED, "Driver": "local"}, "only hold"),
         ({"Name": "devpush-trees-x1", "Labels": {}}, "devpush.managed=true"),
         ({"Name": "devpush-trees-x1", "Labels": MANAGED, "Driver": "local"}, "only hold"),
         (

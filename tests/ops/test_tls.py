@@ -41,6 +41,8 @@ pytestmark = pytest.mark.ops
 APP_HOST = "devpush.h4tls.test"
 DEPLOY_DOMAIN = "apps.h4tls.test"
 CUSTOM_DOMAIN = "www.h4shop.test"
+NO_ADDRESS = "nocert."  # names the DNS gives no address: their HTTP-01 challenge fails
+CERT_GRACE = 20  # DEVPUSH_CERTIFICATE_GRACE of the platform here
 ISSUE_TIMEOUT = 180  # a loaded machine: issuance is a few HTTP-01 rounds per certificate
 
 
@@ -122,7 +124,7 @@ class LoopbackResolver(BaseResolver):
         reply = request.reply()
         qname = request.q.qname
         self.asked.append((str(qname).rstrip(".").lower(), QTYPE[request.q.qtype]))
-        if request.q.qtype == QTYPE.A:
+        if request.q.qtype == QTYPE.A and not str(qname).startswith(NO_ADDRESS):
             reply.add_answer(RR(qname, QTYPE.A, rdata=A("127.0.0.1"), ttl=5))
         return reply  # AAAA, CAA, ...: an empty NOERROR answer
 
@@ -245,6 +247,7 @@ def tls_platform(
         DEVPUSH_ACME_CA_CERTIFICATES=str(pebble.directory_ca),
         DEVPUSH_APP_HOSTNAME=APP_HOST,
         DEVPUSH_DEPLOY_DOMAIN=DEPLOY_DOMAIN,
+        DEVPUSH_CERTIFICATE_GRACE=str(CERT_GRACE),
     )
     running = start_platform(data, env=env, timeout=180)
     try:
@@ -406,3 +409,30 @@ def test_dashboard_sign_in_over_https_sets_a_secure_cookie(
     cookie = signed_in.headers["Set-Cookie"].lower()
     assert cookie.startswith("devpush_session=") and "; secure" in cookie, cookie
     assert signed_in.headers["Strict-Transport-Security"], signed_in.headers
+
+
+def test_a_domain_whose_challenge_fails_is_marked_and_sent_as_an_event(
+    tls_platform: RunningPlatform, pebble: Pebble, tmp_path: Path
+) -> None:
+    """The ACME order of a name that does not resolve fails at Pebble; once the grace is over
+    the domain reads certificate `failed` and `domain.certificate_failed` is in the audit log."""
+    api = Api(tls_platform.app_url, tls_platform.token(), proxy_url="")
+    project = api.project(make_repo(tmp_path / "repo", body="no cert"), "nocertshop")
+    host = f"{NO_ADDRESS}h4shop.test"
+    added = api.post(f"/api/v1/projects/{project['id']}/domains", {"hostname": host}, expect=201)
+    assert added["status"] == "verified" and added["certificate"] is None, added
+    deadline = time.monotonic() + CERT_GRACE + ISSUE_TIMEOUT
+    shown = added
+    while time.monotonic() < deadline and shown["certificate"] != "failed":
+        time.sleep(2)
+        domains = api.get(f"/api/v1/projects/{project['id']}/domains")
+        shown = next(d for d in domains if d["id"] == added["id"])
+    assert shown["certificate"] == "failed", shown
+    team = api.team()
+    deadline = time.monotonic() + 30
+    actions: list[str] = []
+    while time.monotonic() < deadline and "domain.certificate_failed" not in actions:
+        time.sleep(1)
+        audit = api.get(f"/api/v1/teams/{team}/audit", limit=100)
+        actions = [e["action"] for e in audit["items"] if e.get("resource_id") == added["id"]]
+    assert "domain.certificate_failed" in actions and "domain.verified" in actions, actions

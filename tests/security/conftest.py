@@ -12,7 +12,7 @@ import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from devpush.api.app import create_app
+from devpush.app import create_app
 from devpush.platform import Platform
 from devpush.settings import Settings
 from tests.integration.github.helpers import (

@@ -119,6 +119,7 @@ def default_params(world: World) -> dict[str, str]:
         "key": world.env_key,
         "user_id": world.victim_id,
         "rule_id": world.rule_id,
+        "job": "nightly",
     }
 
 

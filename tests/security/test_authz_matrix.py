@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from devpush.db import session_scope
 from devpush.projects import service as projects
-from devpush.sources.remote import push_repo
+from devpush.projects.repository import push_repo
 from tests.factories.auth import token_for
 from tests.security.matrix import (
     SIGN_IN,
@@ -57,6 +57,81 @@ async def in_flight(w: World, role: str) -> dict[str, str]:
 
 async def serving_main(w: World, role: str) -> dict[str, str]:
     return {"deployment_id": await w.fresh_deployment(succeeded=True, branch="main")}
+
+
+async def live_cron_job(w: World, role: str) -> dict[str, str]:
+    """The world's live production deployment declares a cron job (as its devpush.toml would)."""
+    from devpush.cron import service as cron
+
+    job = {"name": "nightly", "schedule": "0 3 * * *", "command": "true", "timeout": 60}
+    async with session_scope(w.platform.sessions) as session:
+        for live in await cron.live(session=session, project_id=w.project_id):
+            live.deployment.config = {**live.deployment.config, "cron": [job]}
+    return {"job": "nightly"}
+
+
+async def fresh_database(w: World, role: str) -> dict[str, str]:
+    """A managed PostgreSQL database of the world's project (fresh: detaching uses it up)."""
+    from devpush.databases import service as databases
+    from devpush.projects.models import Project
+
+    async with session_scope(w.platform.sessions) as session:
+        project = await session.get(Project, w.project_id)
+        assert project is not None
+        database = await databases.create(
+            session=session,
+            settings=w.platform.settings,
+            project=project,
+            engine="postgres",
+            name=w.unique("db"),
+        )
+    return {"database_id": database.id}
+
+
+async def backed_up_database(w: World, role: str) -> dict[str, str]:
+    """A fresh managed database with one backup of its production copy."""
+    from devpush.databases import backups
+    from devpush.databases.models import ManagedDatabase
+
+    params = await fresh_database(w, role)
+    async with session_scope(w.platform.sessions) as session:
+        database = await session.get(ManagedDatabase, params["database_id"])
+        assert database is not None
+        row = await backups.backup(
+            session=session,
+            p=w.platform,
+            database=database,
+            environment_id=w.production_env_id,
+        )
+    return {**params, "backup_id": row.id}
+
+
+async def database_table(w: World, role: str) -> dict[str, str]:
+    """A fresh managed database whose production copy holds a table `t`."""
+    from devpush.databases import console
+    from devpush.databases.models import ManagedDatabase
+    from devpush.projects.models import Project
+
+    params = await fresh_database(w, role)
+    async with session_scope(w.platform.sessions) as session:
+        database = await session.get(ManagedDatabase, params["database_id"])
+        project = await session.get(Project, w.project_id)
+        assert database is not None and project is not None
+        copy = await console.locate(
+            session=session, p=w.platform, database=database, project=project,
+            environment="production",
+        )  # fmt: skip
+    await console.query(copy, "CREATE TABLE t (x int)", write=True)
+    return params | {"table": "t"}
+
+
+def query_form(w: World, caller: Caller, params: dict[str, str]) -> dict[str, Any]:
+    """A read-only query (writing, for admins only, is checked in test_console.py)."""
+    return {"database_id": params["database_id"], "sql": "SELECT 1"}
+
+
+def database_body(w: World, caller: Caller, params: dict[str, str]) -> dict[str, Any]:
+    return {"engine": "postgres", "name": w.unique("db")}
 
 
 async def running_preview(w: World, role: str) -> dict[str, str]:
@@ -106,6 +181,34 @@ async def new_rule(w: World, role: str) -> dict[str, str]:
     return {"rule_id": await w.fresh_rule()}
 
 
+async def new_channel(w: World, role: str) -> dict[str, str]:
+    """A webhook channel of team A; its receiver (loopback, allowed here) is not listening."""
+    from devpush.notifications import service as notifications
+    from devpush.notifications.schemas import ChannelCreate
+
+    w.platform.settings.notifications_allow_private = True
+    body = ChannelCreate(channel="webhook", url=LOCAL_HOOK, events=["deployment.failed"])
+    async with session_scope(w.platform.sessions) as session:
+        channel, _ = await notifications.create_channel(
+            session=session,
+            settings=w.platform.settings,
+            team_id=w.team_id,
+            body=body,
+            created_by=None,
+        )
+        return {"channel_id": channel.id}
+
+
+def new_hook(w: World, c: Caller, p: dict[str, str]) -> dict[str, Any]:
+    w.platform.settings.notifications_allow_private = True
+    return {"channel": "webhook", "url": LOCAL_HOOK, "events": ["deployment.failed"]}
+
+
+def new_hook_form(w: World, c: Caller, p: dict[str, str]) -> dict[str, Any]:
+    w.platform.settings.notifications_allow_private = True
+    return {"channel": "webhook", "target": LOCAL_HOOK, "events": "deployment.failed"}
+
+
 async def hook_token(w: World, role: str) -> dict[str, str]:
     return {"token": await w.fresh_hook_token(), "branch": w.unique("hook-")}
 
@@ -131,6 +234,7 @@ def page_project(w: World, c: Caller, p: dict[str, str]) -> dict[str, Any]:
 
 
 REPO_PATH = "/git/{team}/shop.git"
+LOCAL_HOOK = "http://127.0.0.1:9/devpush-hook"  # the discard port: nothing answers
 UNKNOWN = "x" * 43  # a token nobody was given
 API = "/api/v1"
 
@@ -243,6 +347,68 @@ CASES: list[Case] = [
         params=running_preview,
     ),
     Case("POST", f"{API}/deployments/{{deployment_id}}/redeploy", team_api(201)),
+    # ---- volumes, cron, metrics ----------------------------------------------------------------
+    Case("GET", f"{API}/projects/{{project_id}}/volumes", team_api(200)),
+    Case("GET", f"{API}/projects/{{project_id}}/cron", team_api(200)),
+    Case("GET", f"{API}/projects/{{project_id}}/cron/runs", team_api(200)),
+    Case(
+        "POST",
+        f"{API}/projects/{{project_id}}/cron/{{job}}/run",
+        team_api(202),
+        params=live_cron_job,
+    ),
+    Case("GET", f"{API}/deployments/{{deployment_id}}/metrics", team_api(200)),
+    # ---- managed databases ---------------------------------------------------------------------
+    Case(
+        "POST",
+        f"{API}/projects/{{project_id}}/databases",
+        team_api(201, "admin"),
+        body=database_body,
+    ),
+    Case("GET", f"{API}/projects/{{project_id}}/databases", team_api(200)),
+    Case("GET", f"{API}/databases/{{database_id}}", team_api(200), params=fresh_database),
+    Case(
+        "PATCH",
+        f"{API}/databases/{{database_id}}",
+        team_api(200, "admin"),
+        params=fresh_database,
+        body={"previews": "own"},
+    ),
+    Case(
+        "DELETE", f"{API}/databases/{{database_id}}", team_api(204, "admin"), params=fresh_database
+    ),
+    Case(
+        "POST",
+        f"{API}/databases/{{database_id}}/backups",
+        team_api(201),
+        params=fresh_database,
+        body={"environment": "production"},
+    ),
+    Case("GET", f"{API}/databases/{{database_id}}/backups", team_api(200), params=fresh_database),
+    Case("GET", f"{API}/databases/{{database_id}}/tables", team_api(200), params=fresh_database),
+    Case(
+        "GET",
+        f"{API}/databases/{{database_id}}/tables/{{table:path}}",
+        team_api(200),
+        target=f"{API}/databases/{{database_id}}/tables/{{table}}",
+        params=database_table,
+    ),
+    Case(
+        "POST",
+        f"{API}/databases/{{database_id}}/query",
+        team_api(200),
+        params=fresh_database,
+        body={"sql": "SELECT 1"},
+    ),
+    Case(
+        "POST",
+        f"{API}/databases/{{database_id}}/restore",
+        team_api(200, "admin"),
+        params=backed_up_database,
+        body=lambda w, c, p: {"backup_id": p["backup_id"]},
+    ),
+    # the platform's own metrics: off until DEVPUSH_METRICS_TOKEN is set, whoever asks
+    Case("GET", "/metrics", public(404)),
     # ---- domains -------------------------------------------------------------------------------
     Case("GET", f"{API}/projects/{{project_id}}/domains", team_api(200)),
     Case(
@@ -261,6 +427,32 @@ CASES: list[Case] = [
         f"{API}/projects/{{project_id}}/domains/{{domain_id}}",
         team_api(204, "admin"),
         params=new_domain,
+    ),
+    # ---- notifications ---------------------------------------------------------------------------
+    Case("GET", f"{API}/teams/{{team}}/notifications", team_api(200)),
+    Case("POST", f"{API}/teams/{{team}}/notifications", team_api(201, "admin"), body=new_hook),
+    Case("GET", f"{API}/notifications/{{channel_id}}", team_api(200), params=new_channel),
+    Case(
+        "PATCH",
+        f"{API}/notifications/{{channel_id}}",
+        team_api(200, "admin"),
+        params=new_channel,
+        body=lambda w, c, p: {"enabled": False},
+    ),
+    Case(
+        "DELETE", f"{API}/notifications/{{channel_id}}", team_api(204, "admin"), params=new_channel
+    ),
+    Case(
+        "POST",
+        f"{API}/notifications/{{channel_id}}/test",
+        team_api(200, "admin"),
+        params=new_channel,
+    ),
+    Case(
+        "GET",
+        f"{API}/notifications/{{channel_id}}/deliveries",
+        team_api(200),
+        params=new_channel,
     ),
     # ---- logs and live streams -----------------------------------------------------------------
     Case("GET", f"{API}/projects/{{project_id}}/logs", team_api(200)),
@@ -444,6 +636,24 @@ CASES: list[Case] = [
     Case("GET", "/invites/{token}", public(200), via="page"),
     Case("POST", "/invites/{token}/accept", own_page(403), via="page"),
     # ---- pages: projects -----------------------------------------------------------------------
+    Case("GET", "/t/{team}/notifications", team_page(200), via="page"),
+    Case(
+        "POST", "/t/{team}/notifications", team_page(200, "admin"), via="page", body=new_hook_form
+    ),
+    Case(
+        "POST",
+        "/t/{team}/notifications/{channel_id}/delete",
+        team_page(303, "admin"),
+        via="page",
+        params=new_channel,
+    ),
+    Case(
+        "POST",
+        "/t/{team}/notifications/{channel_id}/test",
+        team_page(303, "admin"),
+        via="page",
+        params=new_channel,
+    ),
     Case("GET", "/t/{team}/new", team_page(200, "admin"), via="page"),
     Case("POST", "/t/{team}/new/detect", team_page(200, "admin"), via="page", body={}),
     Case("POST", "/t/{team}/new", team_page(303, "admin"), via="page", body=page_project),
@@ -489,6 +699,25 @@ CASES: list[Case] = [
         body={},
     ),
     Case("POST", "/projects/{project_id}/environments", team_page(303, "admin"), via="page"),
+    Case(
+        "POST",
+        "/projects/{project_id}/volumes",
+        team_page(303, "admin"),
+        via="page",
+        body={"volumes": ""},
+    ),
+    Case("GET", "/projects/{project_id}/cron", team_page(200), via="page"),
+    Case("GET", "/projects/{project_id}/databases", team_page(200), via="page"),
+    Case(
+        "POST",
+        "/projects/{project_id}/databases/query",
+        team_page(200),
+        via="page",
+        params=fresh_database,
+        body=query_form,
+    ),
+    Case("POST", "/projects/{project_id}/cron", team_page(303, "admin"), via="page", body={}),
+    Case("POST", "/projects/{project_id}/cron/{job}/run", team_page(303), via="page"),
     Case(
         "POST",
         "/projects/{project_id}/env",
@@ -565,6 +794,13 @@ CASES: list[Case] = [
         body=lambda w, c, p: {"kind": "email", "value": f"{w.unique('ok')}@example.com"},
     ),
     Case("POST", "/admin/allowlist/{rule_id}/delete", admin_page(303), via="page", params=new_rule),
+    Case(  # the test platform runs the process runtime: an admin is told to build on the host
+        "POST",
+        "/admin/images/{name:path}/build",
+        admin_page(409),
+        via="page",
+        target="/admin/images/python-3.11/build",
+    ),
 ]
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from devpush.platform import Platform
-from devpush.sources.remote import push_repo
+from devpush.projects.repository import push_repo
 from tests.factories.auth import Account, make_account
 from tests.integration.test_projects_deployments_api import run_worker
 from tests.security.test_injection import bare_repo

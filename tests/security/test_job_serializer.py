@@ -14,7 +14,7 @@ from arq.constants import default_queue_name, job_key_prefix
 from devpush.auth.models import User
 from devpush.db import session_scope
 from devpush.platform import Platform
-from devpush.workers.enqueue import enqueue_delete_user
+from devpush.queue import enqueue_delete_user
 from tests.factories.auth import make_account
 from tests.integration.test_projects_deployments_api import run_worker
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from devpush.db import session_scope
-from devpush.deployments import flows
+from devpush.deployments import actions, flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment
 from devpush.github import webhooks
@@ -145,7 +145,7 @@ async def test_each_deployment_gets_exactly_its_variables(
         project = await session.get(Project, project_id)
         assert project is not None
         # a pull request whose head branch matches staging's pattern: still a preview
-        await flows.create_and_enqueue(
+        await actions.create_and_enqueue(
             session=session,
             p=platform,
             principal=None,

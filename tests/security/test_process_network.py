@@ -2,7 +2,8 @@
 of their project, their own network namespace on the devpush0 bridge): the app probes with its own
 connects and serves what it saw as JSON, which the test GETs through the upstream.
 
-- the host's loopback services, the host's own addresses and the bridge's gateway: unreachable;
+- the host's loopback services, the host's own addresses and the bridge's gateway: unreachable,
+  but for the one port given to apps (the managed databases' PostgreSQL);
 - another instance: unreachable; the host still reaches both at their upstreams;
 - outbound: a server in a test-only namespace routed from the host (198.18.0.0/15, standing
   in for the internet) is reached through the NAT, one on a private address (10.250.x.x)
@@ -358,6 +359,27 @@ async def test_the_app_cannot_reach_the_hosts_services(
     assert seen.pop(f"127.0.0.1:{own_port}") == "ok:"  # its own loopback works: the probe does
     assert all(result.startswith("error:") for result in seen.values()), seen
     assert (await get(handle)).text == "isolated"  # while the host reaches it at its upstream
+
+
+async def test_a_host_service_given_to_apps_is_the_only_one_they_reach(
+    runtimes: Callable[..., ProcessRuntime], source: Path
+) -> None:
+    """The managed databases' PostgreSQL: apps reach its port at the gateway, and only it."""
+    given, other = Greeter("0.0.0.0", "databases"), Greeter("0.0.0.0", "other")
+    try:
+        runtime = runtimes(host_services=[("", given.port)])
+        assert await runtime.host_address() == GATEWAY
+        handle = await deploy(runtime, source, env={"BODY": "x"})
+        seen = await probe(
+            handle, f"{GATEWAY}:{given.port}", f"{GATEWAY}:{other.port}", f"127.0.0.1:{given.port}"
+        )
+        assert seen[f"{GATEWAY}:{given.port}"].startswith("ok:databases"), seen
+        assert seen[f"{GATEWAY}:{other.port}"].startswith("error:"), seen
+        assert seen[f"127.0.0.1:{given.port}"].startswith("error:"), seen
+    finally:
+        given.close()
+        other.close()
+        runtimes()._network.ensure()  # type: ignore[union-attr]  # the table without it
 
 
 async def test_instances_cannot_reach_each_other(runtime: ProcessRuntime, source: Path) -> None:

@@ -34,7 +34,8 @@ import pytest
 from devpush.errors import RuntimeFailure
 from devpush.runtime.base import RuntimeHandle
 from devpush.runtime.process import ProcessRuntime
-from tests.integration.runtime_process.test_process_runtime import APP, deploy, get, make_spec
+from tests.integration.runtime_process.conftest import APP
+from tests.integration.runtime_process.test_process_runtime import deploy, get, make_spec
 
 BASE, COUNT = 200_000, 100_000  # the settings' defaults
 SECRET = "secret-of-b"

@@ -34,12 +34,11 @@ from devpush.github import webhooks
 from devpush.github.models import GithubInstallation
 from devpush.logsetup import JsonFormatter
 from devpush.platform import Platform
-from devpush.projects import env
+from devpush.projects import env, repository
 from devpush.projects import service as projects
 from devpush.projects.models import Project
 from devpush.projects.schemas import ProjectCreate
 from devpush.settings import Settings, get_settings
-from devpush.sources import credentials
 from tests.factories.auth import Account, make_account
 from tests.integration.github.helpers import GithubDouble, deliver, payload
 from tests.security.world import CSRF, INSTALLATION_ID, REPO
@@ -326,7 +325,7 @@ async def read_every_secret(platform: Platform) -> dict[str, str]:
         )
         installation = await session.get(GithubInstallation, 77)
         assert snapshot and installation and installation.token_enc
-        unsealed = credentials.unseal(project.repo_credentials_enc)
+        unsealed = repository.unseal(project.repo_credentials_enc)
         assert unsealed is not None
         return {
             "env": await env.reveal(session=session, project_id=project.id, key="API_KEY"),

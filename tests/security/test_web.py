@@ -12,10 +12,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from devpush.api.app import create_app
+from devpush.accounts.signup import RATE_PER_EMAIL
 from devpush.api.security import PAGE_POLICY
+from devpush.app import create_app
 from devpush.auth import service as auth
-from devpush.auth.signup import RATE_PER_EMAIL
 from devpush.db import session_scope
 from devpush.platform import Platform
 from devpush.web.common import safe_next

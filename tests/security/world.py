@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from devpush.accounts import signup
 from devpush.auth import service as auth
-from devpush.auth import signup
 from devpush.db import session_scope
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Status

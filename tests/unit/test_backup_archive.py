@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from devpush.backup import archive
-from devpush.backup.service import check_keys, known_revision
+from devpush.backup.install import check_keys
+from devpush.backup.service import known_revision
 from devpush.errors import ConfigError, Invalid
 from devpush.settings import Settings
 
@@ -177,3 +178,39 @@ def test_environment_keys_must_open_the_archive_keys(tmp_path: Path) -> None:
     check_keys(Settings(data_dir=tmp_path, encryption_keys="k0,k1"), ["k1"], backup)
     with pytest.raises(ConfigError, match="Put the backup's keys in .env"):
         check_keys(Settings(data_dir=tmp_path, encryption_keys="k0"), ["k1"], backup)
+
+
+def test_volumes_keep_their_files_not_their_filesystem_images(tmp_path: Path) -> None:
+    from devpush.backup import volumes
+
+    root = tmp_path / "volumes"
+    data = root / "p1" / "e1" / "data"
+    (data / "uploads").mkdir(parents=True)
+    (data / "notes.db").write_bytes(b"SQLite format 3\x00")
+    (data / "uploads" / "a.png").write_bytes(b"\x89PNG")
+    (root / "p1" / "e1" / "sized.img").write_bytes(b"\x00" * 1024)
+    (root / "p1" / "e1" / "sized" / "lost+found").mkdir(parents=True)
+    docker = tmp_path / "mountpoint"
+    docker.mkdir()
+    (docker / "blob").write_bytes(b"x")
+    dump = tmp_path / "db.dump"
+    dump.write_bytes(b"PGDMP")
+    path = tmp_path / "backup.tar.gz"
+    archive.write(
+        path,
+        manifest=MANIFEST,
+        database_dump=dump,
+        keys=["k1"],
+        secret_key="s",
+        traefik_dir=tmp_path / "none",
+        repos_dir=tmp_path / "none",
+        volumes={"volumes": root, "docker-volumes/devpush-vol-p1-e1-data": docker},
+        keep=volumes.keep,
+    )
+    staging = tmp_path / "staging"
+    archive.read(path, staging)
+    assert (staging / "volumes/p1/e1/data/notes.db").read_bytes() == b"SQLite format 3\x00"
+    assert (staging / "volumes/p1/e1/data/uploads/a.png").is_file()
+    assert (staging / "docker-volumes/devpush-vol-p1-e1-data/blob").read_bytes() == b"x"
+    assert not (staging / "volumes/p1/e1/sized.img").exists()
+    assert not (staging / "volumes/p1/e1/sized/lost+found").exists()

@@ -44,7 +44,6 @@ ARGS: dict[str, list[str]] = {
 }
 CODE = {
     "monitor": 1,  # unhealthy: no heartbeat under the data directory (it needs no database)
-    "update": 1,  # refused: compose mode only
 }
 
 

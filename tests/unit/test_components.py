@@ -12,13 +12,14 @@ PROBE = """
 import sys
 sys.argv = ["devpush", {name!r}]
 import devpush.components as components
+import devpush.entry as entry
 import {module}
 
 def report():
     print(",".join(m for m in {libraries!r} if m in sys.modules) or "none")
 
 components.COMPONENTS[{name!r}] = report
-components.main()
+entry.main()
 """
 
 
@@ -32,7 +33,7 @@ def python(code: str) -> str:
 @pytest.mark.parametrize(
     ("name", "module"),
     [
-        ("app", "devpush.api.app"),
+        ("app", "devpush.app"),
         ("worker", "devpush.workers.jobs"),
         ("monitor", "devpush.workers.monitor"),
     ],

@@ -1,4 +1,4 @@
-"""Every job is enqueued through the typed helpers of devpush.workers.enqueue, never by a
+"""Every job is enqueued through the typed helpers of devpush.queue, never by a
 function-name string elsewhere (issue #18, item 8)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import devpush
 
 SRC = Path(devpush.__file__).parent
-HOME = SRC / "workers" / "enqueue.py"
+HOME = SRC / "queue.py"
 
 
-def test_no_module_outside_workers_enqueue_calls_enqueue_job() -> None:
+def test_no_module_outside_the_queue_calls_enqueue_job() -> None:
     offenders = [
         f"{path.relative_to(SRC)}:{number}"
         for path in sorted(SRC.rglob("*.py"))

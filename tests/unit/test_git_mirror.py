@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from devpush.sources import git
+from devpush import git
 
 
 def _repo(path: Path) -> str:

@@ -54,6 +54,17 @@ def test_empty_file_overrides_nothing() -> None:
     assert config.overrides == {} and config.touches(["anything"])
 
 
+VOLUME = "[[volumes]]\nname = 'data'\nmount_path = '/data'\n\n"
+
+
+def test_volumes_are_read_in_order() -> None:
+    text = VOLUME + "[[volumes]]\nname = 'uploads'\nmount_path = '/srv/uploads'\nsize_mb = 512\n"
+    assert parse(text).overrides["volumes"] == [
+        {"name": "data", "mount_path": "/data", "size_mb": None},
+        {"name": "uploads", "mount_path": "/srv/uploads", "size_mb": 512},
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [
@@ -67,6 +78,14 @@ def test_empty_file_overrides_nothing() -> None:
         ("[resources]\nmemory_mb = true\n", 2, "memory_mb must be int"),
         ("[watch]\npaths = [1]\n", 2, "list of glob strings"),
         ("[environments]\nBad_Name = 'x'\n", 2, 'name = "branch pattern"'),
+        ("[volumes]\nname = 'data'\n", 1, "volumes are [[volumes]] tables"),
+        (VOLUME + "[[volumes]]\nname = 'logs'\nmount_path = '/etc/logs'\n", 7, "overlaps /etc"),
+        (VOLUME + "[[volumes]]\nname = 'Logs'\nmount_path = '/logs'\n", 6, "a volume name"),
+        (VOLUME + "[[volumes]]\nname = 'b'\nmount_path = '/data'\n", 1, "two volumes are"),
+        ("[[volumes]]\nname = 'a'\nmount_path = '/a/../b'\n", 3, "not a normal path"),
+        ("[[volumes]]\nname = 'a'\n", 1, "a mount path is absolute"),
+        ("[[volumes]]\nname = 'a'\nmount_path = '/a'\nsize = 9\n", 4, "unknown key 'size'"),
+        ("[[volumes]]\nname = 'a'\nmount_path = '/a'\nsize_mb = -1\n", 4, "size_mb"),
     ],
 )
 def test_errors_name_the_line(text: str, line: int, words: str) -> None:

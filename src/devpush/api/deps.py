@@ -1,5 +1,5 @@
-"""FastAPI dependencies: the per-request session, the calling principal, and typed access to
-the services the lifespan built. Resource loaders chain on these (see auth/authz.py)."""
+"""FastAPI dependencies: the per-request session and typed access to the services the lifespan
+built. The calling principal is auth/deps.py; resource loaders chain on both (teams/access.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush.auth.models import User
-from devpush.auth.service import SCOPES, Principal, authenticate_token
-from devpush.errors import Unauthorized
 from devpush.platform import Platform
 
 
@@ -38,29 +34,6 @@ async def get_session(platform: PlatformDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-
-bearer = HTTPBearer(auto_error=False, description="An API token from `devpush token create`")
-
-
-async def get_principal(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    if credentials is not None:
-        return await authenticate_token(session=session, token=credentials.credentials)
-    user_id = request.session.get("user_id") if "session" in request.scope else None
-    if user_id:
-        from devpush.web.csrf import check_session_api_request
-
-        check_session_api_request(request)
-        user = await session.get(User, user_id)
-        if user is not None and user.status == "active":
-            return Principal(user_id=user.id, is_admin=user.is_admin, scopes=frozenset(SCOPES))
-    raise Unauthorized("sign in, or send an API token as 'Authorization: Bearer <token>'")
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def client_ip(request: Request) -> str | None:

@@ -11,6 +11,8 @@ Layout::
     secrets/secret_key       the signing secret
     traefik/dynamic/...      Traefik's dynamic files
     repos/<project id>.git/  the push remote's bare repositories
+    volumes/<project>/<environment>/<name>/...  the process runtime's volumes
+    docker-volumes/<volume name>/...            the docker runtime's volumes (backup/volumes.py)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import json
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -33,7 +36,7 @@ DATABASE = "database.dump"
 KEYS = "secrets/encryption_keys"
 SECRET_KEY = "secrets/secret_key"
 REQUIRED = (MANIFEST, DATABASE, KEYS, SECRET_KEY)
-TOP_LEVEL = {MANIFEST, DATABASE, "secrets", "traefik", "repos"}
+TOP_LEVEL = {MANIFEST, DATABASE, "secrets", "traefik", "repos", "volumes", "docker-volumes"}
 MAX_MANIFEST = 1 << 20
 
 
@@ -152,8 +155,12 @@ def write(
     secret_key: str,
     traefik_dir: Path,
     repos_dir: Path,
+    volumes: dict[str, Path] | None = None,
+    keep: Callable[[str], bool] = lambda name: True,
 ) -> None:
-    """Write the archive to `path` (created 0600; the caller renames it into place)."""
+    """Write the archive to `path` (created 0600; the caller renames it into place).
+    `volumes` maps an archive directory to the directory whose files go there, less what
+    `keep` refuses (by member name)."""
     fd = _create_private(path)
     with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         _add_bytes(tar, MANIFEST, manifest.to_json().encode())
@@ -163,6 +170,13 @@ def write(
         for source, arcname in ((traefik_dir, "traefik/dynamic"), (repos_dir, "repos")):
             if source.is_dir():
                 tar.add(source, arcname=arcname, filter=_plain_only)
+        for arcname, source in (volumes or {}).items():
+            if source.is_dir():
+                tar.add(
+                    source,
+                    arcname=arcname,
+                    filter=lambda m: _plain_only(m) if keep(m.name) else None,
+                )
 
 
 def _create_private(path: Path) -> int:

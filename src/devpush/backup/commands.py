@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from devpush.cli import NO_PLATFORM, require_platform
+from devpush.console import NO_PLATFORM, require_platform
 from devpush.errors import DevpushError, ServiceUnavailable
 from devpush.settings import get_settings
 

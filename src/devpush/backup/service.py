@@ -1,5 +1,6 @@
-"""Backup and restore of a whole platform: the database, the keys, Traefik's dynamic files and
-the push remote's repositories, in one archive (`archive.py`).
+"""Backup and restore of a whole platform: the database, the keys, Traefik's dynamic files,
+the push remote's repositories and the apps' volumes (`volumes.py`), in one archive
+(`archive.py`).
 
 Both talk to the running platform (`devpush up`/`--detach`, or the compose stack): its
 PostgreSQL must answer. Restore checks everything it can before it changes anything (the
@@ -7,15 +8,16 @@ archive, the keys, an empty target), swaps the database in one transaction, migr
 installs keys, repositories and Traefik files, restarts the embedded app, worker and monitor so
 they read the restored keys, and finally redeploys every deployment an alias served, from the
 same commit, through the ordinary deploy flow; the running worker brings them up.
+
+The database side (inspection, pg_dump/pg_restore) is in `postgres.py`; installing the keys
+and files is in `install.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import re
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,20 +28,25 @@ from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-
 from devpush import crypto, signing
 from devpush.backup import archive
+from devpush.backup import volumes as backup_volumes
+from devpush.backup.install import check_keys, install_files, install_keys, staged_keys
+from devpush.backup.postgres import (
+    DbInfo,
+    inspect_database,
+    libpq_url,
+    pg_tool,
+    replace_database,
+    run_pg,
+)
 from devpush.db import make_engine, make_sessionmaker
-from devpush.embedded.state import database_url, read_state
 from devpush.errors import ConfigError, DevpushError, Invalid, ServiceUnavailable
+from devpush.runstate import database_url, read_state
 from devpush.settings import Settings
-from devpush.unreachable import reason
 
 EMBEDDED_COMPONENTS = ["app", "worker", "monitor"]
-PG_TIMEOUT = 3600
+log = logging.getLogger("devpush.backup")
 
 
 class Progress(Protocol):
@@ -55,154 +62,12 @@ class Quiet:
 
 
 @dataclass
-class DbInfo:
-    server_major: int
-    revision: str | None
-    projects: int
-    shared_teams: int
-
-
-@dataclass
 class RestoreResult:
     manifest: archive.Manifest
     redeployed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     forgotten_instances: int = 0
     warnings: list[str] = field(default_factory=list)
-
-
-# ---- the database ------------------------------------------------------------------------
-def _libpq(url: str) -> tuple[str, dict[str, str]]:
-    """A libpq URL without the password (which travels in PGPASSWORD, not in argv)."""
-    parsed = make_url(url)
-    env = {"PGPASSWORD": parsed.password} if parsed.password else {}
-    plain = parsed.set(drivername="postgresql", password=None)
-    return plain.render_as_string(hide_password=False), env
-
-
-def _unreachable(settings: Settings, url: str, exc: BaseException) -> ServiceUnavailable:
-    where = make_url(url)
-    hint = (
-        "start the platform with `devpush up --detach` (same DEVPUSH_DATA_DIR)"
-        if not settings.database_url
-        else "check DEVPUSH_DATABASE_URL and that PostgreSQL is running"
-    )
-    found = reason(exc)
-    answer = found[1] if found else f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return ServiceUnavailable(
-        f"cannot reach the platform's database at {where.host}:{where.port}/{where.database} "
-        f"({answer}); {hint}"
-    )
-
-
-async def _inspect(url: str) -> DbInfo:
-    from devpush.db import all_models
-    from devpush.projects.models import Project
-    from devpush.teams.models import Team
-
-    all_models()
-    engine = make_engine(url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            version = int(await session.scalar(text("SHOW server_version_num")) or 0)
-            tables = set(
-                await session.scalars(
-                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-                )
-            )
-            revision = (
-                await session.scalar(text("SELECT version_num FROM alembic_version"))
-                if "alembic_version" in tables
-                else None
-            )
-            projects = (
-                await session.scalar(select(func.count()).select_from(Project))
-                if "projects" in tables
-                else 0
-            )
-            shared = (
-                await session.scalar(
-                    select(func.count()).select_from(Team).where(Team.personal.is_(False))
-                )
-                if "teams" in tables
-                else 0
-            )
-    finally:
-        await engine.dispose()
-    return DbInfo(
-        server_major=version // 10000,
-        revision=revision,
-        projects=int(projects or 0),
-        shared_teams=int(shared or 0),
-    )
-
-
-def inspect_database(settings: Settings) -> DbInfo:
-    url = database_url(settings)
-    try:
-        return asyncio.run(_inspect(url))
-    except (TimeoutError, OSError, SQLAlchemyError) as exc:
-        raise _unreachable(settings, url, exc) from None
-
-
-def _bundled_pg_bin() -> Path | None:
-    try:
-        from devpush.embedded.services import _pg_bin
-
-        return _pg_bin()
-    except ConfigError:
-        return None
-
-
-def _major(binary: str) -> int:
-    try:
-        result = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except OSError:
-        return 0
-    match = re.search(r"(\d+)(?:\.\d+)?", result.stdout)
-    return int(match.group(1)) if match else 0
-
-
-def pg_tool(settings: Settings, name: str, server_major: int) -> str:
-    """pg_dump/pg_restore/psql able to talk to a server of `server_major`: pgserver's bundled
-    one for the embedded database, the one on PATH first for an external one."""
-    bundled_dir = _bundled_pg_bin()
-    bundled = str(bundled_dir / name) if bundled_dir and (bundled_dir / name).exists() else None
-    on_path = shutil.which(name)
-    order = [on_path, bundled] if settings.database_url else [bundled, on_path]
-    found = []
-    for candidate in [c for c in order if c]:
-        major = _major(candidate)
-        found.append(f"{candidate} ({major or 'unknown version'})")
-        if major >= server_major:
-            return candidate
-    if not found:
-        raise ConfigError(
-            f"{name} is missing: install PostgreSQL's client tools "
-            "(`apt-get install postgresql-client`) or the pgserver package"
-        )
-    raise ConfigError(
-        f"no {name} for PostgreSQL {server_major} (found {', '.join(found)}); "
-        f"install postgresql-client-{server_major} so that {name} on PATH matches the server"
-    )
-
-
-def _run_pg(argv: list[str], env: dict[str, str], what: str) -> None:
-    try:
-        result = subprocess.run(
-            argv,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=PG_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ServiceUnavailable(f"{what} took longer than {PG_TIMEOUT}s") from None
-    if result.returncode != 0:
-        raise ServiceUnavailable(f"{what} failed: {result.stderr.strip()[-2000:]}")
 
 
 # ---- backup ------------------------------------------------------------------------------
@@ -242,6 +107,15 @@ def backup(settings: Settings, output: Path | None, progress: Progress) -> Path:
         else [],
         "repos": sorted(p.name for p in repos.glob("*.git")) if repos.is_dir() else [],
         "projects": info.projects,
+        "volumes": backup_volumes.process_volumes(settings),
+    }
+    docker_volumes, warnings = backup_volumes.docker_volumes(settings)
+    contents["docker_volumes"] = sorted(docker_volumes)
+    contents["warnings"] = warnings
+    for warning in warnings:
+        log.warning(warning)
+    volume_dirs = {backup_volumes.ARCHIVE_DIR: backup_volumes.process_root(settings)} | {
+        f"{backup_volumes.DOCKER_ARCHIVE_DIR}/{name}": path for name, path in docker_volumes.items()
     }
     manifest = archive.Manifest(
         devpush_version=_devpush_version(),
@@ -253,15 +127,17 @@ def backup(settings: Settings, output: Path | None, progress: Progress) -> Path:
     with tempfile.TemporaryDirectory(prefix=".devpush-backup-", dir=output.parent) as tmp:
         os.chmod(tmp, 0o700)
         dump = Path(tmp) / archive.DATABASE
-        libpq, env = _libpq(url)
+        libpq, env = libpq_url(url)
         with progress.step("Dumping the database (pg_dump)"):
-            _run_pg(
+            run_pg(
                 [pg_dump, "--format=custom", "--no-owner", f"--file={dump}", f"--dbname={libpq}"],
                 env,
                 "pg_dump",
             )
         partial = Path(tmp) / "archive.tar.gz"
-        with progress.step("Writing the archive (database, keys, Traefik files, repositories)"):
+        with progress.step(
+            "Writing the archive (database, keys, Traefik files, repositories, volumes)"
+        ):
             archive.write(
                 partial,
                 manifest=manifest,
@@ -270,6 +146,8 @@ def backup(settings: Settings, output: Path | None, progress: Progress) -> Path:
                 secret_key=signing.secret_key(settings),
                 traefik_dir=settings.traefik_dynamic_dir,
                 repos_dir=repos,
+                volumes=volume_dirs,
+                keep=backup_volumes.keep,
             )
             os.replace(partial, output)
     return output
@@ -280,79 +158,13 @@ def known_revision(revision: str) -> bool:
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    from devpush.migrate import alembic_config
+    from devpush.upgrades.migrate import alembic_config
 
     script = ScriptDirectory.from_config(alembic_config())
     try:
         return script.get_revision(revision) is not None
     except CommandError:
         return False
-
-
-def check_keys(settings: Settings, archive_keys: list[str], archive_path: Path) -> None:
-    """With keys in the environment, they must open what the archive's keys encrypted."""
-    if not settings.encryption_keys:
-        return
-    configured = set(crypto.load_keys(settings))
-    if not set(archive_keys) <= configured:
-        raise ConfigError(
-            "DEVPUSH_ENCRYPTION_KEYS differs from the backup's keys, so the restored secrets "
-            "could not be decrypted. Put the backup's keys in .env "
-            f"(DEVPUSH_ENCRYPTION_KEYS=$(tar -xzOf {archive_path} {archive.KEYS} | paste -sd,)), "
-            "restart the platform, and run the restore again"
-        )
-
-
-def _write_private(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".restore-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(content)
-    os.replace(tmp, path)
-
-
-def install_keys(settings: Settings, staging: Path) -> list[str]:
-    """Put the archive's keys where this platform reads them; returns warnings."""
-    warnings = []
-    keys = _keys(staging)
-    if not settings.encryption_keys:
-        crypto.write_keys(settings, keys)
-    crypto.get_fernet.cache_clear()
-    secret = (staging / archive.SECRET_KEY).read_text().strip()
-    if settings.secret_key and settings.secret_key != secret:
-        warnings.append(
-            "DEVPUSH_SECRET_KEY differs from the backup's: sign-in sessions and links from "
-            "before the backup are no longer valid (everything else is unaffected)"
-        )
-    elif not settings.secret_key:
-        _write_private(settings.data_path / "secrets" / "secret_key", secret + "\n")
-    return warnings
-
-
-def _keys(staging: Path) -> list[str]:
-    keys = [k for k in (staging / archive.KEYS).read_text().split() if k]
-    if not keys:
-        raise Invalid(f"the archive's {archive.KEYS} is empty")
-    return keys
-
-
-def install_files(settings: Settings, staging: Path) -> None:
-    """Swap in the archive's push-remote repositories and Traefik dynamic files."""
-    new_repos = staging / "repos"
-    repos = settings.data_path / "repos"
-    if new_repos.is_dir():
-        old = staging / "previous-repos"
-        if repos.exists():
-            os.replace(repos, old)
-        shutil.move(str(new_repos), repos)
-        shutil.rmtree(old, ignore_errors=True)
-    dynamic = staging / "traefik" / "dynamic"
-    if dynamic.is_dir():
-        settings.traefik_dynamic_dir.mkdir(parents=True, exist_ok=True)
-        for path in dynamic.iterdir():
-            if path.is_file():
-                shutil.copy2(path, settings.traefik_dynamic_dir / path.name)
 
 
 def _supervised(settings: Settings) -> bool:
@@ -379,7 +191,7 @@ def _alive(pid: int | None) -> bool:
 
 def control_components(settings: Settings, action: str, timeout: float = 300) -> None:
     """Stop or start the embedded app, worker and monitor, waiting until they are."""
-    from devpush.embedded.launcher import send_control
+    from devpush.embedded.control_file import send_control
 
     send_control(settings, action, EMBEDDED_COMPONENTS)
     deadline = time.monotonic() + timeout
@@ -397,43 +209,13 @@ def control_components(settings: Settings, action: str, timeout: float = 300) ->
     )
 
 
-def replace_database(settings: Settings, dump: Path, server_major: int) -> None:
-    """Replace the public schema with the dump's, in one transaction: on any error the
-    database is left as it was."""
-    url = database_url(settings)
-    libpq, env = _libpq(url)
-    pg_restore = pg_tool(settings, "pg_restore", server_major)
-    psql = pg_tool(settings, "psql", server_major)
-    with tempfile.TemporaryDirectory(prefix=".devpush-restore-sql-", dir=dump.parent) as tmp:
-        script = Path(tmp) / "restore.sql"
-        _run_pg(
-            [pg_restore, "--no-owner", "--no-acl", f"--file={script}", str(dump)],
-            env,
-            "pg_restore (reading the dump)",
-        )
-        _run_pg(
-            [
-                psql,
-                "--no-psqlrc",
-                "--quiet",
-                "--single-transaction",
-                "--set=ON_ERROR_STOP=1",
-                "--command=DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;",
-                f"--file={script}",
-                f"--dbname={libpq}",
-            ],
-            env,
-            "restoring the database",
-        )
-
-
 async def _reset_and_sync(settings: Settings) -> tuple[int, list[str]]:
     """Forget the old machine's runtime instances and rewrite Traefik's files from the
     restored database; returns how many instances were forgotten and the deployments to
     bring back."""
-    from devpush.db import all_models
     from devpush.deployments import service as deployments
-    from devpush.proxy.sync import sync_all
+    from devpush.deployments.routing import sync_all
+    from devpush.models import all_models
 
     all_models()
     engine = make_engine(database_url(settings), pool_size=1)
@@ -451,10 +233,10 @@ async def _reset_and_sync(settings: Settings) -> tuple[int, list[str]]:
 async def redeploy(settings: Settings, deployment_ids: list[str]) -> tuple[list[str], list[str]]:
     """A new deployment of each one's commit, through the ordinary deploy flow (the worker
     picks them up). Returns the new ids and the skipped ones, with why."""
+    from devpush.bootstrap import build_platform
     from devpush.db import session_scope
-    from devpush.deployments import flows
+    from devpush.deployments import actions
     from devpush.deployments import service as deployments
-    from devpush.platform import build_platform
     from devpush.projects.models import Project
 
     p = await build_platform(settings, pool_size=1)
@@ -468,7 +250,7 @@ async def redeploy(settings: Settings, deployment_ids: list[str]) -> tuple[list[
                 if project.status != "active":
                     skipped.append(f"{project.slug}/{old.branch}: project is {project.status}")
                     continue
-                new = await flows.create_and_enqueue(
+                new = await actions.create_and_enqueue(
                     session=session,
                     p=p,
                     principal=None,
@@ -510,7 +292,7 @@ def restore(settings: Settings, path: Path, *, force: bool, progress: Progress) 
                     f"newer than this devpush knows (it was made by devpush "
                     f"{manifest.devpush_version}); upgrade devpush, then restore"
                 )
-            check_keys(settings, _keys(staging / "archive"), path)
+            check_keys(settings, staged_keys(staging / "archive"), path)
             _check_target(info, force)
         return _apply(settings, staging / "archive", manifest, info, progress)
 
@@ -522,7 +304,7 @@ def _apply(
     info: DbInfo,
     progress: Progress,
 ) -> RestoreResult:
-    from devpush.migrate import upgrade
+    from devpush.upgrades.migrate import upgrade
 
     result = RestoreResult(manifest=manifest)
     supervised = _supervised(settings)
@@ -534,9 +316,10 @@ def _apply(
             replace_database(settings, staging / archive.DATABASE, info.server_major)
         with progress.step("Migrating the database"):
             upgrade(database_url(settings))
-        with progress.step("Installing keys, repositories and Traefik files"):
+        with progress.step("Installing keys, repositories, Traefik files and volumes"):
             result.warnings += install_keys(settings, staging)
             install_files(settings, staging)
+            result.warnings += backup_volumes.install(settings, staging)
             result.forgotten_instances, targets = asyncio.run(_reset_and_sync(settings))
     finally:
         if supervised:

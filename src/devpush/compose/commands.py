@@ -12,10 +12,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from devpush.cli import err, out, split_components
-from devpush.cli import fail as _fail
 from devpush.compose.engine import ComposeError
 from devpush.compose.service import COMPONENTS, ComponentState, ComposeStack
+from devpush.console import err, out, split_components
+from devpush.console import fail as _fail
 from devpush.settings import get_settings
 
 
@@ -89,6 +89,10 @@ def status(components: str) -> None:
         _show(stack, parse_components(components))
     except ComposeError as exc:
         raise _fail(exc.message) from None
+    # The upgrade steps, from the database the app container reaches (`devpush upgrades`).
+    if any(s.state == "running" for s in stack.status(["app"])):
+        argv = stack.compose.argv("exec", "-T", stack.service("app"), "devpush", "upgrades")
+        subprocess.run(argv, check=False)
 
 
 def update(
@@ -101,20 +105,31 @@ def update(
     all_: Annotated[
         bool, typer.Option("--all", help="app, worker, monitor and socket-proxy")
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Also rebuild the runner images (newest Node.js/npm/uv of their lines) and "
+            "update every platform component",
+        ),
+    ] = False,
 ) -> None:
-    """Compose mode: migrate with the new image, then swap app (and worker) blue-green."""
+    """Migrate and run the pending upgrade steps, then swap app (and worker) blue-green under
+    compose, or restart app, worker and monitor under `devpush up`."""
     from devpush.compose.update import update as run_update
+    from devpush.upgrades.commands import rebuild_runner_images, update_embedded
 
     if get_settings().mode != "compose":
-        raise _fail(
-            "`devpush update` works on the compose deployment",
-            "set DEVPUSH_MODE=compose in .env (scripts/install.sh does)",
-        )
+        if components or all_:
+            raise _fail("--components and --all are for compose mode; `devpush up` updates all")
+        return update_embedded(full)
     if all_ and components:
         raise _fail("give either --components or --all")
-    default = ("app", "worker", "monitor", "socket-proxy") if all_ else ("app",)
+    default = ("app", "worker", "monitor", "socket-proxy") if all_ or full else ("app",)
     names = parse_components(components or None, default=default)
     stack = _stack()
+    if full:
+        rebuild_runner_images(stack.settings)
     try:
         colours = run_update(stack, names, say=_say)
     except ComposeError as exc:
@@ -182,7 +197,7 @@ def restore(
 ACTIONS = {"start": start, "stop": stop, "restart": restart, "status": status}
 
 # Commands that need the database, which only the containers reach: run them in the app.
-IN_APP = ("user", "token", "keys")
+IN_APP = ("user", "token", "keys", "upgrades")
 
 
 def forward_in_app(argv: list[str]) -> None:

@@ -15,15 +15,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush import events
 from devpush.db import session_scope
-from devpush.deployments import flows
+from devpush.deployments import flows, routing, traefik_wait
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
 from devpush.logs.store import LogStore
 from devpush.platform import Platform
 from devpush.projects.models import Project
-from devpush.proxy import sync as proxy_sync
 from devpush.proxy import traefik
 from devpush.runtime.base import InstanceStatus, RuntimeHandle
 from devpush.settings import Settings
@@ -59,6 +57,12 @@ def is_live(row: Deployment) -> bool:
     return bool(row.upstream) or row.instance_health == InstanceHealth.restarting
 
 
+def stopped_with_platform(exited: InstanceStatus) -> bool:
+    """The runtime stopped it on purpose (`devpush up` stops the process runtime's apps when
+    it stops), not the app: a live deployment's instance is only stopped that way."""
+    return exited.error == "stopped"
+
+
 def exit_reason(exited: InstanceStatus) -> str:
     if exited.exit_code is not None:
         what = f"The app exited with code {exited.exit_code}"
@@ -78,7 +82,8 @@ async def pull_route(p: Platform, deployment_id: str, exited: InstanceStatus) ->
         if not is_live(row):
             return None
         recent = [float(t) for t in row.crashes or [] if now - float(t) < s.restart_window]
-        recent.append(now)
+        if not stopped_with_platform(exited):  # that is no crash: start it again at once
+            recent.append(now)
         crashed = len(recent) >= s.restart_max_crashes
         row.crashes = recent
         if exited.exit_code is not None:  # a start that failed keeps the last code known
@@ -87,11 +92,11 @@ async def pull_route(p: Platform, deployment_id: str, exited: InstanceStatus) ->
         row.instance_health = InstanceHealth.crashed if crashed else InstanceHealth.restarting
         if crashed:  # the lines stored so far; `report` adds the exit's own once shipped
             row.crash_log = await last_lines(session, s, deployment_id, p.log_store)
-        await proxy_sync.sync_project(session=session, settings=s, project_id=row.project_id)
+        await routing.sync_project(session=session, settings=s, project_id=row.project_id)
         project = await session.get(Project, row.project_id)
         slug = project.slug if project else ""
     # Committed and written: only now may the runtime release the old port and address.
-    await flows.wait_route_gone(p, traefik.router_name(slug, deployment_id))
+    await traefik_wait.wait_route_gone(p, traefik.router_name(slug, deployment_id))
     return Crash(attempt=len(recent), crashed=crashed, delay=backoff(s, len(recent)))
 
 
@@ -100,7 +105,9 @@ async def report(p: Platform, deployment_id: str, crash: Crash, exited: Instance
     deployment keeps its last log lines (the shipper has stored the exit's output by now)."""
     s = p.settings
     reason = exit_reason(exited)
-    if crash.crashed:
+    if stopped_with_platform(exited):
+        message = "The app was stopped with the platform; starting it again"
+    elif crash.crashed:
         minutes = f"{s.restart_window / 60:g} min"
         message = (
             f"{reason}; it exited {crash.attempt} times within {minutes}, so it is marked "
@@ -116,7 +123,6 @@ async def report(p: Platform, deployment_id: str, crash: Crash, exited: Instance
         if crash.crashed:
             row.crash_log = await last_lines(session, s, deployment_id, p.log_store)
     await flows.system_log(p, deployment_id, message)
-    await publish(p, row)
 
 
 async def last_lines(
@@ -131,14 +137,6 @@ async def last_lines(
         limit=settings.crash_log_lines,
     )
     return [line.message for line in tail]
-
-
-async def publish(p: Platform, row: Deployment) -> None:
-    """The deployment's status with its instance health, on its own and its project's stream
-    (not through flows.publish_status: integrations report conclusions, which did not move)."""
-    payload = flows.status_payload(row)
-    await events.publish_deployment(p.redis, row.id, "status", payload)
-    await events.publish_project(p.redis, row.project_id, "deployment.status", payload)
 
 
 async def restart(p: Platform, deployment_id: str) -> RuntimeHandle | None:
@@ -173,17 +171,16 @@ async def restore_route(p: Platform, deployment_id: str, handle: RuntimeHandle) 
         assert project is not None
         row.runtime_handle = handle.to_json()
         row.upstream = handle.upstream
-        await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
+        await routing.sync_project(session=session, settings=p.settings, project_id=project.id)
         router = traefik.router_name(project.slug, row.id)
         own = deployments.alias_specs(project, row, None)[0].value
     # Committed first: no row lock is held while Traefik loads the route. The deployment
     # reads `restarting` until then, so nobody is told it serves before its route does.
-    await flows.wait_route_live(p, router, f"{own}.{p.settings.deploy_domain}")
+    await traefik_wait.wait_route_live(p, router, f"{own}.{p.settings.deploy_domain}")
     async with session_scope(p.sessions) as session:
         row = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
         if row.instance_health != InstanceHealth.restarting or row.upstream != handle.upstream:
             return False  # exited again meanwhile, or replaced: the monitor has it
         row.instance_health = None
     await flows.system_log(p, deployment_id, "The app was restarted and serves again")
-    await publish(p, row)
     return True

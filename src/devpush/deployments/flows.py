@@ -1,7 +1,7 @@
-"""The deployment flow, the one place where deployments, git, runtimes, the proxy and logs
-meet: prepare (fetch, export, detect) -> deploy (runtime) -> finalize (aliases, Traefik) ->
-completed. Each step reloads the row under a lock and returns early when the deployment has
-already moved on, so every step is idempotent and safe to run twice.
+"""The start of the deployment flow, where deployments, git, runtimes and logs meet:
+claim, fetch, export, plan, spec, launch; and skip or fail (finalize.py, retire.py and
+actions.py hold the rest). Each step reloads the row under a lock and returns early when the
+deployment has already moved on, so every step is idempotent and safe to run twice.
 """
 
 from __future__ import annotations
@@ -11,63 +11,36 @@ import dataclasses
 import errno
 import functools
 import logging
-import re
 import shutil
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush import builds, crypto, events
-from devpush.auth.service import Principal
+from devpush import builds, crypto, events, git
+from devpush.databases import service as databases
 from devpush.db import session_scope, utcnow
+from devpush.deployments import remote
 from devpush.deployments import service as deployments
-from devpush.deployments.models import Alias, Conclusion, Deployment, InstanceHealth, Status
-from devpush.errors import DevpushError, Invalid, ServiceUnavailable
-from devpush.github import reporting as github_reporting
+from devpush.deployments.models import Conclusion, Deployment, Status
+from devpush.deployments.retire import remove_instance
+from devpush.errors import DevpushError, Invalid
 from devpush.logs.store import NewLine
 from devpush.platform import Platform
-from devpush.projects import repo_config
+from devpush.projects import repo_config, volumes
 from devpush.projects.env import resolve_env
 from devpush.projects.models import Environment, Project
 from devpush.projects.service import list_environments, pattern_matches
-from devpush.proxy import sync as proxy_sync
-from devpush.proxy import traefik
 from devpush.runtime import Runtimes
 from devpush.runtime.base import RuntimeHandle, RuntimeSpec
-from devpush.signing import traefik_api_auth
-from devpush.sources import git, remote
 from devpush.teams.models import Team
 
 log = logging.getLogger("devpush.flows")
 
 
 # ---- events and system log lines -------------------------------------------------------
-def status_payload(deployment: Deployment) -> dict[str, Any]:
-    return {
-        "id": deployment.id,
-        "project_id": deployment.project_id,
-        "status": deployment.status.value,
-        "conclusion": deployment.conclusion.value if deployment.conclusion else None,
-        "error": deployment.error,
-        "branch": deployment.branch,
-        "commit_sha": deployment.commit_sha,
-        "instance_health": deployment.instance_health.value if deployment.instance_health else None,
-        "exit_code": deployment.exit_code,
-    }
-
-
-async def publish_status(p: Platform, deployment: Deployment) -> None:
-    payload = status_payload(deployment)
-    await events.publish_deployment(p.redis, deployment.id, "status", payload)
-    await events.publish_project(p.redis, deployment.project_id, "deployment.status", payload)
-    await github_reporting.notify(p, deployment)
-
-
 async def system_log(p: Platform, deployment_id: str, message: str) -> None:
     """A platform message ("Fetching…", "Build failed") as a log line of phase `system`."""
     line = NewLine(ts=utcnow(), stream="stdout", phase="system", message=message)
@@ -79,32 +52,7 @@ async def system_log(p: Platform, deployment_id: str, message: str) -> None:
         await events.publish_deployment(p.redis, deployment_id, "log", s.to_json())
 
 
-# Lines of a failed build that say why, most useful first; and noise that never does.
-_CAUSE = re.compile(
-    r"error|not found|no solution|unsatisfiable|failed|cannot|unable|denied|killed|no such|"
-    r"no space left",
-    re.I,
-)
-_NOISE = re.compile(
-    r"complete log of this run|^npm (error|ERR!) (code|path|errno|syscall)\b"
-    r"|^npm (error|ERR!) notsup (Valid|Actual)"
-)
-
-
-async def failure_cause(p: Platform, deployment_id: str) -> str | None:
-    """The line of a failed build's output that most likely says why (for the one-line
-    error a user reads first), or None when the build printed nothing."""
-    async with session_scope(p.sessions) as session:
-        lines = await p.log_store.tail(
-            session=session, deployment_id=deployment_id, phases=("build", "pre_deploy"), limit=60
-        )
-    messages = [m for line in lines if (m := line.message.strip()) and not _NOISE.search(m)]
-    found = next((m for m in reversed(messages) if _CAUSE.search(m)), None)
-    cause = found or (messages[-1] if messages else None)
-    return cause[:300] if cause else None
-
-
-def _elapsed(start: datetime | None) -> float:
+def elapsed(start: datetime | None) -> float:
     return (utcnow() - start).total_seconds() if start else 0.0
 
 
@@ -187,7 +135,7 @@ async def _claim_prepare(p: Platform, deployment_id: str) -> tuple[Deployment, P
         if project is None:
             return None
         deployment.prepare_started_at = deployment.prepare_started_at or utcnow()
-        deployment.timings = {**deployment.timings, "queue": _elapsed(deployment.created_at)}
+        deployment.timings = {**deployment.timings, "queue": elapsed(deployment.created_at)}
         return deployment, project
 
 
@@ -204,7 +152,6 @@ async def start_deployment(p: Platform, deployment_id: str) -> None:
     if claimed is None:
         return
     deployment, project = claimed
-    await publish_status(p, deployment)
     workdir = _workdir(p, deployment_id)
     try:
         await _prepare_and_deploy(p, deployment, project, workdir)
@@ -292,9 +239,9 @@ async def _prepare_and_deploy(
             await _match_repo_environment(session, row, project, repo)
         row.status = Status.deploy
         row.deploy_started_at = utcnow()
-        row.timings = {**row.timings, "fetch": _elapsed(started)}
+        row.timings = {**row.timings, "fetch": elapsed(started)}
+        await _add_databases(p, session, row, project)
         spec = await _spec(p, session, row, project, root, plan)
-    await publish_status(p, row)
     await _launch(p, row, spec)
 
 
@@ -356,6 +303,32 @@ async def _match_repo_environment(
         row.env_enc, row.secret_keys = crypto.encrypt_json(values), secret_keys
 
 
+async def _add_databases(
+    p: Platform, session: AsyncSession, row: Deployment, project: Project
+) -> None:
+    """The project's managed databases join the deployment's env snapshot as secrets (made
+    for its environment or preview branch first, when new). A variable the user set keeps
+    the user's value."""
+    target = databases.Target(
+        project_id=project.id,
+        environment_id=row.environment_id,
+        preview=row.environment_id is None or row.pr_number is not None,
+        branch=row.branch,
+        pr_number=row.pr_number,
+    )
+    found = await databases.env_for(
+        session=session,
+        settings=p.settings,
+        target=target,
+        config=row.config,
+        host_address=p.runtimes.get(row.runtime).host_address,
+    )
+    if found:
+        snapshot = deployments.env_snapshot(row)
+        row.env_enc = crypto.encrypt_json({**found, **snapshot})
+        row.secret_keys = sorted(set(row.secret_keys) | (found.keys() - snapshot.keys()))
+
+
 async def _spec(
     p: Platform,
     session: AsyncSession,
@@ -372,6 +345,7 @@ async def _spec(
     )
     assert team is not None
     config = deployment.config
+    preview = deployment.environment_id is None or deployment.pr_number is not None
     port = int(config.get("port") or 8000)
     injected = {
         **plan.env,
@@ -399,6 +373,7 @@ async def _spec(
         support_files=builds.SUPPORT_FILES,
         pids_limit=p.settings.default_pids,
         labels={"devpush.team": team.id},
+        volumes=volumes.mounts(config, None if preview else deployment.environment_id),
     )
 
 
@@ -445,238 +420,11 @@ async def _save_handle(
         row.runtime_handle = handle.to_json()
         row.upstream = handle.upstream
         if timing:
-            row.timings = {**row.timings, timing[0]: _elapsed(timing[1])}
+            row.timings = {**row.timings, timing[0]: elapsed(timing[1])}
         return True
 
 
-# ---- finalize / fail / cancel -----------------------------------------------------------
-ROUTE_TIMEOUT = 3.0  # seconds Traefik has to load a route before the switch is undone
-
-
-@dataclasses.dataclass(frozen=True)
-class _Pointed:
-    """What finalize's first transaction switched: the aliases (and what each one's
-    `previous` was before, to put back if the route never goes live) and the route to await."""
-
-    router: str
-    hostname: str
-    values: list[str]
-    earlier: dict[str, str | None]
-
-
-async def finalize_deployment(p: Platform, deployment_id: str) -> None:
-    """Switch the aliases and rewrite Traefik's file (committed: no lock is held while
-    Traefik loads it), wait for the route, then conclude: succeeded once served, failed with
-    the aliases back on the previous deployment when Traefik never loads it."""
-    async with session_scope(p.sessions) as session:
-        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
-        if deployment.status not in (Status.deploy, Status.finalize) or not deployment.upstream:
-            return
-        deployment.status = Status.finalize
-        deployment.ready_at = deployment.ready_at or utcnow()
-    await publish_status(p, deployment)
-    started = utcnow()
-    pointed = await _point_deployment(p, deployment_id)
-    if pointed is None:
-        return
-    # Succeeded means served: Traefik must have loaded the route before the conclusion.
-    live = await wait_route_live(p, pointed.router, pointed.hostname, ROUTE_TIMEOUT)
-    if live:
-        await _conclude_live(p, deployment_id, pointed, started)
-    else:
-        await _withdraw(p, deployment_id, pointed)
-
-
-async def _point_deployment(p: Platform, deployment_id: str) -> _Pointed | None:
-    async with session_scope(p.sessions) as session:
-        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
-        if deployment.status != Status.finalize:
-            return None
-        project = await session.get(Project, deployment.project_id)
-        assert project is not None
-        environment = (
-            await session.get(Environment, deployment.environment_id)
-            if deployment.environment_id
-            else None
-        )
-        specs = deployments.alias_specs(project, deployment, environment)
-        earlier = await _earlier_previous(session, specs, deployment.id)
-        await deployments.point_aliases(
-            session=session, project_id=project.id, specs=specs, deployment_id=deployment.id
-        )
-        await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
-        return _Pointed(
-            router=traefik.router_name(project.slug, deployment.id),
-            hostname=f"{specs[-1].value}.{p.settings.deploy_domain}",
-            values=[s.value for s in specs],
-            earlier=earlier,
-        )
-
-
-async def _conclude_live(
-    p: Platform, deployment_id: str, pointed: _Pointed, started: datetime
-) -> None:
-    async with session_scope(p.sessions) as session:
-        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
-        if deployment.status != Status.finalize:  # concluded meanwhile (canceled, run twice)
-            if deployment.conclusion != Conclusion.succeeded:
-                await _restore_aliases(p, session, deployment.project_id, deployment_id, pointed)
-            return
-        deployments.conclude(deployment, Conclusion.succeeded)
-        deployment.timings = {
-            **deployment.timings,
-            "route": _elapsed(started),
-            "total": _elapsed(deployment.created_at),
-        }
-    await publish_status(p, deployment)
-    await events.publish_project(
-        p.redis,
-        deployment.project_id,
-        "alias",
-        {"deployment_id": deployment.id, "aliases": pointed.values},
-    )
-    urls = ", ".join(p.settings.deploy_url(value) for value in pointed.values)
-    await system_log(p, deployment.id, "Deployment is live: " + urls)
-    from devpush.workers.enqueue import enqueue_cleanup
-
-    await enqueue_cleanup(p.redis, deployment.project_id)
-
-
-async def _withdraw(p: Platform, deployment_id: str, pointed: _Pointed) -> None:
-    """Traefik never loaded the route: the aliases serve their previous deployment again
-    (rewritten file included), then the deployment fails like any other."""
-    async with session_scope(p.sessions) as session:
-        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
-        if deployment.conclusion == Conclusion.succeeded:  # a twin job saw it live
-            return
-        kept = await _restore_aliases(p, session, deployment.project_id, deployment_id, pointed)
-        if deployment.status != Status.finalize:  # failed or canceled meanwhile
-            return
-        reason = _not_loaded(pointed, kept)
-        deployment.status, deployment.error = Status.fail, reason
-    await publish_status(p, deployment)
-    await system_log(p, deployment_id, reason)
-    await fail_deployment(p, deployment_id, reason)  # removes the instance, concludes failed
-
-
-def _not_loaded(pointed: _Pointed, kept: bool) -> str:
-    after = "the previous deployment keeps serving" if kept else "its URLs were withdrawn"
-    return (
-        f"Traefik did not load the route for {pointed.hostname} within {ROUTE_TIMEOUT:g}s; {after}"
-    )
-
-
-async def _earlier_previous(
-    session: AsyncSession, specs: list[deployments.AliasSpec], deployment_id: str
-) -> dict[str, str | None]:
-    """The `previous` of each alias about to switch to `deployment_id` (locked, so it can't
-    move before point_aliases): what to put back should the switch be undone."""
-    rows = await session.scalars(
-        select(Alias).where(Alias.value.in_([s.value for s in specs])).with_for_update()
-    )
-    return {a.value: a.previous_deployment_id for a in rows if a.deployment_id != deployment_id}
-
-
-async def _restore_aliases(
-    p: Platform, session: AsyncSession, project_id: str, deployment_id: str, pointed: _Pointed
-) -> bool:
-    """Undo a switch: each of `pointed`'s aliases still on `deployment_id` serves its previous
-    deployment again (one created by the switch goes), and Traefik's file follows. True when
-    a previous deployment serves again."""
-    aliases = await session.scalars(
-        select(Alias)
-        .where(Alias.value.in_(pointed.values), Alias.deployment_id == deployment_id)
-        .with_for_update()
-    )
-    kept = False
-    for alias in aliases:
-        if alias.previous_deployment_id is None:
-            await session.delete(alias)
-            continue
-        kept = True
-        alias.deployment_id = alias.previous_deployment_id
-        alias.previous_deployment_id = pointed.earlier.get(alias.value)
-    await session.flush()
-    await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project_id)
-    return kept
-
-
-async def _ask_traefik(client: httpx.AsyncClient, url: str) -> httpx.Response | None:
-    """Traefik's answer about a router (200 or 404), or None when there is no API to ask: an
-    external proxy (nothing listens at TRAEFIK_API_URL, or something that isn't our Traefik
-    answers, refusing our credentials)."""
-    try:
-        response = await client.get(url)
-    except httpx.TransportError as exc:
-        log.info("Traefik's API not reachable (%s); not waiting for routes", type(exc).__name__)
-        return None
-    if response.status_code not in (200, 404):
-        log.warning(
-            "Traefik's API answered %s; not waiting for routes",
-            response.status_code,
-            extra={"url": url},
-        )
-        return None
-    return response
-
-
-def _rule(response: httpx.Response) -> str | None:
-    """The router's rule from a 200, or None when the body isn't Traefik's."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    rule = body.get("rule") if isinstance(body, dict) else None
-    return rule if isinstance(rule, str) else None
-
-
-async def wait_route_live(
-    p: Platform, router: str, hostname: str, timeout: float = ROUTE_TIMEOUT
-) -> bool:
-    """Wait until Traefik's `router` serves `hostname` (read from Traefik's loopback API).
-    False only when that API answered, and never with the route, for `timeout` seconds.
-    Without that API (an external proxy) there is nothing to wait for: True, as when live."""
-    host = f"Host(`{hostname}`)"
-
-    def live(response: httpx.Response) -> bool:
-        rule = _rule(response) if response.status_code == 200 else ""
-        return rule is None or host in rule
-
-    return await _poll_router(p, router, timeout, live, "route not live in time")
-
-
-async def wait_route_gone(p: Platform, router: str, timeout: float = ROUTE_TIMEOUT) -> bool:
-    """Wait until Traefik no longer has `router` (its file was rewritten without it). Without
-    Traefik's API (an external proxy) there is nothing to wait for: True, as when gone."""
-
-    def gone(response: httpx.Response) -> bool:
-        return response.status_code == 404
-
-    return await _poll_router(p, router, timeout, gone, "route not gone in time")
-
-
-async def _poll_router(
-    p: Platform,
-    router: str,
-    timeout: float,
-    done: Callable[[httpx.Response], bool],
-    late: str,
-) -> bool:
-    """Ask Traefik's API about `router` until `done` says so (True), no usable API answers
-    (True: nothing to wait for), or `timeout` passes (False)."""
-    url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    async with httpx.AsyncClient(timeout=1, auth=traefik_api_auth(p.settings)) as client:
-        while loop.time() < deadline:
-            response = await _ask_traefik(client, url)
-            if response is None or done(response):
-                return True
-            await asyncio.sleep(0.01)
-    log.warning(late, extra={"router": router})
-    return False
-
-
+# ---- skip / fail ---------------------------------------------------------------------
 async def skip_deployment(p: Platform, deployment_id: str, reason: str) -> None:
     async with session_scope(p.sessions) as session:
         deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
@@ -684,7 +432,6 @@ async def skip_deployment(p: Platform, deployment_id: str, reason: str) -> None:
             return
         deployments.conclude(deployment, Conclusion.skipped, reason)
     await system_log(p, deployment_id, reason)
-    await publish_status(p, deployment)
 
 
 async def fail_deployment(p: Platform, deployment_id: str, error: str) -> None:
@@ -700,7 +447,6 @@ async def fail_deployment(p: Platform, deployment_id: str, error: str) -> None:
             deployment.error = error[:4000]
         error = deployment.error or error
     if first:
-        await publish_status(p, deployment)
         await system_log(p, deployment_id, error)
     await remove_instance(p, deployment_id)
     async with session_scope(p.sessions) as session:
@@ -708,235 +454,3 @@ async def fail_deployment(p: Platform, deployment_id: str, error: str) -> None:
         if deployments.is_concluded(deployment):
             return
         deployments.conclude(deployment, Conclusion.failed, error)
-    await publish_status(p, deployment)
-
-
-async def remove_instance(p: Platform, deployment_id: str, *, unless_warm: bool = False) -> bool:
-    """Stop routing to a deployment's instance, then remove it and forget its handle
-    (idempotent)."""
-    handle = await _unroute(p, deployment_id, unless_warm=unless_warm)
-    if handle is None:
-        return False
-    await _remove_unrouted(p, deployment_id, handle)
-    return True
-
-
-async def _unroute(
-    p: Platform, deployment_id: str, *, unless_warm: bool = False
-) -> RuntimeHandle | None:
-    """Take the deployment's routes away, keeping its instance (and handle) for now. Without an
-    upstream it can no longer be served again (rollback refuses it): it is retiring."""
-    async with session_scope(p.sessions) as session:
-        deployment = await deployments.get(session=session, deployment_id=deployment_id, lock=True)
-        if not deployment.runtime_handle:
-            return None
-        if unless_warm and deployment.id in await deployments.warm_deployment_ids(
-            session=session, project_id=deployment.project_id
-        ):
-            return None
-        # Its own `-id-` hostname stops routing first: a request sent to an instance while it
-        # is removed would hang until the proxy gives up on the vanished address.
-        deployment.upstream = None
-        await proxy_sync.sync_project(
-            session=session, settings=p.settings, project_id=deployment.project_id
-        )
-        return RuntimeHandle.from_json(deployment.runtime_handle)
-
-
-async def _remove_unrouted(p: Platform, deployment_id: str, handle: RuntimeHandle) -> None:
-    await p.runtimes.get(handle.backend).remove(handle)
-    async with session_scope(p.sessions) as session:  # the row may be gone (project deleted)
-        await session.execute(
-            update(Deployment).where(Deployment.id == deployment_id).values(runtime_handle=None)
-        )
-
-
-async def cleanup_inactive(p: Platform, project_id: str | None = None) -> list[str]:
-    """Retire the instances of concluded deployments that no alias points at (now or just
-    before): unroute them, let the requests already sent to them finish for
-    `drain_seconds`, then remove them. Deployments retired meanwhile (their own cleanup was
-    refused as a duplicate of this running job) are taken in the next round."""
-    removed: list[str] = []
-    while True:
-        async with session_scope(p.sessions) as session:
-            stmt = select(Deployment.id).where(
-                Deployment.runtime_handle.is_not(None), Deployment.status == Status.completed
-            )
-            if project_id:
-                stmt = stmt.where(Deployment.project_id == project_id)
-            candidates = list(await session.scalars(stmt))
-            warm = await deployments.warm_deployment_ids(session=session, project_id=project_id)
-        retiring = {}
-        for deployment_id in candidates:
-            if deployment_id not in warm and (
-                handle := await _unroute(p, deployment_id, unless_warm=True)
-            ):
-                retiring[deployment_id] = handle
-        if not retiring:
-            return removed
-        # A request Traefik sent just before the route went (a slow one, or one still
-        # connecting to a busy app) is answered by the old instance, not cut off.
-        await asyncio.sleep(p.settings.drain_seconds)
-        for deployment_id, handle in retiring.items():
-            await _remove_unrouted(p, deployment_id, handle)
-            removed.append(deployment_id)
-
-
-# ---- app-side actions: create, cancel, rollback, promote ----------------------------------------
-async def create_and_enqueue(
-    *,
-    session: AsyncSession,
-    p: Platform,
-    principal: Principal | None,
-    pr_number: int | None = None,
-    project: Project,
-    branch: str,
-    commit_sha: str | None,
-    trigger: str,
-    ip: str | None,
-) -> Deployment:
-    """Create a deployment, commit, enqueue it and release what it supersedes. Every trigger
-    (API, CLI, UI, webhooks, push remote) goes through here."""
-    from devpush.audit.service import record
-    from devpush.workers.enqueue import abort_start, enqueue_delete_container, enqueue_start
-
-    deployment, superseded = await deployments.create(
-        session=session,
-        settings=p.settings,
-        project=project,
-        branch=branch,
-        trigger=trigger,
-        commit_sha=commit_sha,
-        created_by=principal.user_id if principal else None,
-        pr_number=pr_number,
-    )
-    await record(
-        session=session,
-        principal=principal,
-        action="deployment.create",
-        resource_type="deployment",
-        resource_id=deployment.id,
-        team_id=project.team_id,
-        ip=ip,
-        data={"branch": branch, "trigger": trigger},
-    )
-    await session.commit()
-    await enqueue_start(p.redis, deployment.id)
-    await events.publish_project(
-        p.redis, project.id, "deployment.created", status_payload(deployment)
-    )
-    for old in superseded:
-        await abort_start(p.redis, old.id)
-        await enqueue_delete_container(p.redis, old.id)
-        await publish_status(p, old)
-    return deployment
-
-
-async def cancel(p: Platform, session: AsyncSession, deployment: Deployment) -> None:
-    """Conclude an in-flight deployment `canceled`, abort its job, release its instance."""
-    from devpush.errors import Conflict
-    from devpush.workers.enqueue import abort_start, enqueue_delete_container
-
-    row = await deployments.get(session=session, deployment_id=deployment.id, lock=True)
-    if deployments.is_concluded(row):
-        raise Conflict(
-            f"deployment {row.id[:7]} already concluded ({row.conclusion}); nothing to cancel"
-        )
-    deployments.conclude(row, Conclusion.canceled, "canceled by a user")
-    await session.commit()
-    await abort_start(p.redis, row.id)
-    await enqueue_delete_container(p.redis, row.id)
-    await publish_status(p, row)
-    await system_log(p, row.id, "Deployment canceled")
-
-
-async def _switch_environment(
-    p: Platform,
-    session: AsyncSession,
-    project: Project,
-    environment: Environment,
-    target: Deployment,
-) -> None:
-    from devpush.errors import Conflict
-
-    if target.instance_health is not None:  # its app exited: its route is pulled
-        raise Conflict(crash_conflict(target))
-    running = target.runtime_handle and target.upstream  # no upstream: retiring
-    if target.conclusion != Conclusion.succeeded or not running:
-        raise Conflict(f"deployment {target.id[:7]} is not running any more; redeploy it instead")
-    specs = [
-        s
-        for s in deployments.alias_specs(project, target, environment)
-        if s.environment_id == environment.id
-    ]
-    pointed = _Pointed(
-        router=traefik.router_name(project.slug, target.id),
-        hostname=f"{specs[0].value}.{p.settings.deploy_domain}",
-        values=[s.value for s in specs],
-        earlier=await _earlier_previous(session, specs, target.id),
-    )
-    await deployments.point_aliases(
-        session=session, project_id=project.id, specs=specs, deployment_id=target.id
-    )
-    await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project.id)
-    await session.commit()  # the aliases' locks go with it: Traefik is awaited without them
-    if not await wait_route_live(p, pointed.router, pointed.hostname, ROUTE_TIMEOUT):
-        kept = await _restore_aliases(p, session, project.id, target.id, pointed)
-        await session.commit()
-        raise ServiceUnavailable(_not_loaded(pointed, kept))
-    await events.publish_project(
-        p.redis,
-        project.id,
-        "alias",
-        {"deployment_id": target.id, "aliases": [s.value for s in specs]},
-    )
-
-
-def crash_conflict(target: Deployment) -> str:
-    code = f" with code {target.exit_code}" if target.exit_code is not None else ""
-    if target.instance_health == InstanceHealth.crashed:
-        return (
-            f"deployment {target.id[:7]} crashed (its app exited{code} too often); "
-            "redeploy it once fixed, or roll back to another deployment"
-        )
-    return (
-        f"deployment {target.id[:7]} is restarting (its app exited{code}); try again once it serves"
-    )
-
-
-async def rollback(
-    p: Platform, session: AsyncSession, deployment: Deployment, project: Project
-) -> Deployment:
-    """Serve an older deployment on its environment again. Called on the environment's current
-    deployment, it goes back to the previous one; called on an older one, it serves that."""
-    from devpush.errors import Conflict, Invalid
-
-    if not deployment.environment_id:
-        raise Invalid("this deployment has no environment (a preview); promote it instead")
-    environment = await session.get(Environment, deployment.environment_id)
-    assert environment is not None
-    aliases = await deployments.environment_aliases(session=session, environment_id=environment.id)
-    current = next((a for a in aliases if a.type.value == "environment"), None)
-    target = deployment
-    if current is not None and current.deployment_id == deployment.id:
-        if not current.previous_deployment_id:
-            raise Conflict("there is no previous deployment to roll back to")
-        target = await deployments.get(
-            session=session, deployment_id=current.previous_deployment_id
-        )
-    await _switch_environment(p, session, project, environment, target)
-    return target
-
-
-async def promote(
-    p: Platform, session: AsyncSession, deployment: Deployment, project: Project
-) -> Deployment:
-    """Serve this deployment (e.g. a preview) on the production environment."""
-    production = await session.scalar(
-        select(Environment).where(
-            Environment.project_id == project.id, Environment.is_production.is_(True)
-        )
-    )
-    assert production is not None
-    await _switch_environment(p, session, project, production, deployment)
-    return deployment

@@ -10,15 +10,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from devpush import builds
-from devpush.deployments import flows
+from devpush import builds, git
+from devpush.deployments import flows, remote
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment
 from devpush.errors import Conflict, DevpushError
 from devpush.platform import Platform
 from devpush.projects import repo_config
 from devpush.projects.models import Project
-from devpush.sources import git, remote
+from devpush.projects.repository import push_repo
 
 FETCH_TIMEOUT = 30.0
 
@@ -72,10 +72,7 @@ async def plan_project(p: Platform, project: Project, branch: str) -> tuple[buil
     """The plan a deployment of `branch` would follow now."""
     probe = Deployment(branch=branch, pr_number=None)  # only read by for_deployment, never saved
     source = await remote.for_deployment(p, project, probe)
-    if (
-        source.url == str(remote.push_repo(p.settings, project.id))
-        and not Path(source.url).exists()
-    ):
+    if source.url == str(push_repo(p.settings, project.id)) and not Path(source.url).exists():
         raise Conflict(
             "nothing has been pushed to this project yet: `git push` to its remote first"
         )

@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.deps import PlatformDep, SessionDep, client_ip
 from devpush.api.responses import model_json
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_deployment, load_project
+from devpush.auth.deps import PrincipalDep
 from devpush.auth.service import Principal
-from devpush.deployments import flows, plans, service
+from devpush.deployments import actions, plans, service
+from devpush.deployments.access import load_deployment
 from devpush.deployments.models import Deployment
 from devpush.deployments.schemas import (
     DeploymentCreate,
@@ -22,7 +23,9 @@ from devpush.deployments.schemas import (
     PlanRead,
 )
 from devpush.platform import Platform
+from devpush.projects.access import load_project
 from devpush.projects.models import Environment, Project
+from devpush.teams.access import Action
 
 router = APIRouter(tags=["deployments"])
 
@@ -79,7 +82,7 @@ async def create_deployment(
     project = await load_project(
         session=session, principal=principal, project_id=project_id, action=Action.deploy
     )
-    deployment = await flows.create_and_enqueue(
+    deployment = await actions.create_and_enqueue(
         session=session,
         p=platform,
         principal=principal,
@@ -173,7 +176,7 @@ async def cancel_deployment(
         team_id=project.team_id,
         ip=client_ip(request),
     )
-    await flows.cancel(platform, session, deployment)
+    await actions.cancel(platform, session, deployment)
     await session.refresh(deployment)
     return await deployment_read(session, platform, deployment, project)
 
@@ -217,7 +220,7 @@ async def rollback_deployment(
 ) -> DeploymentRead:
     """Serve the environment's previous deployment again (or this older one), instantly."""
     return await _switch(
-        "rollback", flows.rollback, deployment_id, request, session, principal, platform
+        "rollback", actions.rollback, deployment_id, request, session, principal, platform
     )
 
 
@@ -231,7 +234,7 @@ async def promote_deployment(
 ) -> DeploymentRead:
     """Serve this deployment (e.g. a preview branch) on production."""
     return await _switch(
-        "promote", flows.promote, deployment_id, request, session, principal, platform
+        "promote", actions.promote, deployment_id, request, session, principal, platform
     )
 
 
@@ -249,7 +252,7 @@ async def redeploy(
     deployment, project = await load_deployment(
         session=session, principal=principal, deployment_id=deployment_id, action=Action.deploy
     )
-    new = await flows.create_and_enqueue(
+    new = await actions.create_and_enqueue(
         session=session,
         p=platform,
         principal=principal,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVarTuple
 
 from sqlalchemy import Row, Select, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from devpush import crypto
-from devpush.db import utcnow
+from devpush.db import session_scope, utcnow
 from devpush.deployments.models import (
     ACTIVE_STATUSES,
     Alias,
@@ -185,6 +185,14 @@ def conclude(deployment: Deployment, conclusion: Conclusion, error: str | None =
 
 def is_concluded(deployment: Deployment) -> bool:
     return deployment.status == Status.completed
+
+
+async def snapshot(
+    sessions: async_sessionmaker[AsyncSession], deployment_id: str
+) -> Deployment | None:
+    """The row as it is now, read in a session of its own (its attributes stay loaded)."""
+    async with session_scope(sessions) as session:
+        return await session.get(Deployment, deployment_id)
 
 
 async def get(*, session: AsyncSession, deployment_id: str, lock: bool = False) -> Deployment:

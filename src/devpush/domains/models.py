@@ -23,4 +23,7 @@ class Domain(Base):
     verification_token: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|verified|failed
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # TLS mode: "issued" once Traefik holds a certificate for it, "failed" when it still has
+    # none `certificate_grace` seconds after verification (domains/certificates.py).
+    certificate: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -28,4 +28,8 @@ class DomainRead(BaseModel):
     verification_record: str = Field(description="TXT record name to create")
     verification_value: str
     verified_at: datetime | None
+    certificate: str | None = Field(
+        None,
+        description="TLS mode: issued, or failed when Traefik got no certificate in time",
+    )
     created_at: datetime

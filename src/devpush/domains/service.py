@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -18,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devpush.db import utcnow
 from devpush.domains.models import Domain
 from devpush.errors import Conflict, Invalid, NotFound
-from devpush.projects.models import Environment
+from devpush.outbox.emit import emit
+from devpush.projects.models import Environment, Project
 from devpush.settings import Settings
 
 HOSTNAME = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -69,9 +71,9 @@ async def add(
         redirect_to=target,
         verification_token=secrets.token_hex(16),
     )
-    if not settings.verify_domains:
-        domain.status, domain.verified_at = "verified", utcnow()
     session.add(domain)
+    if not settings.verify_domains:
+        await _verified(session, domain)
     await session.flush()
     return domain
 
@@ -116,11 +118,36 @@ async def verify(*, session: AsyncSession, settings: Settings, domain: Domain) -
         return domain
     records = await lookup_txt(challenge_name(domain), settings)
     if domain.verification_token in records:
-        domain.status, domain.verified_at = "verified", utcnow()
+        await _verified(session, domain)
     else:
         domain.status = "failed"
     await session.flush()
     return domain
+
+
+async def _verified(session: AsyncSession, domain: Domain) -> None:
+    """Served from now on, and `domain.verified` in the same transaction."""
+    domain.status, domain.verified_at = "verified", utcnow()
+    await session.flush()
+    await emit_domain(session, domain, "domain.verified")
+
+
+async def emit_domain(session: AsyncSession, domain: Domain, kind: str, **data: Any) -> None:
+    project = await session.get(Project, domain.project_id)
+    await emit(
+        session,
+        kind,
+        team_id=project.team_id if project else None,
+        project_id=domain.project_id,
+        domain_id=domain.id,
+        data={
+            "hostname": domain.hostname,
+            "kind": domain.kind,
+            "environment_id": domain.environment_id,
+            "status": domain.status,
+            **data,
+        },
+    )
 
 
 async def remove(*, session: AsyncSession, domain: Domain) -> None:

@@ -12,36 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import errno
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
-import psutil
 
 from devpush.embedded import private, services
+from devpush.embedded.control_file import done_path, read_control
+from devpush.embedded.database import prepare_database
+from devpush.embedded.ports import port_free, port_holder, port_open, wait_for
 from devpush.embedded.services import ChildSpec
-from devpush.embedded.state import (
-    APP_DATABASE,
-    APP_ROLE,
+from devpush.errors import ConfigError
+from devpush.runstate import (
     PlatformState,
     embedded_database_url,
-    embedded_password,
     embedded_redis_url,
     read_state,
     state_path,
     write_state,
 )
-from devpush.errors import ConfigError
 from devpush.settings import Settings
 
 COMPONENTS = ("db", "redis", "proxy", "app", "worker", "monitor")
@@ -53,54 +47,6 @@ def _set_pdeathsig() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     os.setpgid(0, 0)
-
-
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _port_free(host: str, port: int) -> bool:
-    """Whether a listener can bind `host:port` now (SO_REUSEADDR, as servers set it, so a
-    closed connection still in TIME_WAIT does not count as in use)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            return exc.errno != errno.EADDRINUSE
-    return True
-
-
-def _port_holder(port: int) -> str:
-    """The program listening on `port`, as far as this user may see it."""
-    try:
-        for conn in psutil.net_connections(kind="inet"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                if conn.pid:
-                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-    except psutil.Error:
-        pass
-    return "another program"
-
-
-def _wait_for(
-    check: Callable[[], bool],
-    what: str,
-    proc: subprocess.Popen[bytes],
-    log: Path | None,
-    timeout: float = 60,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise ConfigError(f"{what} exited with code {proc.returncode} while starting:\n{tail}")
-        time.sleep(0.1)
-    raise ConfigError(f"{what} did not become ready within {timeout:.0f}s")
 
 
 class Supervisor:
@@ -195,18 +141,18 @@ class Supervisor:
             self.say("starting PostgreSQL (embedded)")
             spec = services.prepare_postgres(s)
             proc = self.spawn(spec, self.env)
-            _wait_for(lambda: _port_open(s.embedded_db_port), "PostgreSQL", proc, spec.log)
+            wait_for(lambda: port_open(s.embedded_db_port), "PostgreSQL", proc, spec.log)
             prepare_database(s)
         elif name == "redis" and not s.redis_url:
             self.say("starting Redis (embedded)")
             spec = services.prepare_redis(s)
             proc = self.spawn(spec, self.env)
-            _wait_for(lambda: _port_open(s.embedded_redis_port), "Redis", proc, spec.log)
+            wait_for(lambda: port_open(s.embedded_redis_port), "Redis", proc, spec.log)
         elif name == "proxy":
             self.say(f"starting Traefik on port {s.http_port}")
             spec = services.prepare_traefik(s)
             proc = self.spawn(spec, self.env)
-            _wait_for(lambda: _traefik_ready(s), "Traefik", proc, spec.log)
+            wait_for(lambda: _traefik_ready(s), "Traefik", proc, spec.log)
         elif name == "app":
             self.say("running migrations")
             subprocess.run(
@@ -215,7 +161,7 @@ class Supervisor:
             self._ensure_first_admin()
             self.say("starting app")
             proc = self.spawn(services.platform_child(name, s), self.env)
-            _wait_for(lambda: _app_ready(s), "the app", proc, None, timeout=90)
+            wait_for(lambda: _app_ready(s), "the app", proc, None, timeout=90)
         elif name in ("worker", "monitor"):
             self.say(f"starting {name}")
             self.spawn(services.platform_child(name, s), self.env)
@@ -279,10 +225,10 @@ class Supervisor:
         """Runs after `_refuse_second_supervisor`: a platform already running from this data
         directory is reported as such, not as a port collision."""
         for host, port, setting in self._ports():
-            if _port_free(host, port):
+            if port_free(host, port):
                 continue
             raise ConfigError(
-                f"port {port} ({setting}) is in use by {_port_holder(port)}; stop it or set "
+                f"port {port} ({setting}) is in use by {port_holder(port)}; stop it or set "
                 f"{setting} to a free port"
             )
 
@@ -359,7 +305,7 @@ class Supervisor:
         request = read_control(self.settings)
         if request is None:
             return
-        action, names = request
+        action, names, request_id = request
         ordered = [n for n in COMPONENTS if n in names]
         if action in ("stop", "restart"):
             for name in reversed(ordered):
@@ -372,8 +318,14 @@ class Supervisor:
                     except (ConfigError, subprocess.SubprocessError) as exc:
                         self.say(f"could not start {name}: {exc}")
         write_state(self.settings, self._with_children(self.state))
+        done_path(self.settings).write_text(request_id)
 
     def stop(self) -> None:
+        # The monitor and the worker first: while the apps stop, the monitor would take each
+        # exit for a crash and start it again (an app the platform no longer stops), and the
+        # worker could start a new one.
+        for name in ("monitor", "worker"):
+            self.stop_component(name)
         self.say("stopping deployments run by the process runtime")
         stop_process_instances(self.settings)
         for name in reversed(list(self.children)):
@@ -381,32 +333,6 @@ class Supervisor:
         state = read_state(self.settings)
         if state and state.supervisor_pid == os.getpid():
             state_path(self.settings).unlink(missing_ok=True)
-
-
-def control_path(settings: Settings) -> Path:
-    return settings.data_path / "run" / "control.json"
-
-
-def read_control(settings: Settings) -> tuple[str, list[str]] | None:
-    path = control_path(settings)
-    try:
-        data = json.loads(path.read_text())
-        path.unlink()
-        return str(data["action"]), [str(n) for n in data["components"]]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return None
-
-
-def send_control(settings: Settings, action: str, components: list[str]) -> None:
-    """Ask a running supervisor to start, stop or restart some components."""
-    state = read_state(settings)
-    if not state or not state.supervisor_pid:
-        raise ConfigError(
-            f"devpush is not running from {settings.data_path}; start it with `devpush up --detach`"
-        )
-    path = control_path(settings)
-    path.write_text(json.dumps({"action": action, "components": components}))
-    os.kill(state.supervisor_pid, signal.SIGUSR1)
 
 
 def stop_process_instances(settings: Settings) -> None:
@@ -420,9 +346,11 @@ def stop_process_instances(settings: Settings) -> None:
         return
 
     async def stop_all() -> None:
+        # All at once: an app that ignores SIGTERM waits out the kill timeout, and one after
+        # another a dozen of them held `up` for a minute.
         runtime = ProcessRuntime(root=root, protected_paths=[], allow_unsandboxed=True)
-        for handle in await runtime.list():
-            await runtime.stop(handle)
+        handles = await runtime.list()
+        await asyncio.gather(*(runtime.stop(handle, timeout=5.0) for handle in handles))
 
     asyncio.run(stop_all())
 
@@ -432,100 +360,6 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _literal(value: str) -> str:
-    """A SQL string literal (CREATE/ALTER ROLE take no parameters)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-# Everything in the public schema the platform's role does not own yet (a database made by an
-# older version, whose tables the superuser owns): tables first (their sequences follow), then
-# types and routines that are not part of an extension.
-_NOT_OWNED = """
-    SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'public' AND c.relkind::text = ANY($1::text[])
-      AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = $2)
-"""
-_TYPES_NOT_OWNED = """
-    SELECT t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-    WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'r')
-      AND t.typowner <> (SELECT oid FROM pg_roles WHERE rolname = $1)
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')
-"""
-_ROUTINES_NOT_OWNED = """
-    SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-    WHERE n.nspname = 'public' AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = $1)
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
-"""
-
-
-async def _ensure_role_and_database(conn: Any, password: str) -> None:
-    role = APP_ROLE
-    attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-    if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
-        await conn.execute(f"ALTER ROLE {role} {attributes} PASSWORD {_literal(password)}")
-    else:
-        await conn.execute(f"CREATE ROLE {role} {attributes} PASSWORD {_literal(password)}")
-    if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", APP_DATABASE):
-        await conn.execute(f"ALTER DATABASE {APP_DATABASE} OWNER TO {role}")
-    else:
-        await conn.execute(f"CREATE DATABASE {APP_DATABASE} OWNER {role}")
-
-
-async def _hand_over_schema(conn: Any) -> None:
-    """The platform's role owns the public schema and everything in it (Alembic runs as it)."""
-    role = APP_ROLE
-    await conn.execute(f"ALTER SCHEMA public OWNER TO {role}")
-    for kinds in (["r", "p", "v", "m", "f"], ["S"]):
-        for name in await conn.fetch(_NOT_OWNED, kinds, role):
-            await conn.execute(f"ALTER TABLE {name[0]} OWNER TO {role}")
-    for name in await conn.fetch(_TYPES_NOT_OWNED, role):
-        await conn.execute(f"ALTER TYPE {name[0]} OWNER TO {role}")
-    for name in await conn.fetch(_ROUTINES_NOT_OWNED, role):
-        await conn.execute(f"ALTER ROUTINE {name[0]} OWNER TO {role}")
-
-
-def prepare_database(settings: Settings) -> None:
-    """Idempotently, as the superuser: the platform's role (LOGIN, no other attribute) with its
-    own password, owning the platform's database, its public schema and every object in it.
-    Runs on every start, so a data directory made by an older version (where the platform
-    used the superuser) is converted in place."""
-    import asyncio
-
-    import asyncpg
-
-    port = settings.embedded_db_port
-    superuser = embedded_password(settings, "db")
-    app_password = embedded_password(settings, "db_app")
-
-    async def connect(database: str) -> Any:
-        return await asyncpg.connect(
-            host="127.0.0.1", port=port, user="postgres", password=superuser, database=database
-        )
-
-    async def prepare() -> None:
-        conn = await connect("postgres")
-        try:
-            await _ensure_role_and_database(conn, app_password)
-        finally:
-            await conn.close()
-        conn = await connect(APP_DATABASE)
-        try:
-            async with conn.transaction():
-                await _hand_over_schema(conn)
-        finally:
-            await conn.close()
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            asyncio.run(prepare())
-            return
-        except (OSError, asyncpg.CannotConnectNowError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _traefik_ready(settings: Settings) -> bool:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pwd
 import shutil
@@ -13,9 +12,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devpush.embedded.database import pg_hba
 from devpush.embedded.private import grant_traverse
-from devpush.embedded.state import embedded_password
 from devpush.errors import ConfigError
+from devpush.pgtools import pg_bin
+from devpush.runstate import embedded_password
 from devpush.settings import Settings
 
 PG_SYSTEM_USER = "devpush-pg"
@@ -30,14 +31,6 @@ class ChildSpec:
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     log: Path | None = None
-
-
-def _pg_bin() -> Path:
-    """pgserver's bundled binaries (found without importing pgserver, which has side effects)."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the pgserver package is missing; run `pip install pgserver`")
-    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
 def _ensure_pg_user() -> str | None:
@@ -65,7 +58,7 @@ def _ensure_pg_user() -> str | None:
 def prepare_postgres(settings: Settings) -> ChildSpec:
     pgdata = settings.data_path / "postgres"
     user = _ensure_pg_user()
-    bin_dir = _pg_bin()
+    bin_dir = pg_bin()
     if user:
         grant_traverse(user, bin_dir)
         for root, dirs, files in os.walk(bin_dir.parent):
@@ -110,6 +103,10 @@ def prepare_postgres(settings: Settings) -> ChildSpec:
             raise ConfigError(f"initdb failed for {pgdata}: {result.stderr.strip()}")
     elif user:
         grant_traverse(user, pgdata.parent)
+    hba = pgdata / "pg_hba.conf"
+    hba.write_text(pg_hba())
+    if user:
+        shutil.chown(hba, user, user)
     return ChildSpec(
         name="db",
         argv=[
@@ -117,7 +114,9 @@ def prepare_postgres(settings: Settings) -> ChildSpec:
             "-D",
             str(pgdata),
             "-h",
-            "127.0.0.1",
+            # every address: apps reach their managed databases at their runtime's address of
+            # this machine; pg_hba.conf admits nothing but those roles from outside loopback
+            "*",
             "-p",
             str(settings.embedded_db_port),
             "-c",

@@ -2,7 +2,7 @@
 
 git runs it after a push has stored its commits, with "<old> <new> <ref>" lines on stdin; what
 it prints reaches the pusher as `remote:` lines. For each pushed branch it creates a deployment
-exactly as a GitHub push would (through flows.create_and_enqueue), prints its URL, then follows
+exactly as a GitHub push would (through actions.create_and_enqueue), prints its URL, then follows
 the build log until the deployment concludes (`git push -o nofollow` skips that). A deleted
 branch's preview is taken down by a worker job. The app passes everything the hook needs in
 DEVPUSH_* variables; the pushed data is only ever compared and stored, never run.
@@ -18,15 +18,17 @@ from dataclasses import dataclass
 
 from devpush import events
 from devpush.auth.service import Principal
+from devpush.bootstrap import build_platform
 from devpush.db import session_scope
 from devpush.deployments import service as deployments
 from devpush.errors import DevpushError
-from devpush.logs.store import Followed, StatusChange, stream_position
-from devpush.platform import Platform, build_platform
+from devpush.logs.follow import stream_position
+from devpush.logs.lines import Followed, StatusChange
+from devpush.platform import Platform
 from devpush.projects.models import Environment, Project
+from devpush.queue import enqueue_retire_branch
 from devpush.settings import Settings
 from devpush.sources import branches
-from devpush.workers.enqueue import enqueue_retire_branch
 
 ZERO = "0" * 40
 FOLLOW_POLL_S = 1.0

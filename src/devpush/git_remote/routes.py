@@ -14,7 +14,7 @@ from devpush.auth.service import authenticate_token
 from devpush.errors import Forbidden, NotFound, Unauthorized
 from devpush.git_remote import service
 from devpush.git_remote.cgi import CGIResponse
-from devpush.sources.remote import is_github
+from devpush.projects.repository import is_github
 
 router = APIRouter(include_in_schema=False)
 REALM = {"WWW-Authenticate": 'Basic realm="devpush", charset="UTF-8"'}

@@ -15,14 +15,14 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush.auth.authz import Action, load_team
+from devpush import git
 from devpush.auth.service import Principal
-from devpush.embedded.state import database_url, redis_url
 from devpush.errors import NotFound
 from devpush.projects.models import Project
+from devpush.projects.repository import push_repo
+from devpush.runstate import database_url, redis_url
 from devpush.settings import Settings
-from devpush.sources import git
-from devpush.sources.remote import push_repo
+from devpush.teams.access import Action, load_team
 
 SERVICES = {"git-upload-pack": Action.read, "git-receive-pack": Action.deploy}
 HOOK = """#!/bin/sh

@@ -1,5 +1,5 @@
 """The GitHub jobs (run by the arq worker): acting on a stored webhook delivery, and reporting
-a deployment's state back to GitHub. They are enqueued through devpush.workers.enqueue."""
+a deployment's state back to GitHub. They are enqueued through devpush.queue."""
 
 from __future__ import annotations
 

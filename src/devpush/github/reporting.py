@@ -2,8 +2,9 @@
 error, linking the deployment URL) and, for pull requests, one comment with the preview URL
 that each push edits rather than repeats.
 
-`notify` runs inside flows.publish_status and only queues a `github_report` job; the job reads
-the deployment's state when it runs, so reports that run late or twice still end right."""
+The domain events' GitHub subscriber (github/subscriber.py) queues a `github_report` job;
+the job reads the deployment's state when it runs, so reports that run late or twice still
+end right."""
 
 from __future__ import annotations
 
@@ -19,20 +20,9 @@ from devpush.github.models import GithubPullRequest
 from devpush.github.service import installation_token
 from devpush.platform import Platform
 from devpush.projects.models import Environment, Project
-from devpush.sources.remote import is_github
+from devpush.projects.repository import is_github
 
-TRIGGERS = ("github_push", "github_pr")
-REPORTED = (Status.prepare, Status.completed)
 ICONS = {"pending": "⏳", "success": "✅", "failure": "❌", "error": "⏹️"}
-
-
-async def notify(p: Platform, deployment: Deployment) -> None:
-    """Queue a report for the status changes GitHub shows: started, then concluded."""
-    if deployment.trigger not in TRIGGERS or deployment.status not in REPORTED:
-        return
-    from devpush.workers.enqueue import enqueue_github_report
-
-    await enqueue_github_report(p.redis, deployment.id, deployment.status.value)
 
 
 def github_state(deployment: Deployment) -> tuple[str, str]:

@@ -1,34 +1,31 @@
-"""GitHub routes: the webhook (`POST /api/github/webhook`) and the App's setup callback
-(`GET /github/setup`) outside /api/v1; under /api/v1 the repositories a team can connect, the
-install link, and connecting a project to a repository."""
+"""GitHub routes: the webhook (`POST /api/github/webhook`) outside /api/v1; under /api/v1 the
+repositories a team can connect, the install link, and connecting a project to a repository.
+The App's setup callback (`GET /github/setup`) is a page: web/github_pages.py."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from fastapi.responses import JSONResponse
 
-from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from devpush.api.deps import PlatformDep, SessionDep, client_ip
 from devpush.api.errors import error_response
 from devpush.audit.service import record
-from devpush.auth.authz import Action, authorize_team, load_project, load_team
-from devpush.auth.service import SCOPES, Principal
-from devpush.errors import DevpushError, Forbidden, NotConfigured
+from devpush.auth.deps import PrincipalDep
+from devpush.errors import DevpushError, NotConfigured
 from devpush.github import service, webhooks
 from devpush.github.schemas import ConnectRepository, InstallUrl, RepositoryRead
-from devpush.settings import Settings
-from devpush.signing import secret_key
+from devpush.projects.access import load_project
+from devpush.queue import enqueue_github_webhook
 from devpush.sources import service as sources
 from devpush.sources.schemas import GitSourceRead
+from devpush.teams.access import Action, authorize_team, load_team
 from devpush.teams.models import Team
 from devpush.teams.service import list_teams
-from devpush.workers.enqueue import enqueue_github_webhook
 
 router = APIRouter(tags=["github"])
 webhook_router = APIRouter(include_in_schema=False)
-INSTALL_STATE_MAX_AGE = 3600
 
 
 class BodyTooLarge(Exception):
@@ -71,10 +68,6 @@ async def github_webhook(request: Request, session: SessionDep, platform: Platfo
 
 
 # ---- installing the App -------------------------------------------------------------------
-def _state_signer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret_key(settings), salt="devpush.github.install")
-
-
 @router.get("/github/install-url", response_model=InstallUrl)
 async def install_url(
     team: Annotated[str, Query(min_length=1, max_length=63)],
@@ -87,54 +80,11 @@ async def install_url(
     settings = platform.settings
     if not settings.github_app_slug:
         raise NotConfigured("set DEVPUSH_GITHUB_APP_SLUG to link installations from devpush")
-    state = _state_signer(settings).dumps({"team_id": row.id, "user_id": principal.user_id})
+    state = service.install_state_signer(settings).dumps(
+        {"team_id": row.id, "user_id": principal.user_id}
+    )
     base = settings.github_url.rstrip("/")
     return InstallUrl(url=f"{base}/apps/{settings.github_app_slug}/installations/new?state={state}")
-
-
-@webhook_router.get("/github/setup")
-async def github_setup(
-    request: Request,
-    session: SessionDep,
-    platform: PlatformDep,
-    installation_id: Annotated[int, Query(ge=1, lt=2**63)],
-    state: Annotated[str, Query(min_length=1, max_length=1000)],
-) -> Response:
-    """GitHub sends the browser here after an install: link the installation to the team
-    named in the signed state, if the signed-in user still manages that team."""
-    from devpush.web.pages import render
-
-    user_id = request.session.get("user_id") if "session" in request.scope else None
-    try:
-        data: dict[str, Any] = _state_signer(platform.settings).loads(
-            state, max_age=INSTALL_STATE_MAX_AGE
-        )
-        if not user_id or data.get("user_id") != user_id:
-            raise Forbidden("sign in as the user who started the installation")
-        principal = Principal(user_id=user_id, is_admin=False, scopes=frozenset(SCOPES))
-        await authorize_team(
-            session=session, principal=principal, team_id=str(data["team_id"]), action=Action.manage
-        )
-        await service.claim_installation(
-            p=platform, installation_id=installation_id, team_id=str(data["team_id"])
-        )
-    except BadSignature:
-        return render(
-            request,
-            "message.html",
-            status_code=400,
-            title="Installation link expired",
-            message="Start the GitHub installation again from devpush.",
-        )
-    except DevpushError as exc:
-        return render(
-            request,
-            "message.html",
-            status_code=exc.status_code,
-            title="GitHub installation not linked",
-            message=exc.message,
-        )
-    return RedirectResponse("/", status_code=303)
 
 
 # ---- repositories and projects ------------------------------------------------------------
@@ -186,7 +136,7 @@ async def connect_repository(
     repository = await service.find_repository(
         p=platform, team_id=project.team_id, full_name=body.repository
     )
-    sources.connect_github(settings=platform.settings, project=project, repository=repository)
+    service.connect_github(settings=platform.settings, project=project, repository=repository)
     await record(
         session=session,
         principal=principal,
@@ -214,7 +164,7 @@ async def disconnect_repository(
     project = await load_project(
         session=session, principal=principal, project_id=project_id, action=Action.manage
     )
-    sources.disconnect_github(project=project)
+    service.disconnect_github(project=project)
     await record(
         session=session,
         principal=principal,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +16,10 @@ from devpush.github.client import GithubClient, check_full_name
 from devpush.github.models import GithubInstallation
 from devpush.github.schemas import Installation, RepositoryRead
 from devpush.platform import Platform
+from devpush.projects.models import Project
+from devpush.projects.repository import github_clone_url
+from devpush.settings import Settings
+from devpush.signing import secret_key
 
 # Refresh a cached token this long before GitHub's expiry (tokens last an hour).
 TOKEN_MARGIN = timedelta(minutes=5)
@@ -152,3 +157,26 @@ def _repository(repo: dict[str, object], installation_id: int) -> RepositoryRead
         installation_id=installation_id,
         html_url=str(repo["html_url"]) if repo.get("html_url") else None,
     )
+
+
+INSTALL_STATE_MAX_AGE = 3600  # seconds an "install the App" link stays valid
+
+
+def install_state_signer(settings: Settings) -> URLSafeTimedSerializer:
+    """Signs the team and user an App installation is started for (GitHub hands the state back
+    to the setup page)."""
+    return URLSafeTimedSerializer(secret_key(settings), salt="devpush.github.install")
+
+
+def connect_github(*, settings: Settings, project: Project, repository: RepositoryRead) -> None:
+    project.github_installation_id = repository.installation_id
+    project.github_repo_id = repository.id
+    project.github_repo_full_name = repository.full_name
+    project.repo_url = github_clone_url(settings, repository.full_name)
+    project.repo_status = None
+    project.repo_credentials_enc = None  # the installation token replaces any stored secret
+
+
+def disconnect_github(*, project: Project) -> None:
+    project.github_installation_id = project.github_repo_id = None
+    project.github_repo_full_name = project.repo_status = project.repo_url = None

@@ -46,9 +46,9 @@ from devpush.github.schemas import (
 from devpush.platform import Platform
 from devpush.projects import service as projects
 from devpush.projects.models import Project
+from devpush.projects.repository import github_clone_url
 from devpush.settings import Settings
 from devpush.sources import branches
-from devpush.sources.remote import github_clone_url
 
 log = logging.getLogger("devpush.github")
 MAX_BODY = 5 * 1024 * 1024

@@ -8,7 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from devpush.db import Base, all_models
+from devpush.db import Base
+from devpush.models import all_models
 
 all_models()
 target_metadata = Base.metadata
@@ -18,7 +19,7 @@ def _url() -> str:
     url = context.config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from devpush.embedded.state import database_url
+    from devpush.runstate import database_url
     from devpush.settings import get_settings
 
     return database_url(get_settings())

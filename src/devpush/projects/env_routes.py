@@ -8,11 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from devpush.api.deps import PrincipalDep, SecretAnswer, SessionDep, client_ip
+from devpush.api.deps import SecretAnswer, SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_project
+from devpush.auth.deps import PrincipalDep
 from devpush.errors import Forbidden
 from devpush.projects import env
+from devpush.projects.access import load_project
+from devpush.teams.access import Action
 
 router = APIRouter(tags=["env vars"])
 EnvironmentQuery = Annotated[

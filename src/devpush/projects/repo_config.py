@@ -27,6 +27,17 @@ deployment of that commit.
     [watch]
     paths = ["services/api/**", "shared/**"]  # a push touching none of these is skipped
 
+    [[volumes]]            # kept per environment across deploys (projects/volumes.py)
+    name = "data"
+    mount_path = "/data"
+    size_mb = 1024         # optional
+
+    [[cron]]               # run in each environment's live deployment (projects/cron.py)
+    name = "nightly"
+    schedule = "0 3 * * *" # five cron fields, UTC
+    command = "python manage.py clearsessions"
+    timeout = 600          # seconds, optional (600)
+
 A malformed file fails the deployment with a message that names the line.
 """
 
@@ -40,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from devpush.errors import Invalid
+from devpush.projects import cron as cron_rules
+from devpush.projects import volumes as volume_rules
 
 FILENAME = "devpush.toml"
 _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -99,6 +112,83 @@ def _line_of(text: str, section: str, key: str | None = None) -> int:
     return 1
 
 
+def _entry_line(text: str, section: str, index: int, key: str | None) -> int:
+    """The line of `key` in the index-th `[[section]]` table (its header without a key)."""
+    seen, inside = -1, False
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped == f"[[{section}]]"
+            seen += inside
+            if inside and seen == index and key is None:
+                return number
+        elif inside and seen == index and key and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return _entry_line(text, section, index, None) if key else 1
+
+
+def _volumes(text: str, entries: Any) -> list[dict[str, Any]]:
+    if not isinstance(entries, list):
+        raise _fail(text, "volumes", None, "volumes are [[volumes]] tables")
+    found: list[dict[str, Any]] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise _fail(text, "volumes", None, "volumes are [[volumes]] tables")
+        keys = {"name", "mount_path", "size_mb"}
+        unknown = sorted(set(entry) - keys)
+        if unknown:
+            line = _entry_line(text, "volumes", index, unknown[0])
+            raise Invalid(f"{FILENAME} line {line}: unknown key {unknown[0]!r} in [[volumes]]")
+        for key, check in (
+            ("name", volume_rules.check_name),
+            ("mount_path", volume_rules.check_mount_path),
+            ("size_mb", volume_rules.check_size),
+        ):
+            try:
+                check(entry.get(key))
+            except ValueError as exc:
+                line = _entry_line(text, "volumes", index, key if key in entry else None)
+                raise Invalid(f"{FILENAME} line {line}: [[volumes]] {key}: {exc}") from None
+        found.append({k: entry.get(k) for k in sorted(keys)})
+    try:
+        return volume_rules.check_set(found)
+    except ValueError as exc:
+        raise _fail(text, "volumes", None, str(exc)) from None
+
+
+def _cron(text: str, entries: Any) -> list[dict[str, Any]]:
+    if not isinstance(entries, list):
+        raise _fail(text, "cron", None, "cron jobs are [[cron]] tables")
+    found: list[dict[str, Any]] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise _fail(text, "cron", None, "cron jobs are [[cron]] tables")
+        unknown = sorted(set(entry) - {"name", "schedule", "command", "timeout"})
+        if unknown:
+            line = _entry_line(text, "cron", index, unknown[0])
+            raise Invalid(f"{FILENAME} line {line}: unknown key {unknown[0]!r} in [[cron]]")
+        job: dict[str, Any] = {}
+        for key, check in (
+            ("name", cron_rules.check_name),
+            ("schedule", cron_rules.check_schedule),
+            ("command", cron_rules.check_command),
+            ("timeout", cron_rules.check_timeout),
+        ):
+            try:
+                job[key] = check(entry.get(key))
+            except ValueError as exc:
+                line = _entry_line(text, "cron", index, key if key in entry else None)
+                raise Invalid(f"{FILENAME} line {line}: [[cron]] {key}: {exc}") from None
+        found.append(job)
+    try:
+        return cron_rules.check_set(found)
+    except ValueError as exc:
+        names = [j["name"] for j in found]
+        twice = next((i for i, n in enumerate(names) if names.index(n) != i), None)
+        line = _entry_line(text, "cron", twice, "name") if twice is not None else 1
+        raise Invalid(f"{FILENAME} line {line}: {exc}") from None
+
+
 def _fail(text: str, section: str, key: str | None, message: str) -> Invalid:
     return Invalid(f"{FILENAME} line {_line_of(text, section, key)}: {message}")
 
@@ -138,6 +228,12 @@ def parse(text: str) -> RepoConfig:
     overrides: dict[str, Any] = {}
     environments: dict[str, str] = {}
     for section, body in data.items():
+        if section == "volumes":
+            overrides["volumes"] = _volumes(text, body)
+            continue
+        if section == "cron":
+            overrides["cron"] = _cron(text, body)
+            continue
         if section == "environments":
             if not isinstance(body, dict):
                 raise _fail(text, section, None, "[environments] must be a table")
@@ -153,7 +249,8 @@ def parse(text: str) -> RepoConfig:
                 text,
                 section,
                 None,
-                f"unknown section [{section}]; use {', '.join(sorted(_SECTIONS))}, environments",
+                f"unknown section [{section}]; use {', '.join(sorted(_SECTIONS))}, environments, "
+                "[[volumes]], [[cron]]",
             )
         for key, value in body.items():
             if key not in _SECTIONS[section]:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
 
-from devpush.api.deps import PlatformDep, PrincipalDep, SessionDep, client_ip
+from fastapi import APIRouter, Query, Request
+
+from devpush.api.deps import PlatformDep, SessionDep, client_ip
 from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_project, load_team
+from devpush.auth.deps import PrincipalDep
 from devpush.projects import env, service
+from devpush.projects.access import load_project
 from devpush.projects.models import Project
-from devpush.projects.schemas import EnvironmentRead, ProjectCreate, ProjectRead, ProjectUpdate
+from devpush.projects.repository import check_local_url
+from devpush.projects.schemas import (
+    EnvironmentRead,
+    ProjectCreate,
+    ProjectRead,
+    ProjectUpdate,
+)
+from devpush.queue import enqueue_delete_project
 from devpush.settings import Settings
-from devpush.sources.remote import check_local_url
-from devpush.workers.enqueue import enqueue_delete_project
+from devpush.teams.access import Action, load_team
 
 router = APIRouter(tags=["projects"])
 
@@ -131,9 +140,16 @@ async def delete_project(
     session: SessionDep,
     principal: PrincipalDep,
     platform: PlatformDep,
+    delete_volumes: Annotated[
+        bool,
+        Query(description="Also delete its volumes' data (required when any holds data)"),
+    ] = False,
 ) -> DeletionAccepted:
     project = await load_project(
         session=session, principal=principal, project_id=project_id, action=Action.manage
+    )
+    await service.check_deletion(
+        p=platform, session=session, project=project, delete_volumes=delete_volumes
     )
     project.status = "deleting"
     await record(

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from devpush.projects import cron, volumes
+
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 REPO_URL = re.compile(r"^(https://|http://|ssh://|file:///|git@[A-Za-z0-9.-]+:)[^\s\x00]+$")
 FORK = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9-]{0,38}(/[A-Za-z0-9._-]{1,100})?)$")
@@ -119,6 +121,31 @@ class EnvironmentIn(BaseModel):
     branch_pattern: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_pattern)]
 
 
+class VolumeIn(BaseModel):
+    """A persistent volume: every environment keeps its own copy (projects/volumes.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, AfterValidator(volumes.check_name)]
+    mount_path: Annotated[str, AfterValidator(volumes.check_mount_path)]
+    size_mb: Annotated[int | None, AfterValidator(volumes.check_size)] = Field(
+        None, description="A quota in MiB, enforced where the filesystem supports one"
+    )
+
+
+class CronJobIn(BaseModel):
+    """A cron job, run in each environment's live deployment (projects/cron.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, AfterValidator(cron.check_name)]
+    schedule: Annotated[str, AfterValidator(cron.check_schedule)] = Field(
+        description='Five cron fields in UTC, e.g. "0 3 * * *", or @hourly, @daily...'
+    )
+    command: Annotated[str, AfterValidator(cron.check_command)]
+    timeout: Annotated[int, AfterValidator(cron.check_timeout)] = Field(
+        cron.DEFAULT_TIMEOUT, description="Seconds; the command is killed after it"
+    )
+
+
 class ProjectConfig(BaseModel):
     """Settings shared by create and update; None means "detect" (create) or "keep" (update)."""
 
@@ -143,6 +170,22 @@ class ProjectConfig(BaseModel):
     log_retention_days: int | None = Field(None, ge=1, le=3650)
     allowed_forks: list[ForkName] | None = Field(None, max_length=100)
     repo_credentials: RepoCredentials | None = None
+    volumes: list[VolumeIn] | None = Field(None, max_length=volumes.MAX_VOLUMES)
+    cron: list[CronJobIn] | None = Field(None, max_length=cron.MAX_JOBS)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_set(cls, value: list[CronJobIn] | None) -> list[CronJobIn] | None:
+        if value:
+            cron.check_set([j.model_dump() for j in value])
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_set(cls, value: list[VolumeIn] | None) -> list[VolumeIn] | None:
+        if value:
+            volumes.check_set([v.model_dump() for v in value])
+        return value
 
     @field_validator("env_vars")
     @classmethod
@@ -198,3 +241,20 @@ class ProjectRead(BaseModel):
     status: str
     url: str
     created_at: datetime
+
+
+class VolumeCopy(BaseModel):
+    """One environment's copy of a volume, on the runtime that holds it."""
+
+    environment_id: str
+    environment: str | None  # its name; None when the environment is gone
+    runtime: str
+    used_bytes: int
+    size_mb: int | None = Field(description="The size the runtime enforces; None: not enforced")
+
+
+class VolumeRead(BaseModel):
+    name: str
+    mount_path: str | None  # None: no longer declared, but its data is kept
+    size_mb: int | None
+    copies: list[VolumeCopy]

@@ -5,15 +5,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ScalarResult, column, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.errors import Conflict, Invalid, NotFound
 from devpush.naming import reserved_word_in, slugify
+from devpush.platform import Platform
 from devpush.projects import env as env_vars
+from devpush.projects import repository
 from devpush.projects.models import Environment, Project
-from devpush.projects.schemas import EnvironmentIn, ProjectCreate, ProjectUpdate, RepoCredentials
-from devpush.sources import credentials
+from devpush.projects.schemas import (
+    EnvironmentIn,
+    ProjectCreate,
+    ProjectUpdate,
+    RepoCredentials,
+)
+from devpush.runtime.base import VolumeUsage
 
 CONFIG_KEYS = (
     "build_command",
@@ -29,7 +36,16 @@ CONFIG_KEYS = (
     "build_timeout",
     "runtime",
     "image",
+    "volumes",
+    "cron",
 )
+
+
+def _config_value(value: Any) -> Any:
+    """As stored in the JSON config: volumes and cron jobs as plain dicts."""
+    if isinstance(value, list):
+        return [v.model_dump() if hasattr(v, "model_dump") else v for v in value]
+    return value
 
 
 async def _free_slug(session: AsyncSession, name: str) -> str:
@@ -49,11 +65,11 @@ async def _free_slug(session: AsyncSession, name: str) -> str:
 
 
 def _config_from(body: ProjectCreate | ProjectUpdate) -> dict[str, Any]:
-    return {k: getattr(body, k) for k in CONFIG_KEYS if getattr(body, k) is not None}
+    return {k: _config_value(getattr(body, k)) for k in CONFIG_KEYS if getattr(body, k) is not None}
 
 
 def _sealed(value: RepoCredentials | None) -> str | None:
-    return credentials.seal(value.model_dump() if value else None)
+    return repository.seal(value.model_dump() if value else None)
 
 
 def _update_source(project: Project, body: ProjectUpdate) -> None:
@@ -157,10 +173,10 @@ async def update_project(
     for key in CONFIG_KEYS:
         if key in body.model_fields_set:
             value = getattr(body, key)
-            if value is None or value == "":
+            if value is None or value == "" or value == []:
                 config.pop(key, None)
             else:
-                config[key] = value
+                config[key] = _config_value(value)
     project.config = config
     if body.preview_deployments is not None:
         project.preview_deployments = body.preview_deployments
@@ -218,3 +234,32 @@ async def match_environment(
 def set_paused(*, project: Project, paused: bool) -> None:
     """Paused projects keep serving what they serve, but take no new deployments."""
     project.status = "paused" if paused else "active"
+
+
+async def volume_usage(p: Platform, project_id: str) -> list[tuple[str, VolumeUsage]]:
+    """Every copy of the project's volumes that holds data, with the runtime that holds it."""
+    found: list[tuple[str, VolumeUsage]] = []
+    for runtime in p.runtimes.available():
+        found += [(runtime, used) for used in await p.runtimes.get(runtime).volumes(project_id)]
+    return found
+
+
+async def check_deletion(
+    *, p: Platform, session: AsyncSession, project: Project, delete_volumes: bool
+) -> None:
+    """Deleting a project deletes its volumes' data and its managed databases too: only when
+    asked for explicitly."""
+    if delete_volumes:
+        return
+    held = sorted({used.name for _, used in await volume_usage(p, project.id)})
+    # databases/ sits above projects/: its table, not its model
+    managed = table("managed_databases", column("project_id"), column("name"))
+    names: ScalarResult[str] = await session.scalars(
+        select(managed.c.name).where(managed.c.project_id == project.id)
+    )
+    held += [f"database {name}" for name in names]
+    if held:
+        raise Conflict(
+            f"{project.name} keeps data in {', '.join(held)}, which deleting it deletes too; "
+            "back it up first, then delete with delete_volumes=true (CLI: --delete-volumes)"
+        )

@@ -22,6 +22,8 @@ from devpush.settings import Settings
 from devpush.signing import traefik_api_auth
 
 PLATFORM_FILE = "_platform.yml"
+# Seconds: the latency histogram's bounds, from which metrics/ reads p50/p95/p99.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _NAME = re.compile(r"[^a-z0-9-]")
 
 
@@ -195,6 +197,15 @@ def render_static(settings: Settings) -> dict[str, Any]:
         },
         "log": {"level": "WARN"},
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        # Per-router request counts and latencies at /metrics on the loopback-only "traefik"
+        # entrypoint: the monitor scrapes them into each deployment's metrics (metrics/).
+        "metrics": {
+            "prometheus": {
+                "entryPoint": "traefik",
+                "addRoutersLabels": True,
+                "buckets": list(LATENCY_BUCKETS),
+            }
+        },
     }
     if settings.https_port and settings.cert_resolver and settings.acme_email:
         # HTTP-01: the CA fetches /.well-known/acme-challenge/ on port 80 of each hostname,

@@ -19,7 +19,7 @@ def owner_id(settings: Settings) -> str:
     password), which every process of one platform shares and no other platform does."""
     from sqlalchemy.engine import make_url
 
-    from devpush.embedded.state import database_url
+    from devpush.runstate import database_url
 
     url = make_url(database_url(settings)).set(password=None)
     return hashlib.sha256(url.render_as_string().encode()).hexdigest()[:16]
@@ -58,6 +58,7 @@ class Runtimes:
         if name == "process":
             import uv
 
+            from devpush.runtime import volumes
             from devpush.runtime.process import ProcessRuntime
 
             return ProcessRuntime(
@@ -66,6 +67,7 @@ class Runtimes:
                 allow_unsandboxed=s.allow_unsandboxed,
                 cache_dir=s.build_cache_dir or s.data_path / "cache" / "builds",
                 trees_dir=s.data_path / "cache" / "trees",
+                volumes_dir=volumes.root_of(s.data_path),
                 toolchains_dir=s.data_path / "toolchains",
                 python_prefixes=s.python_interpreters,
                 python_downloads=s.python_downloads,
@@ -73,6 +75,7 @@ class Runtimes:
                 tools={"bin/uv": Path(uv.find_uv_bin())},
                 network_isolation=s.network_isolation,
                 instance_subnet=s.instance_subnet,
+                host_services=_database_service(s),
                 uid_range=(s.sandbox_uid_base, s.sandbox_uid_count),
             )
         raise ConfigError(f"unknown runtime {name!r}; use docker or process")
@@ -84,3 +87,23 @@ class Runtimes:
         for runtime in self._built.values():
             await runtime.close()
         self._built.clear()
+
+
+def _database_service(s: Settings) -> list[tuple[str, int]]:
+    """The managed databases' server, when isolated apps could not reach it otherwise (this
+    machine, or an address in a private range)."""
+    import ipaddress
+
+    from devpush.runstate import databases_endpoint
+
+    endpoint = databases_endpoint(s)
+    if endpoint is None:
+        return []
+    host, port = endpoint
+    if not host:
+        return [("", port)]
+    try:
+        private = ipaddress.ip_address(host).is_private
+    except ValueError:
+        return []  # a name: public servers are reachable anyway
+    return [(host, port)] if private else []

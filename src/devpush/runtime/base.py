@@ -16,6 +16,10 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
   the exit code and the phase it was in), or is missing.
 - `logs(handle, follow=...)` yields every output line from the beginning, tagged with its stream
   and phase (the entrypoint prints `::devpush phase=<phase>` markers, which are not yielded).
+- `stop(handle, timeout)` sends SIGTERM (the entrypoint passes it on to the app), SIGKILL only
+  after `timeout`, and returns as soon as the instance has exited: a retired or canceled
+  instance gets `DEVPUSH_DRAIN_SECONDS` to finish its requests. `remove` stops a running
+  instance the same way (a short grace) before deleting it.
 - `stop` and `remove` are idempotent: a missing instance is not an error.
 - `list()` returns every instance this backend manages (found by label/directory), so the
   monitor can remove those with no live deployment.
@@ -23,11 +27,24 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
   interpreters for `process`, runner images for `docker`), for the builder to choose from.
 - `provide(language, spec)` fetches a toolchain that satisfies `spec` where the backend can
   (the process runtime: Node from the npm registry's node-linux-* package), else None.
+- `stats(handle)` reports the instance's CPU time and memory (metrics/), or None when it is
+  not running or the backend cannot tell.
 - `listening(handle)` lists the TCP ports the app listens on, where the backend can tell
   (else an empty list), so an app that ignores $PORT is told so.
 - `/devpush/trees` is the project's own cache of installed trees (entrypoint.sh keeps and
   restores them by `spec.install_cache`); `forget_project(id)` removes it with the project.
 - `spec.support_files` are placed read-only at `/devpush/<name>` in the instance.
+- `spec.volumes` are mounted read-write, owned by the app's user: each environment's copy of a
+  volume outlives every instance (redeploys, rollbacks, restarts of the platform) until
+  `delete_volumes(project_id)`; a preview's scratch volume goes with its instance.
+  `volumes(project_id)` lists the copies that hold data, with the bytes used and whether the
+  backend enforces their size.
+- `exec(handle, spec, command, timeout=, output=)` runs a one-off shell command (a cron job)
+  beside the running app of the instance, with its code, env (`spec.env`, rebuilt by the
+  caller: never stored), PATH entries, volumes and limits: process, a new sandboxed process
+  in the instance's network namespace and its own cgroup; docker, an Engine API exec in the
+  container. Each output line goes to `output(stream, line)`. After `timeout` seconds the
+  command and its children are killed and the result says `timed_out`.
 - Backend errors are raised as `devpush.errors.RuntimeFailure` with a message for people.
 
 The app's instance outlives the worker that started it: killing the worker never kills apps.
@@ -36,7 +53,7 @@ The app's instance outlives the worker that started it: killing the worker never
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +97,26 @@ class Toolchain:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    """A persistent volume at `mount_path`: the environment's copy, or (environment_id None,
+    a preview) an empty scratch directory that goes with the instance."""
+
+    name: str
+    mount_path: str
+    environment_id: str | None
+    size_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    environment_id: str
+    name: str
+    used_bytes: int
+    size_mb: int | None  # the size the backend enforces; None: not enforced here
+    enforced: bool
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     deployment_id: str
     project_id: str
@@ -102,6 +139,7 @@ class RuntimeSpec:
     install_cache: str | None = None
     support_files: dict[str, Path] = field(default_factory=dict)  # name -> host file
     labels: dict[str, str] = field(default_factory=dict)
+    volumes: tuple[VolumeMount, ...] = ()
 
 
 def entrypoint_env(spec: RuntimeSpec, user_env: dict[str, str]) -> dict[str, str]:
@@ -144,6 +182,16 @@ class InstanceStatus:
 
 
 @dataclass(frozen=True)
+class InstanceStats:
+    """A running instance's resource use now: CPU time consumed since it started (seconds,
+    cumulative: rates come from two samples) and memory in use (bytes, page cache excluded
+    where the backend can tell)."""
+
+    cpu_seconds: float | None
+    memory_bytes: int | None
+
+
+@dataclass(frozen=True)
 class LogRecord:
     ts: datetime
     stream: str  # stdout|stderr
@@ -151,8 +199,20 @@ class LogRecord:
     message: str  # one line without its newline; invalid UTF-8 replaced
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """How a one-off command (Runtime.exec) ended: its exit code (None when it never
+    started or was killed), and whether it ran out of time."""
+
+    exit_code: int | None
+    timed_out: bool = False
+    error: str | None = None  # why it could not run, for people
+
+
+ExecOutput = Callable[[str, str], Awaitable[None]]  # (stream "stdout"|"stderr", line)
 _Toolchains = list[Toolchain]  # aliases: inside Runtime, `list` is a method
 _Ports = list[int]
+_Volumes = list[VolumeUsage]
 
 
 class Runtime(Protocol):
@@ -180,9 +240,35 @@ class Runtime(Protocol):
 
     async def listening(self, handle: RuntimeHandle) -> _Ports: ...
 
+    async def stats(self, handle: RuntimeHandle) -> InstanceStats | None: ...
+
     async def forget_project(self, project_id: str) -> None: ...
 
+    async def volumes(self, project_id: str) -> _Volumes: ...
+
+    async def delete_volumes(self, project_id: str) -> None: ...
+
+    async def volume_dir(self, project_id: str, environment_id: str, name: str) -> Path | None:
+        """The host directory holding an environment's copy of a volume (None: it has no
+        data yet, or the engine's files are not on this machine)."""
+        ...
+
     async def provide(self, language: str, spec: str) -> Toolchain | None: ...
+
+    async def exec(
+        self,
+        handle: RuntimeHandle,
+        spec: RuntimeSpec,
+        command: str,
+        *,
+        timeout: float,
+        output: ExecOutput,
+    ) -> ExecResult: ...
+
+    async def host_address(self) -> str:
+        """The address at which an instance reaches services of this machine that it is
+        given (the managed databases' PostgreSQL)."""
+        ...
 
     async def describe(self) -> dict[str, Any]: ...
 

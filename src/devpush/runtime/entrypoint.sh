@@ -10,6 +10,21 @@
 # exited (a container restarted by the monitor), it finds `built` in the state directory and
 # only starts the app: the build and the pre-deploy command ran once, for this deployment.
 set -u
+# The docker runtime's fence gate: nothing runs until the runtime has isolated this
+# container's bridge port and said so in $DEVPUSH_FENCE (eth0's peer index, root's file).
+if [ -n "${DEVPUSH_FENCE:-}" ]; then
+    link="$(cat /sys/class/net/eth0/iflink 2>/dev/null || echo none)"
+    tries=$(( ${DEVPUSH_FENCE_WAIT:-30} * 10 ))
+    until [ "$(cat "$DEVPUSH_FENCE" 2>/dev/null)" = "$link" ]; do
+        tries=$((tries - 1))
+        if [ "$tries" -le 0 ]; then
+            echo "devpush: this container's network was not isolated from the others in time; nothing was run" >&2
+            exit 125
+        fi
+        sleep 0.1
+    done
+fi
+unset DEVPUSH_FENCE DEVPUSH_FENCE_WAIT
 mode="${1:-all}"
 state="${DEVPUSH_STATE_DIR:-/tmp/devpush-state}"
 app_dir="${DEVPUSH_APP_DIR:-/app}"
@@ -129,9 +144,21 @@ if [ "$mode" != run ]; then
 fi
 
 phase runtime
-sh -c "$start_cmd" &
+# A stop's SIGTERM must reach the app, and its graceful shutdown must not be cut short. The
+# shell running the start command outlives SIGTERM (a trap with a command, which the commands
+# it runs do not inherit) and so ends with the app and its exit code. As the sandbox's or the
+# container's init (the only process an engine signals), this script passes SIGTERM on to
+# every process there; otherwise the runtime signals each one itself.
+sh -c "trap : TERM INT; $start_cmd" &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+on_term() {
+    if [ "$$" = 1 ]; then
+        kill -TERM -1 2>/dev/null
+    else
+        kill -TERM "$child" 2>/dev/null
+    fi
+}
+trap on_term TERM INT
 while :; do
     wait "$child"
     rc=$?

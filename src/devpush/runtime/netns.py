@@ -10,7 +10,8 @@ What devpush owns on the host (nothing else is touched):
   pair, `dpv<hex of the address's index in the subnet>`: creating that link reserves the
   address on the whole machine, since a second one with the same name cannot exist;
 - `table inet devpush`, replaced atomically (one nft transaction) whenever it is applied:
-  input from the bridge only for replies; forwarding from the bridge to anything but private,
+  input from the bridge only for replies (and the host services apps are given, such as the
+  managed databases' PostgreSQL); forwarding from the bridge to anything but private,
   link-local, CGNAT and loopback ranges (DNS to the resolvers of resolv.conf excepted) and
   never bridge to bridge; masquerade for the subnet leaving through any other interface.
 
@@ -63,7 +64,13 @@ def owner_tag(root: Path) -> str:
 
 
 def choose(
-    mode: str, *, subnet: str, root: Path, ip: str, nft: str
+    mode: str,
+    *,
+    subnet: str,
+    root: Path,
+    ip: str,
+    nft: str,
+    services: Iterable[tuple[str, int]] = (),
 ) -> tuple[Network | None, str, str | None]:
     """For DEVPUSH_NETWORK_ISOLATION `mode`: the network (None: the host's), what to say about
     it in `describe()`, and, for "on" without what it needs, why instances are refused.
@@ -72,7 +79,7 @@ def choose(
         return None, "host network (DEVPUSH_NETWORK_ISOLATION=off)", None
     found, missing = find_tools(ip, nft)
     if not missing:
-        network = Network(subnet=subnet, owner=owner_tag(root), tools=found)
+        network = Network(subnet=subnet, owner=owner_tag(root), tools=found, services=services)
         return network, network.describe(), None
     why = f"network isolation needs {', '.join(missing)}; {INSTALL_HINT}"
     if mode == "on":
@@ -101,8 +108,25 @@ def find_tools(ip: str, nft: str, nsenter: str = "nsenter") -> tuple[dict[str, s
     return found, missing
 
 
-def render_table(*, bridge: str, subnet: str, resolvers: Iterable[str]) -> str:
-    """The whole `table inet devpush`, as one nft script that replaces it atomically."""
+def render_table(
+    *,
+    bridge: str,
+    subnet: str,
+    resolvers: Iterable[str],
+    gateway: str = "",
+    services: Iterable[tuple[str, int]] = (),
+) -> str:
+    """The whole `table inet devpush`, as one nft script that replaces it atomically.
+    `services`: (host, TCP port) instances may reach although private; host "" is this
+    machine, at the `gateway` address."""
+    allowed_in: list[str] = []
+    allowed_out: list[str] = []
+    for host, port in services:
+        if not host:
+            allowed_in.append(f'iifname "{bridge}" ip daddr {gateway} tcp dport {port} accept')
+        else:
+            family = "ip" if ipaddress.ip_address(host).version == 4 else "ip6"
+            allowed_out.append(f'iifname "{bridge}" {family} daddr {host} tcp dport {port} accept')
     dns: list[str] = []
     for resolver in resolvers:
         family = "ip" if ipaddress.ip_address(resolver).version == 4 else "ip6"
@@ -117,6 +141,7 @@ def render_table(*, bridge: str, subnet: str, resolvers: Iterable[str]) -> str:
         "    type filter hook input priority filter; policy accept;",
         f'    iifname "{bridge}" ct state established,related accept',
         *(f"    {rule}" for rule in dns),
+        *(f"    {rule}" for rule in allowed_in),
         f'    iifname "{bridge}" drop',
         "  }",
         "  chain forward {",
@@ -126,6 +151,7 @@ def render_table(*, bridge: str, subnet: str, resolvers: Iterable[str]) -> str:
         f'    oifname "{bridge}" drop',
         f'    iifname "{bridge}" meta nfproto ipv6 drop',
         *(f"    {rule}" for rule in dns),
+        *(f"    {rule}" for rule in allowed_out),
         f'    iifname "{bridge}" ip daddr {{ {private} }} drop',
         "  }",
         "  chain postrouting {",
@@ -163,7 +189,14 @@ def instance_resolv_conf() -> Path:
 class Network:
     """The bridge, the table and the instances' namespaces of one runtime root."""
 
-    def __init__(self, *, subnet: str, owner: str, tools: dict[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        subnet: str,
+        owner: str,
+        tools: dict[str, str],
+        services: Iterable[tuple[str, int]] = (),
+    ) -> None:
         try:
             self.subnet = ipaddress.IPv4Network(subnet)
         except ValueError as exc:
@@ -171,6 +204,7 @@ class Network:
         if self.subnet.num_addresses < 8:
             raise RuntimeFailure(f"DEVPUSH_INSTANCE_SUBNET {subnet} is too small")
         self.gateway = self.subnet.network_address + 1
+        self.services = list(services)
         self.owner = owner
         self.resolv_conf = instance_resolv_conf()
         self._ip, self._nft, self._nsenter = tools["ip"], tools["nft"], tools["nsenter"]
@@ -217,7 +251,11 @@ class Network:
                 "internet: run `sysctl -w net.ipv4.ip_forward=1` as root"
             ) from exc
         script = render_table(
-            bridge=BRIDGE, subnet=str(self.subnet), resolvers=resolvers(self.resolv_conf)
+            bridge=BRIDGE,
+            subnet=str(self.subnet),
+            resolvers=resolvers(self.resolv_conf),
+            gateway=str(self.gateway),
+            services=self.services,
         )
         result = self._run([self._nft, "-f", "-"], stdin=script)
         if result.returncode != 0:
@@ -377,7 +415,8 @@ def isolate_container_port(pid: int) -> str:
     """Marks the host end of the veth of the container whose process is `pid` as an isolated
     bridge port: it then exchanges frames only with the bridge itself (the host: Traefik, the
     readiness probe) and non-isolated ports, never with another container. Returns the
-    port's name; raises RuntimeFailure when it can't."""
+    port's interface index (what the container reads in /sys/class/net/eth0/iflink); raises
+    RuntimeFailure when it can't."""
     tools = {"PATH": _PATH}
     try:
         shown = subprocess.run(
@@ -406,5 +445,5 @@ def isolate_container_port(pid: int) -> str:
                         f"cannot isolate the container's bridge port {entry.name}: "
                         f"{done.stderr.strip()}"
                     )
-                return entry.name
+                return index
     raise RuntimeFailure(f"cannot isolate the container's network: no host link with index {index}")

@@ -16,7 +16,9 @@ from typing import Any
 MANAGED_LABEL = "devpush.managed"
 _VERSION = r"(?:/v\d+(?:\.\d+)?)?"
 TREES_VOLUME = r"devpush-trees-[a-z0-9][a-z0-9_.-]*"  # a project's kept install trees
+DATA_VOLUME = r"devpush-vol-[a-z0-9][a-z0-9_.-]*"  # an environment's persistent volume
 _ID = r"(?P<id>[A-Za-z0-9][A-Za-z0-9_.-]*)"
+_EXEC = r"(?P<exec>[A-Za-z0-9]+)"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Rule:
     container: bool = False  # the path names one container, which must be devpush-managed
     create: bool = False  # the body is a container config to check
     volume: bool = False  # the body is a volume to check (check_volume)
+    exec_create: bool = False  # the body is an exec to check (check_exec)
+    exec: bool = False  # the path names one exec, whose container must be devpush-managed
 
     def matches(self, method: str, path: str) -> re.Match[str] | None:
         if method != self.method:
@@ -59,6 +63,15 @@ RULES: tuple[Rule, ...] = (
         "the same on Podman, whose Docker API lacks it",
         container=True,
     ),
+    Rule(
+        "POST",
+        rf"/containers/{_ID}/exec",
+        "`exec`: a cron job's command in the app's container",
+        container=True,
+        exec_create=True,
+    ),
+    Rule("POST", rf"/exec/{_EXEC}/start", "`exec`: its output (streamed)", exec=True),
+    Rule("GET", rf"/exec/{_EXEC}/json", "`exec`: its exit code", exec=True),
     Rule("GET", r"/images/json", "`toolchains` (runner images, by label)"),
     Rule("POST", r"/volumes/create", "a project's trees volume: `create`", volume=True),
     Rule(
@@ -66,6 +79,10 @@ RULES: tuple[Rule, ...] = (
         rf"/volumes/{TREES_VOLUME}",
         "`forget_project`: a deleted project's kept install trees",
     ),
+    Rule("GET", rf"/volumes/{DATA_VOLUME}", "a persistent volume: `create`, `volume_dir`"),
+    Rule("DELETE", rf"/volumes/{DATA_VOLUME}", "`delete_volumes`: a deleted project's volumes"),
+    Rule("GET", r"/volumes", "`delete_volumes`: find a project's volumes"),
+    Rule("GET", r"/system/df", "`volumes`: the space each volume uses"),
     Rule("GET", r"/images/(?P<image>.+)/json", "check the runner image exists: `create`"),
     Rule("GET", r"/networks", "diagnostics: list networks"),
     Rule("GET", r"/networks/(?P<network>[A-Za-z0-9][A-Za-z0-9_.-]*)", "diagnostics: a network"),
@@ -82,12 +99,47 @@ class Refused(Exception):
 
 
 def match(method: str, path: str) -> tuple[Rule, str | None]:
-    """The rule allowing this call and the container it names, or Refused."""
+    """The rule allowing this call and the container (or, for `exec` rules, the exec) it
+    names, or Refused."""
     for rule in RULES:
         found = rule.matches(method, path)
         if found:
+            if rule.exec:
+                return rule, found.group("exec")
             return rule, found.groupdict().get("id") if rule.container else None
     raise Refused(f"{method} {path} is not an allowed Engine API call")
+
+
+_EXEC_FIELDS = {
+    "Container",
+    "Privileged",
+    "Tty",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "Cmd",
+    "Env",
+    "WorkingDir",
+    "detachKeys",
+    "User",
+    "ConsoleSize",
+}
+
+
+def check_exec(config: Any) -> None:
+    """An exec as the runtime makes them: not privileged, not as root, no terminal or stdin."""
+    if not isinstance(config, dict):
+        raise Refused("an exec body must be a JSON object")
+    unknown = sorted(set(config) - _EXEC_FIELDS)
+    if unknown:
+        raise Refused(f"exec fields {', '.join(unknown)} are not allowed")
+    if config.get("Privileged"):
+        raise Refused("privileged execs are not allowed")
+    if config.get("Tty") or config.get("AttachStdin"):
+        raise Refused("execs may not take a terminal or stdin")
+    user = str(config.get("User") or "")
+    if user.partition(":")[0] in ("", "0", "root"):
+        raise Refused("execs must run as the app's user, not root")
 
 
 def check_create(config: Any) -> None:
@@ -112,10 +164,10 @@ def check_create(config: Any) -> None:
 
 def _check_mounts_and_namespaces(host: dict[str, Any]) -> None:
     for mount in host.get("Mounts") or []:
-        if mount != CACHE_MOUNT and not _is_trees_mount(mount):
+        if mount != CACHE_MOUNT and not _is_trees_mount(mount) and not _is_data_mount(mount):
             raise Refused(
-                "HostConfig.Mounts may only hold the build cache volume and the project's "
-                "devpush-trees-* volume"
+                "HostConfig.Mounts may only hold the build cache volume, the project's "
+                "devpush-trees-* volume, devpush-vol-* volumes and anonymous volumes"
             )
     network = str(host.get("NetworkMode") or "")
     if network == "host" or network.startswith("container:"):
@@ -139,12 +191,29 @@ def _is_trees_mount(mount: Any) -> bool:
     )
 
 
+def _is_data_mount(mount: Any) -> bool:
+    """An environment's devpush-vol-* volume, or a preview's anonymous one, at an absolute
+    path of the container."""
+    if not isinstance(mount, dict) or mount.get("Type") != "volume":
+        return False
+    target = str(mount.get("Target") or "")
+    if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", target) or "/.." in target:
+        return False
+    if set(mount) == {"Type", "Target"}:
+        return True
+    return set(mount) == {"Type", "Source", "Target"} and (
+        re.fullmatch(DATA_VOLUME, str(mount["Source"])) is not None
+    )
+
+
 def check_volume(body: Any) -> None:
-    """The only volume a runtime creates: a project's devpush-trees-* volume, no driver."""
+    """The volumes a runtime creates: a project's devpush-trees-* volume and its environments'
+    devpush-vol-* volumes, no driver."""
     if not isinstance(body, dict) or set(body) - {"Name", "Labels"}:
         raise Refused("a volume create body may only hold Name and Labels")
-    if not re.fullmatch(TREES_VOLUME, str(body.get("Name"))):
-        raise Refused("only devpush-trees-* volumes may be created")
+    name = str(body.get("Name"))
+    if not (re.fullmatch(TREES_VOLUME, name) or re.fullmatch(DATA_VOLUME, name)):
+        raise Refused("only devpush-trees-* and devpush-vol-* volumes may be created")
     labels = body.get("Labels") or {}
     if not isinstance(labels, dict) or labels.get(MANAGED_LABEL) != "true":
         raise Refused(f"volumes must be created with the label {MANAGED_LABEL}=true")

@@ -17,6 +17,7 @@ from devpush.socketproxy.rules import (
     MANAGED_LABEL,
     Refused,
     check_create,
+    check_exec,
     check_volume,
     match,
 )
@@ -82,6 +83,19 @@ async def _managed(request: web.Request, container: str) -> web.Response | None:
     return None
 
 
+async def _exec_container(request: web.Request, exec_id: str) -> str | web.Response:
+    """The container an exec runs in, or the answer to send."""
+    session, base = request.app[_UPSTREAM], request.app[_BASE]
+    async with session.get(f"{base}/exec/{exec_id}/json") as resp:
+        if resp.status == 404:
+            body = await resp.read()
+            return web.Response(status=404, body=body, content_type="application/json")
+        if resp.status != 200:
+            return refuse(f"cannot inspect exec {exec_id} (HTTP {resp.status})", 502)
+        info = await resp.json()
+    return str(info.get("ContainerID") or "")
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     try:
         rule, container = match(request.method, request.path)
@@ -89,14 +103,22 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.warning("refused", extra={"method": request.method, "path": request.path})
         return refuse(f"{exc} (see docs/socket-proxy.md)")
     body: bytes | None = None
-    if rule.create or rule.volume:
+    if rule.create or rule.volume or rule.exec_create:
         body = await request.content.read(MAX_CREATE_BODY + 1)
         if len(body) > MAX_CREATE_BODY:
             return refuse("create body too large", 413)
+        check = check_create if rule.create else check_exec if rule.exec_create else check_volume
         try:
-            (check_create if rule.create else check_volume)(json.loads(body or b"{}"))
+            check(json.loads(body or b"{}"))
         except (Refused, ValueError) as exc:
             return refuse(str(exc))
+    if rule.exec and container is not None:
+        found = await _exec_container(request, container)
+        if isinstance(found, web.Response):
+            return found
+        if not found:
+            return refuse(f"exec {container} names no container")
+        container = found
     if container is not None:
         answer = await _managed(request, container)
         if answer is not None:

@@ -11,15 +11,16 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.auth.service import Principal
+from devpush.databases import service as databases
 from devpush.db import session_scope
-from devpush.deployments import flows
+from devpush.deployments import actions, routing
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Alias, AliasType, Conclusion, Deployment
+from devpush.deployments.retire import remove_instance
 from devpush.platform import Platform
 from devpush.projects import service as projects
 from devpush.projects.models import Project
 from devpush.projects.schemas import Branch
-from devpush.proxy import sync as proxy_sync
 
 log = logging.getLogger("devpush.sources")
 
@@ -59,12 +60,12 @@ async def deploy_push(
     pr_number: int | None = None,
 ) -> Deployment | None:
     """Deploy a pushed commit when the project wants this branch; None when it does not.
-    Commits the session (through flows.create_and_enqueue)."""
+    Commits the session (through actions.create_and_enqueue)."""
     if pr_number is None and not await wants_deploy(
         session=session, project=project, branch=branch
     ):
         return None
-    return await flows.create_and_enqueue(
+    return await actions.create_and_enqueue(
         session=session,
         p=p,
         principal=principal,
@@ -82,8 +83,9 @@ async def retire(
 ) -> list[str]:
     """Take a deleted branch's (or a closed pull request's) preview down: conclude what is still
     in flight, drop its aliases, and remove every instance that no other alias (an environment,
-    say) still serves. Returns the hostname labels removed. Idempotent."""
-    from devpush.workers.enqueue import abort_start
+    say) still serves, and drop the preview's own databases. Returns the hostname labels removed.
+    Idempotent."""
+    from devpush.queue import abort_start
 
     reason = "the pull request was closed" if pr_number is not None else "the branch was deleted"
     async with session_scope(p.sessions) as session:
@@ -110,12 +112,16 @@ async def retire(
                 removed.append(alias.value)
                 await session.delete(alias)
         await session.flush()
-        await proxy_sync.sync_project(session=session, settings=p.settings, project_id=project_id)
+        await routing.sync_project(session=session, settings=p.settings, project_id=project_id)
     for deployment in in_flight:
         await abort_start(p.redis, deployment.id)
-        await flows.publish_status(p, deployment)
     for deployment_id in sorted(retired):
-        await flows.remove_instance(p, deployment_id)
+        await remove_instance(p, deployment_id)
+    preview = databases.Target(project_id, None, True, branch or "", pr_number)
+    async with session_scope(p.sessions) as session:
+        await databases.drop_preview(
+            session=session, settings=p.settings, project_id=project_id, scope=preview.scope
+        )
     log.info("retired preview", extra={"project_id": project_id, "aliases": removed})
     return removed
 

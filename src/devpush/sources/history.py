@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from devpush import git
+from devpush.deployments import remote
 from devpush.deployments.models import Deployment
 from devpush.errors import Conflict, Invalid, RuntimeFailure
 from devpush.platform import Platform
 from devpush.projects.models import Project
-from devpush.sources import git, remote
+from devpush.projects.repository import push_repo
 from devpush.sources.branches import valid_branch
 
 READ_TIMEOUT = 30.0
@@ -41,7 +43,7 @@ async def _source(p: Platform, project: Project, branch: str) -> remote.Remote |
     """Where the project's code comes from; None for a push remote nothing was pushed to."""
     probe = Deployment(branch=branch, pr_number=None)  # read by for_deployment, never saved
     source = await remote.for_deployment(p, project, probe)
-    local = str(remote.push_repo(p.settings, project.id))
+    local = str(push_repo(p.settings, project.id))
     if source.url == local and not Path(local).exists():
         return None
     return source

@@ -1,5 +1,5 @@
 """Source jobs (run by the arq worker): taking down the preview of a branch deleted through
-the platform's push remote. They are enqueued through devpush.workers.enqueue."""
+the platform's push remote. They are enqueued through devpush.queue."""
 
 from __future__ import annotations
 

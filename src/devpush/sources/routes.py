@@ -8,15 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from devpush.api.deps import PlatformDep, PrincipalDep, SecretAnswer, SessionDep, client_ip
+from devpush.api.deps import PlatformDep, SecretAnswer, SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_project
-from devpush.deployments import flows
+from devpush.auth.deps import PrincipalDep
+from devpush.deployments import actions
 from devpush.deployments import service as deployments
 from devpush.errors import Invalid
+from devpush.projects.access import load_project
 from devpush.projects.models import Environment
 from devpush.sources import branches, service
 from devpush.sources.schemas import DeployHookAnswer, DeployHookCreated, GitSourceRead
+from devpush.teams.access import Action
 from devpush.teams.models import Team
 
 router = APIRouter(tags=["git"])
@@ -103,7 +105,7 @@ async def deploy_hook(
     branch = branch or project.production_branch
     if not branches.valid_branch(branch):
         raise Invalid(f"{branch[:80]!r} is not a valid branch name")
-    deployment = await flows.create_and_enqueue(
+    deployment = await actions.create_and_enqueue(
         session=session,
         p=platform,
         principal=None,

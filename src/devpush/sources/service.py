@@ -1,4 +1,4 @@
-"""A project's git source settings: the read view, the GitHub link, and the deploy hook
+"""A project's git source settings: the read view and the deploy hook
 (a secret URL that deploys a branch; only the token's SHA-256 is stored)."""
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.auth.service import hash_secret
 from devpush.errors import NotFound
-from devpush.github.schemas import RepositoryRead
 from devpush.projects.models import Project
+from devpush.projects.repository import is_github, kind
 from devpush.settings import Settings
-from devpush.sources import credentials
-from devpush.sources.remote import github_clone_url, is_github
 from devpush.sources.schemas import GitSourceRead
 
 HOOK_PREFIX = "dph_"
@@ -34,26 +32,12 @@ def read(settings: Settings, project: Project, team_slug: str) -> GitSourceRead:
         repo_url=project.repo_url,
         github_repository=project.github_repo_full_name,
         repo_status=project.repo_status,
-        credentials=credentials.kind(project.repo_credentials_enc),
+        credentials=kind(project.repo_credentials_enc),
         push_url=push_url(settings, team_slug, project.slug),
         allowed_forks=list(project.allowed_forks or []),
         preview_deployments=project.preview_deployments,
         deploy_hook=project.deploy_hook_token_hash is not None,
     )
-
-
-def connect_github(*, settings: Settings, project: Project, repository: RepositoryRead) -> None:
-    project.github_installation_id = repository.installation_id
-    project.github_repo_id = repository.id
-    project.github_repo_full_name = repository.full_name
-    project.repo_url = github_clone_url(settings, repository.full_name)
-    project.repo_status = None
-    project.repo_credentials_enc = None  # the installation token replaces any stored secret
-
-
-def disconnect_github(*, project: Project) -> None:
-    project.github_installation_id = project.github_repo_id = None
-    project.github_repo_full_name = project.repo_status = project.repo_url = None
 
 
 def create_deploy_hook(*, project: Project) -> str:

@@ -8,15 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devpush.api.deps import PlatformDep, PrincipalDep, SecretAnswer, SessionDep, client_ip
+from devpush.api.deps import PlatformDep, SecretAnswer, SessionDep, client_ip
 from devpush.api.schemas import DeletionAccepted
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_team, role_in_team
+from devpush.auth.deps import PrincipalDep
 from devpush.auth.models import User
 from devpush.auth.service import Principal
 from devpush.db import utcnow
 from devpush.errors import Forbidden, NotFound
+from devpush.queue import enqueue_delete_team
 from devpush.teams import service
+from devpush.teams.access import Action, load_team, role_in_team
 from devpush.teams.models import Role, Team, TeamInvite
 from devpush.teams.schemas import (
     InviteCreate,
@@ -27,7 +29,6 @@ from devpush.teams.schemas import (
     TeamRead,
     TeamUpdate,
 )
-from devpush.workers.enqueue import enqueue_delete_team
 
 router = APIRouter(tags=["teams"])
 Id = Annotated[str, Path(max_length=32)]

@@ -1,4 +1,5 @@
-"""The platform admin page: users, the sign-up allowlist, the runtime's status and runner images.
+"""The platform admin page: users, the sign-up allowlist, the runtime's status and the
+runner-image catalog (devpush.runtime.runner_images), with a button per image to build it.
 Only platform admins see it (everyone else gets a 404)."""
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devpush import runner_builds
+from devpush.accounts import signup
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.auth import signup
 from devpush.auth.models import User
 from devpush.deployments.models import ACTIVE_STATUSES, Deployment
-from devpush.errors import Conflict, DevpushError, Invalid, NotFound
+from devpush.errors import Conflict, DevpushError, Invalid, NotConfigured, NotFound
+from devpush.outbox import dispatch as outbox
 from devpush.platform import Platform
+from devpush.queue import enqueue_build_runner_image
+from devpush.runtime import runner_images
 from devpush.teams.models import TeamMember
 from devpush.web.common import Viewer, ViewerDep, flash, page_router, platform_of, redirect, render
 
 router = page_router()
+SUBSCRIBER_FIELDS = ("name", "delivered", "failures", "last_error", "failed_at", "retry_at")
 CHECK_TIMEOUT = 5.0
 
 
@@ -42,31 +48,30 @@ async def _runtime_status(platform: Platform) -> list[dict[str, Any]]:
     return rows
 
 
-async def _runner_images(platform: Platform) -> tuple[list[dict[str, Any]], str | None]:
-    """Runner images the container engine has (docker runtime only)."""
+async def _images(session: AsyncSession, platform: Platform) -> dict[str, Any]:
+    """The runner-image catalog, what the script can build, and the builds' states."""
     settings = platform.settings
-    if not settings.docker_host:
-        return [], None
-    import aiodocker
-
+    known: list[runner_images.Target] = []
+    images: list[runner_images.RunnerImage] = []
+    error = None
     try:
-        async with aiodocker.Docker(url=settings.docker_host) as docker:
-            images = await asyncio.wait_for(docker.images.list(), CHECK_TIMEOUT)
-    except (aiodocker.DockerError, TimeoutError, OSError) as exc:
-        return [], f"the container engine did not answer: {exc}"
-    rows = []
-    for image in images:
-        for tag in image.get("RepoTags") or []:
-            if "devpush-runner" in tag:
-                rows.append(
-                    {
-                        "tag": tag,
-                        "size_mb": round((image.get("Size") or 0) / 1_000_000),
-                        "default": tag.endswith(settings.runner_image)
-                        or tag == settings.runner_image,
-                    }
-                )
-    return sorted(rows, key=lambda r: r["tag"]), None
+        known = await runner_images.targets(settings)
+        images = await runner_images.catalog(settings, known=known)
+    except DevpushError as exc:
+        error = exc.message
+    runner_builds.attach_users(
+        images, await runner_builds.users(session=session, default_image=settings.runner_image)
+    )
+    states = await runner_builds.read_states(platform, [t.name for t in known])
+    present = {i.name for i in images if i.name}
+    return {
+        "images": images,
+        "error": error,
+        "targets": [{"target": t, "present": t.name in present} for t in known],
+        "states": states,
+        "cannot_build": runner_images.cannot_build(settings),
+        "building": any(s["state"] in runner_images.IN_PROGRESS for s in states.values()),
+    }
 
 
 async def _services(session: AsyncSession, platform: Platform) -> dict[str, Any]:
@@ -87,6 +92,14 @@ async def _services(session: AsyncSession, platform: Platform) -> dict[str, Any]
     }
 
 
+async def _subscribers(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = []
+    for cursor in await outbox.cursors(session):
+        waiting = await outbox.pending(session, cursor.name)
+        rows.append({**{c: getattr(cursor, c) for c in SUBSCRIBER_FIELDS}, "waiting": waiting})
+    return rows
+
+
 async def _page(
     request: Request,
     session: AsyncSession,
@@ -104,7 +117,6 @@ async def _page(
         ).all()
     )
     users = list(await session.scalars(select(User).order_by(User.created_at)))
-    images, images_error = await _runner_images(platform)
     return render(
         request,
         "admin/index.html",
@@ -113,9 +125,9 @@ async def _page(
         team_counts=team_counts,
         rules=await signup.list_rules(session=session),
         runtimes=await _runtime_status(platform),
-        images=images,
-        images_error=images_error,
+        images=await _images(session, platform),
         services=await _services(session, platform),
+        subscribers=await _subscribers(session),
         settings=platform.settings,
         errors=errors or {},
         values=values or {},
@@ -181,3 +193,36 @@ async def remove_rule(
     )
     flash(request, f"{rule.value} removed from the allowlist.")
     return redirect(request, "/admin#allowlist")
+
+
+@router.post("/admin/images/{name:path}/build")  # any name: a clear refusal below
+async def build_image(
+    name: str, request: Request, viewer: ViewerDep, session: SessionDep
+) -> Response:
+    _admin(viewer)
+    settings = platform_of(request).settings
+    name = runner_images.validate([name], await runner_images.targets(settings))[0]
+    if reason := runner_images.cannot_build(platform_of(request).settings):
+        raise NotConfigured(
+            f"The platform can't build runner images: {reason}. "
+            f"Build it on the host: `{runner_images.host_command(name)}`."
+        )
+    platform = platform_of(request)
+    # Queued first: a quick build's worker may finish before this request goes on. A build
+    # already running writes its own state back with its next line.
+    await runner_builds.mark_queued(platform, name, refresh=False)
+    if not await enqueue_build_runner_image(platform.redis, name):
+        flash(request, f"{name} is already being built.", "error")
+        return redirect(request, "/admin#images")
+    await record(
+        session=session,
+        principal=viewer.principal,
+        action="runner_image.build",
+        resource_type="runner_image",
+        resource_id=name,
+        team_id=None,
+        ip=client_ip(request),
+        data={"name": name},
+    )
+    flash(request, f"Building {name}: its output follows below.")
+    return redirect(request, "/admin#images")

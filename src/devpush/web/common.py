@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devpush.api.csrf import csrf_token, verify_csrf
 from devpush.api.deps import SessionDep
 from devpush.auth.models import User
 from devpush.auth.service import SCOPES, Principal
@@ -29,7 +30,6 @@ from devpush.errors import DevpushError, Invalid, RateLimited
 from devpush.platform import Platform
 from devpush.teams.models import Role
 from devpush.teams.service import list_teams
-from devpush.web.csrf import csrf_token, verify_csrf
 
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 

@@ -1,6 +1,6 @@
 """The project page's deploy form: a branch of the repository, a commit from its recent history
 and the environment it deploys to. It creates the deployment through the same flow as the API
-(`flows.create_and_enqueue`) and, like the API, lets the branch choose the environment: the
+(`actions.create_and_enqueue`) and, like the API, lets the branch choose the environment: the
 form shows that choice and refuses any other."""
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devpush import git
 from devpush.api.deps import SessionDep, client_ip
-from devpush.auth.authz import Action, load_project
-from devpush.deployments import flows
+from devpush.deployments import actions
 from devpush.errors import DevpushError
 from devpush.projects import service as projects
+from devpush.projects.access import load_project
 from devpush.projects.models import Project
-from devpush.sources import git, history
+from devpush.sources import history
 from devpush.sources.branches import valid_branch
+from devpush.teams.access import Action
 from devpush.web.common import (
     Viewer,
     ViewerDep,
@@ -184,7 +186,7 @@ async def deploy_commit(
         sha, errors = None, {"__all__": exc.message}
     if errors:
         return await _refused(request, viewer, session, project, values, errors)
-    deployment = await flows.create_and_enqueue(
+    deployment = await actions.create_and_enqueue(
         session=session,
         p=platform_of(request),
         principal=viewer.principal,

@@ -17,14 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_deployment, load_project
-from devpush.deployments import flows
+from devpush.deployments import actions
 from devpush.deployments import service as deployments
+from devpush.deployments.access import load_deployment
 from devpush.deployments.models import Alias, AliasType, Conclusion, Deployment, Status
 from devpush.errors import Invalid
-from devpush.logs.store import LEVELS, Cursor, LogQuery, utc
+from devpush.logs.search import Cursor, LogQuery
+from devpush.logs.store import LEVELS, utc
 from devpush.projects import service as projects
+from devpush.projects.access import load_project
 from devpush.projects.models import Environment, Project
+from devpush.teams.access import Action
+from devpush.web.charts import charts
 from devpush.web.common import Viewer, ViewerDep, page_router, platform_of, redirect, render
 from devpush.web.project_pages import project_context
 
@@ -215,7 +219,7 @@ async def deployment_page(
         session=session, principal=viewer.principal, deployment_id=deployment_id, action=Action.read
     )
     context = await _deployment_context(request, viewer, session, deployment, project)
-    return render(request, "deployments/show.html", **context)
+    return render(request, "deployments/show.html", charts=charts(deployment.id), **context)
 
 
 @router.get("/deployments/{deployment_id}/summary")
@@ -253,10 +257,10 @@ async def deployment_action(
         ip=client_ip(request),
     )
     if action == "cancel":
-        await flows.cancel(platform, session, deployment)
+        await actions.cancel(platform, session, deployment)
         target = deployment
     elif action == "redeploy":
-        target = await flows.create_and_enqueue(
+        target = await actions.create_and_enqueue(
             session=session,
             p=platform,
             principal=viewer.principal,
@@ -267,9 +271,9 @@ async def deployment_action(
             ip=client_ip(request),
         )
     elif action == "rollback":
-        target = await flows.rollback(platform, session, deployment, project)
+        target = await actions.rollback(platform, session, deployment, project)
     else:
-        target = await flows.promote(platform, session, deployment, project)
+        target = await actions.promote(platform, session, deployment, project)
     return redirect(request, f"/deployments/{target.id}")
 
 

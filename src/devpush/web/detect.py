@@ -3,13 +3,12 @@ deploy time (`deployments.plans`), so the page can pre-fill the commands it woul
 
 from __future__ import annotations
 
-from devpush import builds
+from devpush import builds, git
 from devpush.deployments import plans
 from devpush.errors import DevpushError
 from devpush.platform import Platform
+from devpush.projects.repository import check_local_url
 from devpush.projects.schemas import REPO_URL
-from devpush.sources import git
-from devpush.sources.remote import check_local_url
 
 
 async def detect(

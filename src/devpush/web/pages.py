@@ -12,10 +12,11 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
+from devpush.accounts import oauth, signup
 from devpush.api.deps import SessionDep, client_ip
 from devpush.api.errors import error_response
 from devpush.audit.service import record
-from devpush.auth import mail, oauth, signup
+from devpush.auth import mail
 from devpush.auth.models import User
 from devpush.auth.service import consume_sign_in_link, normalize_email
 from devpush.deployments import service as deployments
@@ -326,7 +327,7 @@ async def account_email_confirm(token: str, request: Request, session: SessionDe
 async def account_leave_team(
     team: str, request: Request, viewer: ViewerDep, session: SessionDep
 ) -> Response:
-    from devpush.auth.authz import Action, load_team
+    from devpush.teams.access import Action, load_team
 
     row = await load_team(
         session=session, principal=viewer.principal, team_ref=team, action=Action.read
@@ -358,8 +359,8 @@ async def account_delete(
 ) -> Response:
     """Delete the account (a job): the user's sole-member teams go with it, with their
     projects and deployments. Teams that would be left without an owner block it."""
-    from devpush.auth.account import start_deletion
-    from devpush.workers.enqueue import enqueue_delete_user
+    from devpush.accounts.account import start_deletion
+    from devpush.queue import enqueue_delete_user
 
     if confirm.strip().lower() != viewer.me.email:
         return await _account_page(
@@ -390,8 +391,11 @@ async def account_delete(
 def _assemble() -> None:
     from devpush.web import (
         admin_pages,
+        cron_pages,
+        database_pages,
         deploy_pages,
         deployment_pages,
+        notification_pages,
         project_pages,
         settings_pages,
         team_pages,
@@ -403,7 +407,10 @@ def _assemble() -> None:
         project_pages,
         deploy_pages,
         settings_pages,
+        cron_pages,
+        database_pages,
         deployment_pages,
+        notification_pages,
         admin_pages,
     ):
         router.include_router(module.router)

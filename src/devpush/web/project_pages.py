@@ -13,19 +13,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_project, load_team
 from devpush.builds import PlanError
-from devpush.deployments import flows
+from devpush.deployments import actions
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment
 from devpush.errors import Conflict, DevpushError, Forbidden, Invalid
 from devpush.platform import Platform
 from devpush.projects import service as projects
+from devpush.projects.access import load_project
 from devpush.projects.models import Project
+from devpush.projects.repository import check_local_url
 from devpush.projects.schemas import ProjectCreate
-from devpush.sources.remote import check_local_url
+from devpush.teams.access import Action, load_team
 from devpush.teams.models import ROLE_RANK, Role, Team
 from devpush.web import detect as detection
+from devpush.web.charts import charts
 from devpush.web.common import (
     Viewer,
     ViewerDep,
@@ -166,9 +168,10 @@ async def _source(request: Request, team: Team, values: dict[str, str]) -> tuple
     github_repo = values.get("github_repo", "").strip()
     if not github_repo:
         return values.get("repo_url", "").strip(), None
+    from devpush import git
+    from devpush.deployments.remote import GITHUB_USERNAME
     from devpush.github import service as github
-    from devpush.sources import git
-    from devpush.sources.remote import GITHUB_USERNAME, github_clone_url
+    from devpush.projects.repository import github_clone_url
 
     platform = platform_of(request)
     repository = await github.find_repository(p=platform, team_id=team.id, full_name=github_repo)
@@ -229,7 +232,7 @@ async def create_project(
         data={"name": project.name},
     )
     if values["deploy_now"]:
-        deployment = await flows.create_and_enqueue(
+        deployment = await actions.create_and_enqueue(
             session=session,
             p=platform,
             principal=viewer.principal,
@@ -245,10 +248,9 @@ async def create_project(
 
 async def _connect_github(platform: Platform, project: Project, team: Team, full_name: str) -> None:
     from devpush.github import service as github
-    from devpush.sources import service as sources
 
     repository = await github.find_repository(p=platform, team_id=team.id, full_name=full_name)
-    sources.connect_github(settings=platform.settings, project=project, repository=repository)
+    github.connect_github(settings=platform.settings, project=project, repository=repository)
 
 
 # ---- overview -----------------------------------------------------------------------------------
@@ -317,6 +319,12 @@ async def overview_page(
         current_ids={e["deployment"].id for e in environments if e["deployment"]},
         env_names={e["environment"].id: e["environment"].name for e in environments},
         domains=await domains.list_for_project(session=session, project_id=project.id),
+        # The production deployment's metrics (the charts say when there is none).
+        charts=charts(
+            environments[0]["deployment"].id
+            if environments and environments[0]["deployment"]
+            else None
+        ),
         **context,
     )
 
@@ -338,7 +346,7 @@ async def deploy(
         body = DeploymentCreate(branch=branch.strip() or project.production_branch)
     except ValidationError as exc:
         raise Invalid(f"branch: {field_errors(exc).get('branch', 'invalid')}") from None
-    deployment = await flows.create_and_enqueue(
+    deployment = await actions.create_and_enqueue(
         session=session,
         p=platform_of(request),
         principal=viewer.principal,

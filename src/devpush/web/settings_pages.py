@@ -16,15 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_project
+from devpush.deployments.routing import sync_project
+from devpush.deployments.volumes import volume_report
 from devpush.domains import service as domains
-from devpush.errors import Conflict, Forbidden, Invalid, NotFound
-from devpush.projects import env
+from devpush.errors import Conflict, Forbidden, Invalid, NotFound, RuntimeFailure
+from devpush.platform import Platform
+from devpush.projects import env, volumes
 from devpush.projects import service as projects
+from devpush.projects.access import load_project
 from devpush.projects.models import Project
+from devpush.projects.repository import check_local_url
 from devpush.projects.schemas import ProjectUpdate
-from devpush.proxy.sync import sync_project
-from devpush.sources.remote import check_local_url
+from devpush.teams.access import Action
 from devpush.teams.models import Team
 from devpush.web.common import (
     Viewer,
@@ -69,10 +72,65 @@ async def _context(
         "env_names": {e.id: e.name for e in environments},
         "runtimes": platform.runtimes.available(),
         "verify_domains": platform.settings.verify_domains,
+        **await _volumes_context(platform, session, project),
         "errors": {},
         "values": {},
         "notice": {},
     }
+
+
+async def _volumes_context(
+    platform: Platform, session: AsyncSession, project: Project
+) -> dict[str, Any]:
+    lines = "\n".join(
+        " ".join(str(x) for x in (v["name"], v["mount_path"], v.get("size_mb")) if x)
+        for v in volumes.declared(project.config)
+    )
+    try:
+        report = await volume_report(session=session, p=platform, project=project)
+    except RuntimeFailure as exc:
+        return {"volume_report": [], "volume_lines": lines, "volume_error": exc.message}
+    return {"volume_report": report, "volume_lines": lines, "volume_error": ""}
+
+
+def _parse_volumes(text: str) -> list[dict[str, Any]]:
+    """`name /mount/path [size]` lines; the rules are ProjectUpdate's."""
+    found: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not parts[2].isdigit()):
+            raise Invalid(f"line {number}: write name /mount/path, then a size in MiB if any")
+        size = int(parts[2]) if len(parts) == 3 else None
+        found.append({"name": parts[0], "mount_path": parts[1], "size_mb": size})
+    return found
+
+
+@router.post("/projects/{project_id}/volumes")
+async def save_volumes(
+    project_id: str, request: Request, viewer: ViewerDep, session: SessionDep
+) -> Response:
+    project = await _manage(viewer, session, project_id)
+    text = form_text(await request.form(), "volumes", 8192)
+    try:
+        body = ProjectUpdate.model_validate({"volumes": _parse_volumes(text)})
+        async with session.begin_nested():
+            await projects.update_project(session=session, project=project, body=body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return await _section(
+            request, viewer, session, project, "volumes",
+            errors={"volumes": str(first["msg"]).removeprefix("Value error, ")},
+            values={"volumes": text},
+        )  # fmt: skip
+    except Invalid as exc:
+        return await _section(
+            request, viewer, session, project, "volumes",
+            errors={"volumes": exc.message}, values={"volumes": text},
+        )  # fmt: skip
+    await _audit(request, viewer, session, project, "project.update", {"section": "volumes"})
+    return await _section(request, viewer, session, project, "volumes", notice="Saved.")
 
 
 async def _section(
@@ -395,7 +453,7 @@ async def pause_project(
 async def delete_project(
     project_id: str, request: Request, viewer: ViewerDep, session: SessionDep
 ) -> Response:
-    from devpush.workers.enqueue import enqueue_delete_project
+    from devpush.queue import enqueue_delete_project
 
     project = await _manage(viewer, session, project_id)
     form = await request.form()
@@ -404,6 +462,15 @@ async def delete_project(
             request, viewer, session, project, "danger",
             errors={"confirm": f"Type {project.name} to confirm"},
         )  # fmt: skip
+    try:
+        await projects.check_deletion(
+            p=platform_of(request), session=session, project=project,
+            delete_volumes=form_text(form, "delete_volumes", 10) == "on",
+        )  # fmt: skip
+    except Conflict as exc:
+        return await _section(
+            request, viewer, session, project, "danger", errors={"delete_volumes": exc.message}
+        )
     project.status = "deleting"
     await _audit(request, viewer, session, project, "project.delete")
     team = await session.get(Team, project.team_id)

@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.auth.authz import Action, load_team
 from devpush.auth.models import User
 from devpush.deployments import service as deployments
 from devpush.errors import Conflict, DevpushError, Forbidden, Invalid
 from devpush.projects import service as projects
 from devpush.teams import service as teams
+from devpush.teams.access import Action, load_team
 from devpush.teams.models import ROLE_RANK, Role, Team
 from devpush.web.common import (
     Viewer,
@@ -372,7 +372,7 @@ async def delete_team(
     session: SessionDep,
     confirm: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    from devpush.workers.enqueue import enqueue_delete_team
+    from devpush.queue import enqueue_delete_team
 
     row = await _team(viewer, session, team, Action.own)
     if confirm.strip() != row.slug:

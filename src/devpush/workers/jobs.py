@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from arq import cron, func
@@ -14,16 +15,27 @@ from arq.constants import default_queue_name, health_check_key_suffix
 from arq.worker import Function, Worker
 from redis.exceptions import RedisError
 
-from devpush.deployments import flows
+from devpush import runner_builds
+from devpush.accounts import teardown as user_teardown
+from devpush.bootstrap import build_platform
+from devpush.deployments import finalize, flows, retire
+from devpush.deployments import teardown as project_teardown
 from devpush.github import jobs as github_jobs
 from devpush.logsetup import configure_logging
-from devpush.platform import JOB_SERIALIZERS, Platform, arq_redis_settings, build_platform
-from devpush.projects import teardown
+from devpush.metrics import sampler as metrics
+from devpush.notifications import jobs as notification_jobs
+from devpush.outbox import dispatch as outbox
+from devpush.platform import JOB_SERIALIZERS, Platform, arq_redis_settings
 from devpush.settings import Settings, get_settings
 from devpush.sources import jobs as source_jobs
+from devpush.subscribers import delivering_events
+from devpush.teams import teardown as team_teardown
 
 HEARTBEAT_TTL_MS = 6000
 log = logging.getLogger("devpush.worker")
+
+
+EVENTS_KEPT_DAYS = 7
 
 
 def platform_of(ctx: dict[str, Any]) -> Platform:
@@ -67,7 +79,7 @@ async def start_deployment(ctx: dict[str, Any], deployment_id: str) -> None:
 
 
 async def finalize_deployment(ctx: dict[str, Any], deployment_id: str) -> None:
-    await flows.finalize_deployment(platform_of(ctx), deployment_id)
+    await finalize.finalize_deployment(platform_of(ctx), deployment_id)
 
 
 async def fail_deployment(ctx: dict[str, Any], deployment_id: str, error: str) -> None:
@@ -75,15 +87,19 @@ async def fail_deployment(ctx: dict[str, Any], deployment_id: str, error: str) -
 
 
 async def delete_container(ctx: dict[str, Any], deployment_id: str) -> None:
-    await flows.remove_instance(platform_of(ctx), deployment_id, unless_warm=True)
+    await retire.remove_instance(platform_of(ctx), deployment_id, unless_warm=True)
 
 
 async def cleanup_inactive_containers(ctx: dict[str, Any], project_id: str | None = None) -> None:
-    await flows.cleanup_inactive(platform_of(ctx), project_id)
+    await retire.cleanup_inactive(platform_of(ctx), project_id)
 
 
 async def cleanup_all(ctx: dict[str, Any]) -> None:
-    await flows.cleanup_inactive(platform_of(ctx), None)
+    p = platform_of(ctx)
+    await retire.cleanup_inactive(p, None)
+    # Events every subscriber has passed, once they are a week old.
+    await outbox.prune(p.sessions, timedelta(days=EVENTS_KEPT_DAYS))
+    await metrics.downsample(p)  # samples: a week at full resolution, then 5-minute rows
 
 
 async def log_retention(ctx: dict[str, Any]) -> None:
@@ -96,15 +112,17 @@ async def log_retention(ctx: dict[str, Any]) -> None:
 
 
 async def delete_project(ctx: dict[str, Any], project_id: str) -> None:
-    await teardown.delete_project(platform_of(ctx), project_id)
+    await project_teardown.delete_project(platform_of(ctx), project_id)
 
 
 async def delete_team(ctx: dict[str, Any], team_id: str) -> None:
-    await teardown.delete_team(platform_of(ctx), team_id)
+    await team_teardown.delete_team(
+        platform_of(ctx), team_id, delete_projects=project_teardown.delete_team_projects
+    )
 
 
 async def delete_user(ctx: dict[str, Any], user_id: str) -> None:
-    await teardown.delete_user(platform_of(ctx), user_id)
+    await user_teardown.delete_user(platform_of(ctx), user_id)
 
 
 def functions(settings: Settings) -> list[Function]:
@@ -120,6 +138,8 @@ def functions(settings: Settings) -> list[Function]:
         func(delete_user, timeout=timeout, keep_result=0, max_tries=5),
         *github_jobs.functions(settings),
         *source_jobs.functions(settings),
+        *runner_builds.functions(settings),
+        *notification_jobs.functions(settings),
     ]
 
 
@@ -155,8 +175,12 @@ def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
     async def on_startup(ctx: dict[str, Any]) -> None:
         configure_logging(settings)
         ctx["platform"] = await build_platform(settings)
+        ctx["events"] = delivering_events(ctx["platform"])
+        await ctx["events"].__aenter__()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if "events" in ctx:
+            await ctx["events"].__aexit__(None, None, None)
         if "platform" in ctx:
             await platform_of(ctx).close()
 
@@ -176,6 +200,13 @@ def worker_settings(settings: Settings | None = None) -> dict[str, Any]:
                 run_at_startup=True,
                 unique=True,
                 timeout=settings.job_timeout,
+            ),
+            cron(
+                notification_jobs.sweep_notifications,
+                minute=set(range(0, 60, 5)),
+                run_at_startup=False,
+                unique=True,
+                timeout=60,
             ),
         ],
         "redis_settings": arq_redis_settings(settings),

@@ -2,11 +2,12 @@
 
 For each one (under a Redis lock, so any number of monitors can run) it ships the runtime's
 output into the log store and onto the deployment's Redis Stream, polls the instance, probes
-readiness with backoff (50 ms up to 1 s) once the app phase starts, and enqueues finalize or
-fail. While a deployment is live it polls its instance: one that exits has its route pulled
-first, then is restarted with backoff, or marked crashed after too many exits
-(deployments/crashes.py). It reconciles at start and periodically: deployments whose worker
-died are concluded, and runtime instances with no live deployment are removed.
+readiness with backoff (50 ms up to 1 s) once the app phase starts (workers/readiness.py), and
+enqueues finalize or fail. While a deployment is live it polls its instance: one that exits has
+its route pulled first, then is restarted with backoff, or marked crashed after too many exits
+(deployments/crashes.py). It reconciles at start and periodically (workers/reconcile.py):
+deployments whose worker died are concluded, and runtime instances with no live deployment are
+removed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 import functools
 import logging
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,65 +27,35 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from devpush import events
-from devpush.db import session_scope, utcnow
-from devpush.deployments import crashes, flows
+from devpush.cron import scheduler as cron_scheduler
+from devpush.databases import backups as database_backups
+from devpush.db import session_scope
+from devpush.deployments import crashes, failures, flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
+from devpush.deployments.shipper import Shipper
 from devpush.errors import DevpushError
-from devpush.logs.shipper import Shipper
+from devpush.metrics.sampler import Sampler
 from devpush.platform import Platform
+from devpush.queue import enqueue_fail, enqueue_finalize
 from devpush.runtime.base import InstanceState, InstanceStatus, Phase, Runtime, RuntimeHandle
+from devpush.subscribers import delivering_events
 from devpush.workers import liveness
-from devpush.workers.enqueue import (
-    discard_start_job,
-    enqueue_fail,
-    enqueue_finalize,
-    enqueue_start,
-    in_progress_jobs,
-    release_stale_job,
-    start_job_state,
+from devpush.workers.readiness import (
+    Outcome,
+    PortCheck,
+    build_too_long,
+    disk_full,
+    exit_message,
+    not_answering,
+    pause,
+    probe,
 )
-from devpush.workers.jobs import heartbeat_key, job_timeouts
+from devpush.workers.reconcile import reconcile
 
 log = logging.getLogger("devpush.monitor")
 LOCK_TTL_MS = 15_000
 CHECK_EVERY = 5.0  # seconds between status checks of a live instance whose logs still flow
-STALE_PREPARE_S = 8.0
-WORKER_DIED = (
-    "The worker preparing this deployment stopped (killed or crashed). Redeploy to try again."
-)
-
-
-@dataclass
-class Outcome:
-    ready: bool = False
-    error: str | None = None
-    build_failed: bool = False  # the build or pre-deploy command failed: name its cause
-
-
-@dataclass
-class PortCheck:
-    """An app that listens, but not on $PORT, is told so within seconds instead of timing out
-    (e.g. one that documents "listens on 3000")."""
-
-    runtime: Runtime
-    handle: RuntimeHandle
-    checked_at: float = 0.0
-
-    async def wrong_port(self, running_for: float) -> str | None:
-        now = asyncio.get_running_loop().time()
-        if running_for < 3.0 or now - self.checked_at < 1.0 or not self.handle.upstream:
-            return None
-        self.checked_at = now
-        assigned = int(self.handle.upstream.rsplit(":", 1)[1])
-        ports = await self.runtime.listening(self.handle)
-        if not ports or assigned in ports:
-            return None
-        listed = ", ".join(str(port) for port in ports)
-        return (
-            f"The app listens on port {listed}, not on $PORT ({assigned}): start it on "
-            "$HOST:$PORT (e.g. `--port $PORT`, or read process.env.PORT / os.environ['PORT'])."
-        )
 
 
 @dataclass
@@ -97,7 +67,10 @@ class Monitor:
 
     # ---- the main loop ------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        await self.reconcile()
+        sampling = asyncio.create_task(Sampler(self.p).run(stop))  # metrics/, each interval
+        cron_scheduler.start(self.p, stop)  # cron/: its own task, runs never hold this loop
+        database_backups.start(self.p, stop)  # databases/: scheduled backups, own task
+        await reconcile(self.p)
         last_reconcile = asyncio.get_running_loop().time()
         last_id = "$"
         heartbeat, last_beat = liveness.heartbeat_path(self.p.settings), -liveness.INTERVAL
@@ -116,12 +89,12 @@ class Monitor:
                 await asyncio.sleep(1)
             now = asyncio.get_running_loop().time()
             if now - last_reconcile >= self.p.settings.reconcile_interval:
-                await self.reconcile()
+                await reconcile(self.p)
                 last_reconcile = now
             last_id = await self._wait_for_nudge(last_id, stop)
         for task in self.watching.values():
             task.cancel()
-        await asyncio.gather(*self.watching.values(), return_exceptions=True)
+        await asyncio.gather(*self.watching.values(), sampling, return_exceptions=True)
         await self.http.aclose()
 
     async def _wait_for_nudge(self, last_id: str, stop: asyncio.Event) -> str:
@@ -207,14 +180,10 @@ class Monitor:
             with contextlib.suppress(Exception):
                 await self.p.redis.delete(self._lock_key(deployment_id))
 
-    async def _load(self, deployment_id: str) -> Deployment | None:
-        async with session_scope(self.p.sessions) as session:
-            return await session.get(Deployment, deployment_id)
-
     async def _watch(self, deployment_id: str) -> None:
         """Deploy, then serve; a live instance that exits is restarted (or marked crashed)
         and served again, as long as this monitor holds the lock."""
-        deployment = await self._load(deployment_id)
+        deployment = await deployments.snapshot(self.p.sessions, deployment_id)
         while deployment is not None and deployment.runtime_handle:
             if deployment.instance_health == InstanceHealth.restarting:
                 if not await self._restart(deployment):
@@ -223,7 +192,7 @@ class Monitor:
                 exited = await self._deploy_and_serve(deployment)
                 if exited is None or not await self._exited(deployment_id, exited):
                     return
-            deployment = await self._load(deployment_id)
+            deployment = await deployments.snapshot(self.p.sessions, deployment_id)
 
     async def _deploy_and_serve(self, deployment: Deployment) -> InstanceStatus | None:
         """Ship logs, wait until ready (a deployment in `deploy`), then watch it serve; returns
@@ -241,7 +210,7 @@ class Monitor:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(ship), 2.0)
                     error = outcome.error
-                    cause = outcome.build_failed and await flows.failure_cause(
+                    cause = outcome.build_failed and await failures.failure_cause(
                         self.p, deployment_id
                     )
                     if cause:
@@ -270,13 +239,13 @@ class Monitor:
         interval = s.probe_min_interval
         loop = asyncio.get_running_loop()
         build_timeout = deployment.config.get("build_timeout") or s.build_timeout
-        build_deadline = loop.time() + build_timeout - flows._elapsed(deployment.deploy_started_at)
+        build_deadline = loop.time() + build_timeout - flows.elapsed(deployment.deploy_started_at)
         ready_deadline: float | None = None
         last_answer = "no answer"
         last_check = loop.time()
         ports = PortCheck(runtime, handle)
         if s.monitor_mode == "poll":
-            await self._pause(interval)
+            await pause(s, interval)
         while True:
             if loop.time() - last_check > 1.0:
                 last_check = loop.time()
@@ -292,67 +261,23 @@ class Monitor:
                 if ready_deadline is None:
                     ready_deadline = loop.time() + s.deploy_timeout
                     interval = s.probe_min_interval
-                answer = await self._probe(url)
+                answer = await probe(self.http, url)
                 if answer is None:
                     return Outcome(ready=True)
                 last_answer = answer
                 if wrong := await ports.wrong_port(loop.time() - ready_deadline + s.deploy_timeout):
                     return Outcome(error=wrong)
                 if loop.time() > ready_deadline:
-                    return Outcome(
-                        error=(
-                            f"The app did not answer 2xx/3xx on {health} within "
-                            f"{s.deploy_timeout:.0f}s (last: {last_answer}). Check that it listens "
-                            "on $HOST:$PORT and that health_path is right."
-                        )
-                    )
+                    return Outcome(error=not_answering(health, s.deploy_timeout, last_answer))
             elif loop.time() > build_deadline:
-                return Outcome(
-                    error=f"The build took longer than {build_timeout:.0f}s and was stopped: "
-                    "raise the project's build_timeout or DEVPUSH_BUILD_TIMEOUT."
-                )
-            elif full := self._disk_full():
+                return Outcome(error=build_too_long(build_timeout))
+            elif full := disk_full(s):
                 return Outcome(error=full)
-            await self._pause(interval)
+            await pause(s, interval)
             interval = min(interval * 2, s.probe_max_interval)
 
-    def _disk_full(self) -> str | None:
-        """A build that fills the disk is stopped before PostgreSQL and the other apps on it
-        run out of space."""
-        s = self.p.settings
-        try:
-            free_mb = shutil.disk_usage(s.data_path).free // (1024 * 1024)
-        except OSError:
-            return None
-        if free_mb >= s.build_min_free_mb:
-            return None
-        return (
-            f"The build was stopped: the disk of {s.data_path} has {free_mb} MiB free, less than "
-            f"DEVPUSH_BUILD_MIN_FREE_MB ({s.build_min_free_mb}). Free disk space, or make the "
-            "build write less."
-        )
-
-    async def _pause(self, interval: float) -> None:
-        """Back off (the default), or, in "poll" mode, wait for the next tick of a fixed
-        ticker as the original design's monitor did (kept to measure against it)."""
-        if self.p.settings.monitor_mode == "poll":
-            period = self.p.settings.probe_max_interval
-            await asyncio.sleep(period - asyncio.get_running_loop().time() % period)
-        else:
-            await asyncio.sleep(interval)
-
-    async def _probe(self, url: str) -> str | None:
-        """None when ready (2xx/3xx); otherwise what was answered."""
-        try:
-            response = await self.http.get(url, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            return type(exc).__name__
-        if 200 <= response.status_code < 400:
-            return None
-        return f"HTTP {response.status_code}"
-
     async def _concluded(self, deployment_id: str) -> bool:
-        row = await self._load(deployment_id)
+        row = await deployments.snapshot(self.p.sessions, deployment_id)
         return row is None or row.status == Status.completed
 
     async def _while_serving(
@@ -367,7 +292,7 @@ class Monitor:
             await asyncio.wait({ship}, timeout=self.p.settings.probe_max_interval)
             if not await self._renew(deployment_id):
                 return None
-            row = await self._load(deployment_id)
+            row = await deployments.snapshot(self.p.sessions, deployment_id)
             if row is None or not row.runtime_handle:
                 return None
             if row.status == Status.completed and row.conclusion != Conclusion.succeeded:
@@ -413,7 +338,7 @@ class Monitor:
         if handle is None:
             return False
         runtime = self.p.runtimes.get(handle.backend)
-        fresh = await self._load(deployment_id)
+        fresh = await deployments.snapshot(self.p.sessions, deployment_id)
         if fresh is None:
             return False
         shipper = Shipper(self.p, fresh, runtime, handle)
@@ -455,7 +380,7 @@ class Monitor:
             if status.state in (InstanceState.exited, InstanceState.missing):
                 return status
             if status.phase == Phase.runtime and status.state == InstanceState.running:
-                if await self._probe(url) is None:
+                if await probe(self.http, url) is None:
                     return True
             if loop.time() > deadline:
                 await runtime.stop(handle)
@@ -463,134 +388,8 @@ class Monitor:
                     InstanceState.exited,
                     error=f"it did not answer within {s.deploy_timeout:.0f}s after a restart",
                 )
-            await self._pause(interval)
+            await pause(s, interval)
             interval = min(interval * 2, s.probe_max_interval)
-
-    # ---- reconciliation -----------------------------------------------------------------
-    async def reconcile(self) -> None:
-        try:
-            await self._reconcile_stale_prepares()
-            await self._reconcile_stuck_finalize()
-            await self._reconcile_dead_jobs()
-            await self._reconcile_orphans()
-        except (DevpushError, OSError, RedisError, SQLAlchemyError) as exc:
-            log.warning("reconcile incomplete", extra={"error": str(exc)})
-
-    async def _reconcile_stale_prepares(self) -> None:
-        """A deployment still in `prepare` a while after it was created, with no worker
-        heart-beating for it: if its job is marked running, that worker died (conclude it);
-        if the job is gone, enqueue it again (the job id deduplicates); if it is only queued,
-        it waits for a worker. A deployment in `deploy` whose instance was never started
-        (no upstream) and whose worker stopped beating is concluded too: nothing else would
-        ever move it on."""
-        async with session_scope(self.p.sessions) as session:
-            rows = list(
-                await session.scalars(
-                    select(Deployment).where(
-                        (Deployment.status == Status.prepare)
-                        | ((Deployment.status == Status.deploy) & Deployment.upstream.is_(None))
-                    )
-                )
-            )
-        for row in rows:
-            since = row.deploy_started_at or row.prepare_started_at or row.created_at
-            if (utcnow() - since).total_seconds() < STALE_PREPARE_S:
-                continue
-            if await self.p.redis.exists(heartbeat_key(row.id)):
-                continue
-            if row.status == Status.deploy:
-                await flows.fail_deployment(self.p, row.id, WORKER_DIED)
-                continue
-            state = await start_job_state(self.p.redis, row.id)
-            if state == "queued":
-                continue
-            if state == "missing" and row.prepare_started_at is None:
-                await enqueue_start(self.p.redis, row.id)
-                continue
-            await flows.fail_deployment(self.p, row.id, WORKER_DIED)
-
-    async def _reconcile_stuck_finalize(self) -> None:
-        """finalize/fail states whose job vanished are enqueued again (jobs are idempotent)."""
-        async with session_scope(self.p.sessions) as session:
-            rows = list(
-                await session.execute(
-                    select(Deployment.id, Deployment.status, Deployment.error).where(
-                        Deployment.status.in_((Status.finalize, Status.fail))
-                    )
-                )
-            )
-        for deployment_id, status, error in rows:
-            if status == Status.finalize:
-                await enqueue_finalize(self.p.redis, deployment_id)
-            else:
-                await enqueue_fail(self.p.redis, deployment_id, error or "failed")
-
-    async def _reconcile_dead_jobs(self) -> None:
-        """Jobs a dead worker left marked as running: a start job whose deployment moved on
-        (concluded, or its instance started) with no heartbeat is forgotten; any other job
-        marked for longer than its timeout is released, so a live worker runs it again."""
-        timeouts, mark_seconds = job_timeouts(self.p.settings)
-        for job_id in await in_progress_jobs(self.p.redis):
-            if job_id.startswith("start:"):
-                deployment_id = job_id.removeprefix("start:")
-                if await self.p.redis.exists(heartbeat_key(deployment_id)):
-                    continue
-                row = await self._load(deployment_id)
-                if row is None or row.status == Status.completed or row.upstream:
-                    await discard_start_job(self.p.redis, deployment_id)
-            elif await release_stale_job(
-                self.p.redis, job_id, timeouts=timeouts, mark_seconds=mark_seconds
-            ):
-                log.warning("released a job its dead worker left running", extra={"job": job_id})
-
-    async def _reconcile_orphans(self) -> None:
-        """Runtime instances with no live deployment are removed."""
-        async with session_scope(self.p.sessions) as session:
-            live = set(
-                await session.scalars(
-                    select(Deployment.id).where(Deployment.runtime_handle.is_not(None))
-                )
-            )
-            warm = await deployments.warm_deployment_ids(session=session)
-        for name in self.p.runtimes.available():
-            runtime = self.p.runtimes.get(name)
-            try:
-                handles = await runtime.list()
-            except DevpushError as exc:
-                log.warning("cannot list runtime", extra={"runtime": name, "error": str(exc)})
-                continue
-            for handle in handles:
-                if handle.deployment_id in live or handle.deployment_id in warm:
-                    continue
-                if await self._in_use(handle.deployment_id):
-                    continue
-                log.info("removing orphan instance", extra={"deployment_id": handle.deployment_id})
-                await runtime.remove(handle)
-
-    async def _in_use(self, deployment_id: str) -> bool:
-        """Asked again just before a removal, since the sets above were read before the
-        runtime's list: the worker may have saved the handle since, or not saved it yet (it
-        still heart-beats while it prepares)."""
-        row = await self._load(deployment_id)
-        if row is None:
-            return False
-        if row.runtime_handle is not None:
-            return True
-        if row.status == Status.completed:
-            return False
-        return await self.p.redis.exists(heartbeat_key(deployment_id)) > 0
-
-
-def exit_message(phase: Phase | None, exit_code: int | None, error: str | None) -> str:
-    code = f"exit code {exit_code}" if exit_code is not None else "no exit code"
-    detail = f" ({error})" if error else ""
-    if phase == Phase.build:
-        return f"Build failed: {code}{detail}. See the build log above."
-    if phase == Phase.pre_deploy:
-        return f"Pre-deploy command failed: {code}{detail}."
-    if phase == Phase.runtime:
-        return f"The app exited during start-up: {code}{detail}. See the runtime log."
-    return f"The instance stopped: {code}{detail}."
 
 
 async def run_monitor(p: Platform) -> None:
@@ -600,4 +399,5 @@ async def run_monitor(p: Platform) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await Monitor(p).run(stop)
+    async with delivering_events(p):
+        await Monitor(p).run(stop)

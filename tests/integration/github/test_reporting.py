@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from devpush.auth.service import create_sign_in_link
 from devpush.db import session_scope, utcnow
-from devpush.deployments import flows
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Deployment, Status
 from devpush.errors import ConfigError
@@ -24,6 +23,7 @@ from devpush.github.service import installation_token
 from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.sources import branches
+from tests.conftest import deliver_events
 from tests.factories.auth import Account
 from tests.integration.github.helpers import (
     APP_ID,
@@ -69,6 +69,8 @@ async def move(platform: Platform, deployment_id: str, status: Status, **fields:
             deployments.conclude(row, conclusion, str(fields.get("error") or "") or None)
         else:
             row.status = status
+            if status == Status.prepare:
+                row.prepare_started_at = utcnow()  # the worker took it: `deployment.building`
 
 
 async def report_jobs(platform: Platform) -> list[str]:
@@ -119,9 +121,7 @@ async def test_commit_status_goes_pending_then_success_or_failure(
     sha = connected.commit("main", "A")
     deployment = await new_deployment(platform, connected, "main", sha)
     await move(platform, deployment.id, Status.prepare)
-    async with session_scope(platform.sessions) as session:
-        row = await deployments.get(session=session, deployment_id=deployment.id)
-    await flows.publish_status(platform, row)  # the one hook in the flow queues the report
+    await deliver_events(platform)  # its subscriber of the domain events queues the report
     assert await report_jobs(platform) == [f"github-report:{deployment.id}:prepare"]
     await reporting.report(platform, deployment.id)
     url = platform.settings.deploy_url(f"{connected.slug}-id-{deployment.id[:7]}")
@@ -151,9 +151,7 @@ async def test_only_github_deployments_are_reported(
     sha = connected.commit("main", "A")
     deployment = await new_deployment(platform, connected, "main", sha, trigger="api")
     await move(platform, deployment.id, Status.prepare)
-    async with session_scope(platform.sessions) as session:
-        row = await deployments.get(session=session, deployment_id=deployment.id)
-    await flows.publish_status(platform, row)
+    await deliver_events(platform)
     assert await report_jobs(platform) == []
 
 

@@ -19,14 +19,15 @@ import pytest
 import uvicorn
 from sqlalchemy import func, select
 
-from devpush.api.app import create_app
+from devpush import git as gitsource
+from devpush.app import create_app
 from devpush.db import session_scope
+from devpush.deployments import remote
 from devpush.deployments.models import Deployment
 from devpush.errors import RuntimeFailure
 from devpush.platform import Platform
 from devpush.projects.models import Project
-from devpush.sources import git as gitsource
-from devpush.sources import remote
+from devpush.projects.repository import push_repo
 from tests.conftest import free_port
 from tests.factories.auth import Account, token_for
 
@@ -155,7 +156,7 @@ async def test_push_deploys_and_shows_the_url(
     queued = {(j.function, j.args[0]) for j in await platform.redis.queued_jobs()}
     assert ("start_deployment", deployment.id) in queued
     # the commits are in the bare repository the worker fetches from
-    bare = remote.push_repo(platform.settings, pusher.project_id)
+    bare = push_repo(platform.settings, pusher.project_id)
     assert (await run_git(bare, "cat-file", "-t", sha, home=pusher.home)).output.strip() == "commit"
 
     second_sha = await pusher.commit("B")

@@ -13,7 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from devpush import git as gitsource
 from devpush.db import session_scope
+from devpush.deployments import remote
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Alias, AliasType, Conclusion, Deployment, Status
 from devpush.github import webhooks
@@ -21,8 +23,6 @@ from devpush.github.models import GithubDelivery, GithubInstallation, GithubPull
 from devpush.platform import Platform
 from devpush.projects.models import Environment, Project
 from devpush.runtime.base import InstanceState, RuntimeHandle, RuntimeSpec
-from devpush.sources import git as gitsource
-from devpush.sources import remote
 from tests.conftest import free_port
 from tests.factories.auth import Account
 from tests.integration.github.helpers import (

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import uvicorn
 
-from devpush.api.app import create_app
+from devpush.app import create_app
 from devpush.db import session_scope
 from devpush.deployments import service as deployments
 from devpush.platform import Platform

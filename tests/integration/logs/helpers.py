@@ -14,7 +14,8 @@ import httpx
 
 from devpush import events
 from devpush.db import session_scope, utcnow
-from devpush.logs.store import NewLine, PostgresLogStore, StoredLine
+from devpush.logs.lines import StoredLine
+from devpush.logs.store import NewLine, PostgresLogStore
 from devpush.platform import Platform
 
 SECRET = "s3cr3t-v4lue-9f8e"

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from devpush.db import session_scope, utcnow
 from devpush.deployments.models import Deployment
-from devpush.logs import store
+from devpush.logs import search as log_search
 from devpush.logs.models import LogLine
 from devpush.platform import Platform
 from tests.factories.auth import Account
@@ -34,8 +34,8 @@ def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """Both ways the store finds lines: reading the newest in order, or (with a tiny scan
     budget) fetching matches through the indexes window by window."""
     if request.param == "through-indexes":
-        monkeypatch.setattr(store, "SCAN_ROWS", 7)
-        monkeypatch.setattr(store, "FIRST_WINDOW", timedelta(minutes=30))
+        monkeypatch.setattr(log_search, "SCAN_ROWS", 7)
+        monkeypatch.setattr(log_search, "FIRST_WINDOW", timedelta(minutes=30))
     return str(request.param)
 
 
@@ -268,7 +268,8 @@ async def test_substring_matching_as_with_pg_trgm(
     platform: Platform, project: ProjectRefs, make_deployment: MakeDeployment
 ) -> None:
     """Where pg_trgm exists the keyword matches anywhere, LIKE wildcards taken literally."""
-    from devpush.logs.store import LogQuery, PostgresLogStore
+    from devpush.logs.search import LogQuery
+    from devpush.logs.store import PostgresLogStore
 
     deployment_id = await make_deployment()
     await append(

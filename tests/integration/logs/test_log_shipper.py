@@ -19,21 +19,23 @@ import pytest
 from sqlalchemy import select
 
 from devpush import events
+from devpush import runstate as state
+from devpush.bootstrap import build_platform
 from devpush.db import session_scope, utcnow
 from devpush.deployments import service as deployments
+from devpush.deployments import shipper as shipper_module
 from devpush.deployments.models import Deployment
-from devpush.embedded import services, state
-from devpush.logs import shipper as shipper_module
+from devpush.deployments.shipper import MASK, Shipper
+from devpush.embedded import services
 from devpush.logs.models import LogLine
-from devpush.logs.shipper import MASK, Shipper
 from devpush.logs.store import MAX_LINE, Offsets
-from devpush.migrate import upgrade
-from devpush.platform import Platform, build_platform
+from devpush.platform import Platform
 from devpush.projects import env
 from devpush.projects import service as projects
 from devpush.projects.schemas import ProjectCreate
 from devpush.runtime.base import LogRecord, Phase, RuntimeHandle
 from devpush.settings import Settings
+from devpush.upgrades.migrate import upgrade
 from tests.conftest import free_port
 from tests.factories.auth import make_account
 from tests.integration.logs.helpers import SECRET, MakeDeployment

@@ -11,8 +11,9 @@ import httpx
 
 import devpush
 from devpush.db import session_scope
-from devpush.deployments import crashes, flows
-from devpush.logs.store import LogPage, PostgresLogStore, StoredLine
+from devpush.deployments import crashes, failures, flows
+from devpush.logs.lines import StoredLine
+from devpush.logs.store import LogPage, PostgresLogStore
 from devpush.platform import Platform
 from tests.factories.auth import Account
 from tests.integration.logs.helpers import MakeDeployment, ProjectRefs
@@ -64,7 +65,7 @@ async def test_the_platform_log_store_is_the_one_used(
     deployment_id = await make_deployment()
 
     await flows.system_log(platform, deployment_id, "error: the build broke")
-    assert await flows.failure_cause(platform, deployment_id) is None  # a system line only
+    assert await failures.failure_cause(platform, deployment_id) is None  # a system line only
     async with session_scope(platform.sessions) as session:
         await crashes.last_lines(session, platform.settings, deployment_id, platform.log_store)
     r = await client.get(f"/api/v1/projects/{project.id}/logs", headers=alice.headers)

@@ -13,9 +13,11 @@ import pytest
 from sqlalchemy import delete
 
 from devpush.db import session_scope
-from devpush.deployments import flows
+from devpush.deployments import flows, sse
+from devpush.deployments.domain_events import status_payload
 from devpush.deployments.models import Deployment
-from devpush.logs import sse
+from devpush.outbox.emit import emit
+from devpush.outbox.names import STATUS
 from devpush.platform import Platform
 from tests.factories.auth import Account
 from tests.integration.logs.helpers import (
@@ -138,7 +140,11 @@ async def test_connecting_while_lines_pour_in_loses_and_repeats_nothing(
 
 
 async def test_status_changes_stream_and_a_failed_deployment_closes_after_its_last_lines(
-    server: str, platform: Platform, alice: Account, make_deployment: MakeDeployment
+    delivering: None,
+    server: str,
+    platform: Platform,
+    alice: Account,
+    make_deployment: MakeDeployment,
 ) -> None:
     deployment_id = await make_deployment()
     path = f"/api/v1/deployments/{deployment_id}/events"
@@ -188,6 +194,7 @@ async def test_heartbeats_keep_an_idle_stream_open(
 
 
 async def test_project_stream_sends_created_status_and_alias_events_and_resumes(
+    delivering: None,
     server: str,
     platform: Platform,
     alice: Account,
@@ -211,7 +218,11 @@ async def test_project_stream_sends_created_status_and_alias_events_and_resumes(
         assert status.json()["status"] == "fail"
     resume_from = status.id
     assert resume_from is not None
-    await flows.publish_status(platform, await _deployment(platform, deployment_id))
+    async with session_scope(platform.sessions) as session:  # one more status event
+        row = await session.get(Deployment, deployment_id)
+        assert row is not None
+        payload = status_payload(row)
+        await emit(session, STATUS, project_id=row.project_id, deployment_id=row.id, data=payload)
     async with open_stream(server, path, alice, last_event_id=resume_from) as stream:
         assert (await stream.next()).id == resume_from
         after = (await stream.until(lambda e: e.event == "deployment.status"))[-1]

@@ -93,6 +93,7 @@ async def runtime(podman: str, project_id: str) -> AsyncIterator[DockerRuntime]:
             if handle.data.get("project_id") == project_id:
                 await rt.remove(handle)
         await rt.forget_project(project_id)  # its volume of kept install trees
+        await rt.delete_volumes(project_id)
         await rt.close()
 
 

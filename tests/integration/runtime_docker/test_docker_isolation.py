@@ -6,13 +6,12 @@ of reach (test_docker_runtime.py)."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from devpush.errors import RuntimeFailure
-from devpush.runtime import netns
+from devpush.runtime import docker_container, netns
 from devpush.runtime.base import InstanceState
 from devpush.runtime.docker import DockerRuntime
 from tests.integration.runtime_docker.test_docker_runtime import (
@@ -71,22 +70,22 @@ async def test_describe_says_how_containers_are_fenced(runtime: DockerRuntime) -
     assert not off.isolate_ports
 
 
-async def test_a_container_gone_before_its_port_is_fenced_still_reports_its_exit(
-    runtime: DockerRuntime, make_spec: MakeSpec, monkeypatch: pytest.MonkeyPatch
+async def test_nothing_runs_before_the_container_is_fenced(
+    runtime: DockerRuntime, make_spec: MakeSpec, monkeypatch: pytest.MonkeyPatch, app_dir: Path
 ) -> None:
-    """A build that fails at once can exit before its bridge port is marked: nothing is
-    left to fence, so start() goes on and the exit is what the caller sees."""
-
-    def gone(pid: int) -> str:
-        deadline = time.monotonic() + 20
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        raise RuntimeFailure("cannot isolate the container's network: no eth0 peer")
-
-    monkeypatch.setattr(netns, "isolate_container_port", gone)
-    handle = await runtime.start(await runtime.create(make_spec(start_command="exit 3")))
+    """The entrypoint waits at the fence gate until the runtime names its isolated link: a
+    gate that never opens (here, the runtime names another link) runs none of the app's
+    commands, not even its build, and the container ends saying why."""
+    monkeypatch.setattr(docker_container, "FENCE_WAIT", 2)
+    monkeypatch.setattr(netns, "isolate_container_port", lambda pid: "0")
+    spec = make_spec(start_command="echo app-ran", build_command="echo build-ran")
+    handle = await runtime.start(await runtime.create(spec))
     status = await wait_for(runtime, handle, InstanceState.exited)
-    assert status.exit_code == 3
+    assert status.exit_code == 125
+    lines = [r.message async for r in runtime.logs(handle, follow=False)]
+    assert "build-ran" not in lines and "app-ran" not in lines, lines
+    assert any("not isolated from the others in time" in line for line in lines), lines
+    await runtime.remove(handle)
 
 
 async def test_a_running_container_that_cannot_be_fenced_is_stopped(

@@ -28,7 +28,8 @@ from devpush.runtime.base import (
     RuntimeHandle,
     RuntimeSpec,
 )
-from devpush.runtime.docker import MAX_LINE_BYTES, DockerRuntime
+from devpush.runtime.docker import DockerRuntime
+from devpush.runtime.docker_logs import MAX_LINE_BYTES
 
 MakeSpec = Callable[..., RuntimeSpec]
 
@@ -280,6 +281,96 @@ async def test_stop_ends_the_app(runtime: DockerRuntime, make_spec: MakeSpec) ->
     await runtime.stop(handle)  # again: fine
 
 
+# Traps SIGTERM (once), says so, finishes its work for $SHUTDOWN_SECONDS and exits 0; tells
+# $NOTIFY ("host:port") when it got SIGTERM; with $IGNORE_TERM it ignores SIGTERM.
+GRACEFUL = r"""
+import os, signal, socket, sys, time
+
+stopping = False
+
+
+def term(signum, frame):
+    global stopping
+    if stopping:
+        return
+    stopping = True
+    print("received SIGTERM, finishing requests", flush=True)
+    if os.environ.get("NOTIFY"):
+        host, port = os.environ["NOTIFY"].rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=2).sendall(b"SIGTERM")
+    time.sleep(float(os.environ.get("SHUTDOWN_SECONDS", "1")))
+    print("shut down cleanly", flush=True)
+    sys.exit(0)
+
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE_TERM") else term)
+print("app ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def started_graceful(
+    runtime: DockerRuntime, make_spec: MakeSpec, app_dir: Path, **env: str
+) -> RuntimeHandle:
+    """The GRACEFUL app, running with its signal handler in place."""
+    (app_dir / "graceful.py").write_text(GRACEFUL)
+    spec = make_spec(start_command="python graceful.py", env={"PORT": "8000", **env})
+    handle = await runtime.start(await runtime.create(spec))
+    records = await logs_until(runtime, handle, "app ready")
+    assert any(r.message == "app ready" for r in records), records
+    return handle
+
+
+async def test_stop_waits_for_a_graceful_shutdown_and_no_longer(
+    runtime: DockerRuntime, make_spec: MakeSpec, app_dir: Path
+) -> None:
+    handle = await started_graceful(runtime, make_spec, app_dir, SHUTDOWN_SECONDS="1")
+    started = time.monotonic()
+    await runtime.stop(handle, timeout=10)
+    took = time.monotonic() - started
+    assert 0.9 <= took < 5, took  # the app's own shutdown, not the whole grace period
+    status = await runtime.status(handle)
+    assert (status.state, status.phase, status.exit_code) == (
+        InstanceState.exited,
+        Phase.runtime,
+        0,
+    ), status
+    records = await logs_until(runtime, handle, "shut down cleanly")
+    messages = [r.message for r in records if r.stream == "stdout"]
+    assert messages.count("received SIGTERM, finishing requests") == 1, messages
+    assert messages[-1] == "shut down cleanly", messages
+
+
+async def test_stop_kills_an_app_that_ignores_sigterm_after_the_timeout(
+    runtime: DockerRuntime, make_spec: MakeSpec, app_dir: Path
+) -> None:
+    handle = await started_graceful(runtime, make_spec, app_dir, IGNORE_TERM="1")
+    started = time.monotonic()
+    await runtime.stop(handle, timeout=2)
+    took = time.monotonic() - started
+    assert 1.9 <= took < 8, took
+    status = await runtime.status(handle)
+    assert status.state is InstanceState.exited and status.exit_code == 137, status
+
+
+async def test_removing_a_running_container_sends_sigterm_first(
+    runtime: DockerRuntime, make_spec: MakeSpec, app_dir: Path, gateway: str
+) -> None:
+    with _listener(gateway) as notified:
+        notified.settimeout(5)
+        target = f"{gateway}:{notified.getsockname()[1]}"
+        handle = await started_graceful(
+            runtime, make_spec, app_dir, NOTIFY=target, SHUTDOWN_SECONDS="0.2"
+        )
+        await runtime.remove(handle)
+        assert (await runtime.status(handle)).state is InstanceState.missing
+        connection, _ = await asyncio.to_thread(notified.accept)  # it got SIGTERM meanwhile
+        with connection:
+            connection.settimeout(5)
+            assert await asyncio.to_thread(connection.recv, 16) == b"SIGTERM"
+
+
 async def test_out_of_memory_is_reported(runtime: DockerRuntime, make_spec: MakeSpec) -> None:
     spec = make_spec(
         start_command="python -c 'bytearray(512 * 1024 * 1024)'", memory_mb=64, pids_limit=64
@@ -336,7 +427,8 @@ async def test_a_transient_archive_upload_failure_is_retried_with_a_fresh_archiv
 
     monkeypatch.setattr(DockerContainer, "put_archive", flaky)
     spec = make_spec()
-    handle = await runtime.start(await runtime.create(spec))
-    assert len(calls) == 2
+    handle = await runtime.create(spec)
+    assert len(calls) == 2  # the source, twice
+    handle = await runtime.start(handle)
     response = await get_when_ready(f"http://{handle.upstream}/")
     assert response.text == f"hello from {spec.deployment_id}"

@@ -12,8 +12,8 @@ import pytest
 
 from devpush.runtime.base import InstanceState, Phase, RuntimeSpec
 from devpush.runtime.process import ProcessRuntime
+from tests.integration.runtime_process.conftest import APP
 from tests.integration.runtime_process.test_process_runtime import (
-    APP,
     all_logs,
     get,
     lines,

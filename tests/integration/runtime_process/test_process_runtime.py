@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,49 +35,9 @@ from devpush.runtime.base import (
     RuntimeHandle,
     RuntimeSpec,
 )
-from devpush.runtime.process import NO_BWRAP_MESSAGE, ProcessRuntime
-
-PORT_RANGE = (20000, 29999)
-
-# A tiny stdlib app: GET / answers $BODY; GET /probe answers what the app can see of the host.
-APP = r"""
-import json, os, ssl, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-
-def probe():
-    result = {"uid": os.getuid(), "gid": os.getgid(), "env": dict(os.environ), "read": {},
-              "exists": {}, "ca_certs": ssl.create_default_context().cert_store_stats()["x509_ca"]}
-    for path in filter(None, os.environ.get("PROBE_READ", "").split(":")):
-        try:
-            with open(path) as f:
-                result["read"][path] = "read:" + f.read()
-        except OSError as exc:
-            result["read"][path] = "error:" + type(exc).__name__
-    for path in filter(None, os.environ.get("PROBE_EXISTS", "").split(":")):
-        result["exists"][path] = os.path.exists(path)
-    return result
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/probe":
-            body = json.dumps(probe()).encode()
-        else:
-            body = os.environ.get("BODY", "").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-print("app listening on", os.environ["PORT"], flush=True)
-print("app warning on stderr", file=sys.stderr, flush=True)
-HTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()
-"""
+from devpush.runtime.process import ProcessRuntime
+from devpush.runtime.process_sandbox import NO_BWRAP_MESSAGE
+from tests.integration.runtime_process.conftest import PORT_RANGE
 
 # Run as a separate "worker" process that starts an app and is then SIGKILLed by the test.
 WORKER = r"""
@@ -101,46 +61,6 @@ asyncio.run(main())
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def source(tmp_path: Path) -> Path:
-    directory = tmp_path / "src"
-    directory.mkdir()
-    (directory / "app.py").write_text(APP)
-    return directory
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "data"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
-async def runtimes(data_dir: Path) -> AsyncIterator[Callable[..., ProcessRuntime]]:
-    """Builds runtimes on this test's root; removes every instance left there afterwards."""
-
-    def make(**overrides: Any) -> ProcessRuntime:
-        options: dict[str, Any] = {
-            "root": data_dir / "runtime" / "process",
-            "protected_paths": [data_dir],
-            "allow_unsandboxed": False,
-            "port_range": PORT_RANGE,
-        }
-        options.update(overrides)
-        return ProcessRuntime(**options)
-
-    yield make
-    cleaner = make()
-    for handle in await cleaner.list():
-        await cleaner.remove(handle)
-
-
-@pytest.fixture
-def runtime(runtimes: Callable[..., ProcessRuntime]) -> ProcessRuntime:
-    return runtimes()
 
 
 def make_spec(source: Path, **fields: Any) -> RuntimeSpec:
@@ -371,6 +291,78 @@ async def test_stop_and_remove_are_idempotent_and_leave_nothing(
     assert not Path(handle.data["dir"]).exists()
     assert cgroups and not any(Path(directory).exists() for directory in cgroups.values())
     assert await runtime.list() == []
+
+
+# Traps SIGTERM (once: the process runtime signals the app and the entrypoint passes it on),
+# says so, finishes its work for $SHUTDOWN_SECONDS and exits 0; with $IGNORE_TERM it ignores it.
+GRACEFUL = r"""
+import os, signal, sys, time
+
+stopping = False
+
+
+def term(signum, frame):
+    global stopping
+    if stopping:
+        return
+    stopping = True
+    print("received SIGTERM, finishing requests", flush=True)
+    time.sleep(float(os.environ.get("SHUTDOWN_SECONDS", "1")))
+    print("shut down cleanly", flush=True)
+    sys.exit(0)
+
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE_TERM") else term)
+print("app ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def started_graceful(
+    runtime: ProcessRuntime, source: Path, **env: str
+) -> tuple[RuntimeHandle, list[psutil.Process]]:
+    """The GRACEFUL app, running with its signal handler in place."""
+    (source / "graceful.py").write_text(GRACEFUL)
+    handle = await deploy(runtime, make_spec(source, start_command="python3 graceful.py", env=env))
+    deadline = time.monotonic() + 10
+    while not any(r.message == "app ready" for r in await all_logs(runtime, handle)):
+        assert time.monotonic() < deadline, "the app did not start"
+        await asyncio.sleep(0.02)
+    return handle, instance_processes(handle)
+
+
+async def test_stop_waits_for_a_graceful_shutdown_and_no_longer(
+    runtime: ProcessRuntime, source: Path
+):
+    handle, procs = await started_graceful(runtime, source, SHUTDOWN_SECONDS="1")
+    started = time.monotonic()
+    await runtime.stop(handle, timeout=10)
+    took = time.monotonic() - started
+    assert 0.9 <= took < 5, took  # the app's own shutdown, not the whole grace period
+    assert alive(procs) == []
+    status = await runtime.status(handle)
+    assert (status.state, status.phase, status.exit_code) == (
+        InstanceState.exited,
+        Phase.runtime,
+        0,
+    ), status
+    messages = [message for _, message in lines(await all_logs(runtime, handle), "stdout")]
+    assert messages.count("received SIGTERM, finishing requests") == 1, messages
+    assert messages[-1] == "shut down cleanly", messages
+
+
+async def test_stop_kills_an_app_that_ignores_sigterm_after_the_timeout(
+    runtime: ProcessRuntime, source: Path
+):
+    handle, procs = await started_graceful(runtime, source, IGNORE_TERM="1")
+    started = time.monotonic()
+    await runtime.stop(handle, timeout=1.5)
+    took = time.monotonic() - started
+    assert 1.5 <= took < 5, took
+    assert alive(procs) == []
+    status = await runtime.status(handle)
+    assert status.state is InstanceState.exited and status.exit_code != 0, status
 
 
 async def test_list_returns_every_instance(runtime: ProcessRuntime, source: Path):

@@ -18,8 +18,9 @@ import pytest
 from devpush.runtime.base import Phase, Toolchain
 from devpush.runtime.process import ProcessRuntime
 from devpush.runtime.toolchains import version_of
+from tests.integration.runtime_process.conftest import APP
 from tests.integration.runtime_process.test_process_builds import spec
-from tests.integration.runtime_process.test_process_runtime import APP, all_logs, get, lines
+from tests.integration.runtime_process.test_process_runtime import all_logs, get, lines
 
 HOST_PYTHON = "/usr/bin/python3.11"
 HOST_VERSION = version_of(HOST_PYTHON) or "missing"  # the tests fail below if it is missing

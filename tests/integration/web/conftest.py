@@ -18,7 +18,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 
-from devpush.api.app import create_app
+from devpush.app import create_app
 from devpush.auth import service as auth
 from devpush.db import session_scope
 from devpush.platform import Platform

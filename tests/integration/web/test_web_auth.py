@@ -10,8 +10,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from devpush.accounts.signup import RATE_PER_EMAIL
 from devpush.auth.models import User
-from devpush.auth.signup import RATE_PER_EMAIL
 from devpush.db import session_scope
 from devpush.platform import Platform
 from devpush.teams.models import Team, TeamMember
@@ -247,7 +247,7 @@ async def test_unreachable_smtp_server_is_a_clear_error(
 def test_session_api_check_for_the_lead_to_wire_in() -> None:
     from starlette.requests import Request
 
-    from devpush.web.csrf import CsrfRefused, check_session_api_request
+    from devpush.api.csrf import CsrfRefused, check_session_api_request
 
     def request(method: str, header: str | None) -> Request:
         headers = [(b"x-csrf-token", header.encode())] if header else []

@@ -18,8 +18,8 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from sqlalchemy import select
 
+from devpush.accounts.signup import add_rule
 from devpush.auth.models import User, UserIdentity
-from devpush.auth.signup import add_rule
 from devpush.db import session_scope
 from devpush.platform import Platform
 from devpush.settings import Settings

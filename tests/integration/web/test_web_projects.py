@@ -345,3 +345,29 @@ async def test_admin_page_and_allowlist_api(
         f"/api/v1/admin/signup-rules/{rules[0]['id']}", headers=alice.headers
     )
     assert gone.status_code == 204
+
+
+async def test_admin_page_shows_a_failing_event_subscriber(
+    alice_web: Browser, alice: Account, platform: Platform
+) -> None:
+    from devpush.auth.models import User
+    from devpush.outbox.dispatch import Dispatcher, Subscriber
+    from devpush.outbox.emit import emit
+
+    async def down(event: object) -> None:
+        raise ConnectionError("hooks.example.com refused the connection")
+
+    dispatcher = Dispatcher(platform.sessions, [Subscriber("chat-relay", down)])
+    await dispatcher.ensure_cursors()
+    async with session_scope(platform.sessions) as session:
+        user = await session.get(User, alice.user_id)
+        assert user is not None
+        user.is_admin = True
+        await emit(session, "deployment.failed", team_id=alice.team_id, data={})
+    await dispatcher.deliver()
+    page = await alice_web.get("/admin")
+    section = page.text[page.text.index('id="events"') :]
+    section = section[: section.index("</section>")]
+    assert "chat-relay" in section and "failing (1×)" in section
+    assert "hooks.example.com refused the connection" in section
+    assert "live-views" in section  # the platform's own subscribers are listed too

@@ -220,6 +220,10 @@
 
     onStatus(payload) {
       const key = payload.status === "completed" && payload.conclusion ? payload.conclusion : payload.status;
+      // the summary (and the badge in it) is swapped on each refresh: find the current one;
+      // hx-sync="this:replace" on it lets only the latest refresh land, so two changes in
+      // quick succession (finalize, then completed) never leave the older one shown
+      this.badge = document.getElementById("status-badge");
       setBadge(this.badge, payload.status, payload.conclusion);
       if (key !== this.status) {
         this.status = key;

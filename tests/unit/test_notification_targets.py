@@ -1,0 +1,102 @@
+"""Notification targets and message shapes, without the network: which URLs are accepted,
+which addresses count as public, the webhook's signature and the chat formats."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from devpush.errors import Invalid
+from devpush.notifications import targets
+from devpush.notifications.delivery import request_for, signature, summary
+from devpush.notifications.service import Target
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.216.34", True),
+        ("2606:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.0.0.1", False),
+        ("172.16.5.4", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_public_addresses(address: str, public: bool) -> None:
+    assert targets.is_public(address) is public
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x.example/",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "https://",
+        "x",
+        "http://a b",
+    ],
+)
+def test_only_http_urls_with_a_host(url: str) -> None:
+    with pytest.raises(Invalid):
+        targets.parse(url)
+
+
+async def test_private_hosts_are_refused_unless_allowed() -> None:
+    with pytest.raises(Invalid, match="public addresses only"):
+        await targets.check_url("http://localhost:8080/hook", allow_private=False)
+    await targets.check_url("http://localhost:8080/hook", allow_private=True)
+    with pytest.raises(Invalid, match="does not resolve"):
+        await targets.check_url("https://no-such-host.invalid/", allow_private=False)
+
+
+def test_masked_hides_the_path_and_credentials() -> None:
+    shown = targets.masked("https://user:pw@hooks.slack.com/services/T0/B0/SECRET")
+    assert shown == "https://hooks.slack.com/…"
+
+
+BODY = {
+    "event": "deployment.failed",
+    "delivery": "d1",
+    "team": {"name": "Acme"},
+    "project": {"name": "web"},
+    "deployment": {
+        "id": "abcdef1234",
+        "branch": "main",
+        "commit_sha": "0123456789",
+        "error": "boom",
+    },
+    "url": "https://web-id-abcdef1.example.com",
+}
+
+
+def test_webhook_request_is_signed_over_its_exact_bytes() -> None:
+    content, headers = request_for(Target("webhook", "https://x", None, "s3cret"), BODY)
+    assert json.loads(content) == BODY
+    digest = hmac.new(b"s3cret", content, hashlib.sha256).hexdigest()
+    assert headers["X-Devpush-Signature"] == f"sha256={digest}" == signature("s3cret", content)
+    assert headers["X-Devpush-Event"] == "deployment.failed"
+    assert headers["X-Devpush-Delivery"] == "d1"
+
+
+def test_chat_shapes() -> None:
+    subject, text = summary(BODY)
+    assert subject == "web: deployment abcdef1 failed"
+    assert "main@0123456" in text and "Error: boom" in text and BODY["url"] in text
+    slack, _ = request_for(Target("slack", "https://x", None, None), BODY)
+    discord, headers = request_for(Target("discord", "https://x", None, None), BODY)
+    assert json.loads(slack) == {"text": text}
+    assert json.loads(discord) == {"content": text}
+    assert "X-Devpush-Signature" not in headers
