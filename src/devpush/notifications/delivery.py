@@ -29,6 +29,8 @@ from devpush.settings import Settings
 from devpush.teams.models import Team
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# The job of one attempt may run this long (arq cancels it then); its claim lasts as long.
+ATTEMPT_TIMEOUT = 60.0
 USER_AGENT = "devpush-notifications"
 VERBS = {
     "deployment.created": "was created",
@@ -202,10 +204,12 @@ async def attempt(
 ) -> NotificationDelivery | None:
     """Make attempt `number` (0-based) of a pending delivery and record its outcome; a failed
     one is enqueued again after its backoff. Returns the delivery, or None when there was
-    nothing to do (gone, already done, or that attempt already made: a job run twice)."""
+    nothing to do (gone, already done, or that attempt claimed or made by another job: a job
+    run twice, or enqueued again by a sweep)."""
     async with session_scope(p.sessions) as session:
-        delivery = await session.get(NotificationDelivery, delivery_id)
-        if delivery is None or delivery.status != "pending" or delivery.attempts != number:
+        # The row decides which job makes the attempt: the first to claim it, under its lock.
+        delivery = await session.get(NotificationDelivery, delivery_id, with_for_update=True)
+        if delivery is None or delivery.status != service.PENDING or delivery.attempts != number:
             return None
         channel = await session.get(NotificationChannel, delivery.channel_id)
         if channel is None:
@@ -214,6 +218,7 @@ async def attempt(
             delivery.status, delivery.next_attempt_at = "failed", None
             delivery.last_error = "not sent: the channel was disabled"
             return delivery
+        service.claim(delivery, seconds=ATTEMPT_TIMEOUT)
         body = await payload(
             session=session, settings=p.settings, channel=channel, delivery=delivery
         )
@@ -222,8 +227,8 @@ async def attempt(
     outcome = await send(p.settings, target, body)
     async with session_scope(p.sessions) as session:
         delivery = await session.get(NotificationDelivery, delivery_id, with_for_update=True)
-        if delivery is None or delivery.status != "pending" or delivery.attempts != number:
-            return None
+        if delivery is None or delivery.status != service.SENDING or delivery.attempts != number:
+            return None  # the claim ran out, and a sweep counted this attempt lost
         channel = await session.get(NotificationChannel, delivery.channel_id, with_for_update=True)
         if channel is None:
             return None

@@ -62,7 +62,8 @@ class NotificationDelivery(Base):
     event_type: Mapped[str] = mapped_column(String(64))
     # The event as it was (ids, data, time): sending never depends on the outbox keeping it.
     event: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|succeeded|failed
+    # pending|sending (an attempt claimed until next_attempt_at)|succeeded|failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     response_code: Mapped[int | None] = mapped_column(Integer)

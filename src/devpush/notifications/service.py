@@ -1,11 +1,17 @@
 """Notification channels (validated, their URL and secret encrypted) and their deliveries:
-which channels an event reaches, the delivery rows, and the outcome of each attempt."""
+which channels an event reaches, the delivery rows, and the outcome of each attempt.
+
+A delivery is `pending` (its next attempt due at `next_attempt_at`), `sending` (an attempt
+claimed by one job until `next_attempt_at`), then `succeeded` or `failed`. The claim, taken
+under the row's lock, is what keeps an attempt from being made twice by two jobs; a claim that
+runs out with no outcome recorded was lost with its worker, and a sweep counts it made and
+enqueues the next attempt (`lost_attempts`)."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select
@@ -31,6 +37,7 @@ BACKOFF: tuple[float, ...] = (10, 30, 120, 600)
 FAILING_AFTER = 5  # failed attempts in a row (any deliveries) that make a channel `failing`
 LOG_KEPT = timedelta(days=30)  # concluded deliveries older than this leave the log
 TEST_EVENT = "test"
+PENDING, SENDING = "pending", "sending"
 
 
 @dataclass(frozen=True)
@@ -333,28 +340,74 @@ def record_attempt(
         channel.state = "failing"
         return None
     wait = BACKOFF[delivery.attempts - 1]
+    delivery.status = PENDING
     delivery.next_attempt_at = now + timedelta(seconds=wait)
     return wait
 
 
+def claim(delivery: NotificationDelivery, *, seconds: float) -> None:
+    """The pending attempt is the caller's for `seconds` (its job's timeout, at which arq
+    cancels the job): a claim still held past that lost its worker."""
+    delivery.status = SENDING
+    delivery.next_attempt_at = utcnow() + timedelta(seconds=seconds)
+
+
+def lost_error(number: int) -> str:
+    return (
+        f"attempt {number + 1} was lost: the worker making it stopped before it recorded the "
+        "outcome (the receiver may have got it)"
+    )
+
+
 async def overdue_deliveries(
-    *, session: AsyncSession, grace: timedelta = timedelta(minutes=2)
-) -> list[tuple[str, int]]:
-    """(id, next attempt) of pending deliveries whose attempt is overdue by `grace`: their job
-    was lost (Redis lost its data, a worker died mid-attempt)."""
+    *, session: AsyncSession, grace: timedelta
+) -> list[tuple[str, int, datetime]]:
+    """(id, next attempt, when it was due) of pending deliveries overdue by `grace`: no worker
+    took their job (Redis lost it), or the worker that took it stopped before claiming."""
     rows = await session.execute(
-        select(NotificationDelivery.id, NotificationDelivery.attempts).where(
-            NotificationDelivery.status == "pending",
+        select(
+            NotificationDelivery.id,
+            NotificationDelivery.attempts,
+            NotificationDelivery.next_attempt_at,
+        ).where(
+            NotificationDelivery.status == PENDING,
             NotificationDelivery.next_attempt_at < utcnow() - grace,
         )
     )
-    return [(row.id, row.attempts) for row in rows]
+    return [(row.id, row.attempts, row.next_attempt_at) for row in rows]
+
+
+async def lost_attempts(*, session: AsyncSession, grace: timedelta) -> list[tuple[str, int]]:
+    """Claims that ran out `grace` ago with no outcome recorded: the worker making the attempt
+    stopped (killed, or its job cancelled at the timeout). Each counts as an attempt made (the
+    receiver may have got it: the next one carries the same X-Devpush-Delivery) and the next is
+    due now; the channel's state is left alone, since its receiver did nothing wrong. A lost
+    test is failed (a test is tried once). Returns (id, next attempt) of those to enqueue."""
+    now = utcnow()
+    rows = await session.scalars(
+        select(NotificationDelivery)
+        .where(
+            NotificationDelivery.status == SENDING,
+            NotificationDelivery.next_attempt_at < now - grace,
+        )
+        .with_for_update(skip_locked=True)  # another sweep counts it, once
+    )
+    again = []
+    for delivery in rows:
+        delivery.last_error = lost_error(delivery.attempts)
+        delivery.attempts += 1
+        if delivery.event_type == TEST_EVENT or delivery.attempts > len(BACKOFF):
+            delivery.status, delivery.next_attempt_at = "failed", None
+            continue
+        delivery.status, delivery.next_attempt_at = PENDING, now
+        again.append((delivery.id, delivery.attempts))
+    return again
 
 
 async def prune_log(*, session: AsyncSession, older_than: timedelta = LOG_KEPT) -> None:
     await session.execute(
         delete(NotificationDelivery).where(
-            NotificationDelivery.status != "pending",
+            NotificationDelivery.status.not_in((PENDING, SENDING)),
             NotificationDelivery.created_at < utcnow() - older_than,
         )
     )

@@ -1,5 +1,6 @@
 """A real HTTP receiver on 127.0.0.1 for notification tests: it records every request and
-answers each path with the status the test chose (200 unless told)."""
+answers each path with the status the test chose (200 unless told), after the delay it chose;
+a path the test holds is answered only once the test releases it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,14 @@ class Receiver:
     port: int = 0
     requests: list[Received] = field(default_factory=list)
     status: dict[str, int] = field(default_factory=dict)
+    held: dict[str, threading.Event] = field(default_factory=dict)
+    delay: dict[str, float] = field(default_factory=dict)  # seconds before answering a path
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, path: str) -> threading.Event:
+        """Requests to `path` are recorded, then answered once the returned event is set."""
+        self.held[path] = threading.Event()
+        return self.held[path]
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -64,11 +72,17 @@ def receiving() -> Iterator[Receiver]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             with receiver.lock:
                 receiver.requests.append(Received(self.path, headers, body))
+            if (held := receiver.held.get(self.path)) is not None:
+                held.wait(60)
+            time.sleep(receiver.delay.get(self.path, 0))
             code = receiver.status.get(self.path, 200)
-            self.send_response(code)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+            try:
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            except OSError:  # the sender is gone (a worker killed while it waited)
+                pass
 
         def log_message(self, *args: Any) -> None:
             pass

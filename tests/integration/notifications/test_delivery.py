@@ -280,19 +280,19 @@ async def test_a_lost_job_is_enqueued_again_by_the_sweep(
     from datetime import timedelta
 
     from devpush.db import utcnow
-    from devpush.notifications.jobs import sweep_notifications
+    from devpush.notifications.sweep import sweep
 
     site = await make_project(client, alice, "site")
     await create(client, alice, url=receiver.url("/h"))
     await fail_deployment(platform, site)
     await deliver_events(platform)
     await platform.redis.flushdb()  # Redis lost its queue
-    await sweep_notifications({"platform": platform})
+    assert await sweep(platform) == 0
     assert await platform.redis.zcard(default_queue_name) == 0  # not overdue yet
     async with session_scope(platform.sessions) as session:
         (delivery,) = await session.scalars(select(NotificationDelivery))
         delivery.next_attempt_at = utcnow() - timedelta(minutes=5)
-    await sweep_notifications({"platform": platform})
+    assert await sweep(platform) == 1
     await run_worker(platform)
     assert len(receiver.at("/h")) == 1
     assert [d.status for d in await deliveries(platform)] == ["succeeded"]
