@@ -22,6 +22,10 @@ from devpush.signing import secret_key
 # Connections to PostgreSQL and to Redis the app opens before it serves (Platform.warm): a few
 # concurrent requests right after a start or a blue-green swap need no new connection.
 WARM_CONNECTIONS = 4
+# A pooled PostgreSQL connection is tested before use once it sat idle this long (seconds);
+# under load every connection comes back within milliseconds and goes out untested
+# (db.ping_when_idle).
+PING_IDLE_AFTER = 1.0
 
 log = logging.getLogger("devpush.app")
 
@@ -31,6 +35,7 @@ def api_router() -> APIRouter:
     from devpush.deployments.domain_routes import router as domains_router
     from devpush.deployments.log_routes import router as logs_router
     from devpush.deployments.routes import router as deployments_router
+    from devpush.deployments.scale_routes import router as scale_router
     from devpush.deployments.volume_routes import router as volumes_router
     from devpush.notifications.routes import router as notifications_router
     from devpush.projects.env_routes import router as env_router
@@ -39,13 +44,18 @@ def api_router() -> APIRouter:
     from devpush.teams.routes import router as teams_router
 
     router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+    # Deployments first: a request is matched against the routes in order, and the list and
+    # the single view (polled by CI and the CLI) are the busiest; behind 36 other routes,
+    # matching cost more than building the list's page. No two API routes take the same
+    # method and path (tests/unit/test_api_routes.py), so the order decides nothing else.
     for sub in (
+        deployments_router,
         teams_router,
         auth_router,
         projects_router,
         env_router,
         volumes_router,
-        deployments_router,
+        scale_router,
         domains_router,
         audit_router,
         notifications_router,
@@ -85,7 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One pooled connection per concurrent request: past the pool, each request opened
         # and closed its own connection (a PostgreSQL fork + SCRAM), the largest cost of the
         # deployments list under load (bench/control_plane.py).
-        app.state.platform = await build_platform(settings, pool_size=settings.app_db_pool_size)
+        app.state.platform = await build_platform(
+            settings, pool_size=settings.app_db_pool_size, ping_idle_after=PING_IDLE_AFTER
+        )
         await app.state.platform.warm(min(WARM_CONNECTIONS, settings.app_db_pool_size))
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # GC's full collections, whose pauses over it were the tail of request latency.
@@ -105,6 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    from devpush.auth.token_cache import TokenCache
+
+    # API tokens this process resolved, trusted while the credentials generation holds
+    app.state.token_cache = TokenCache()
     from devpush.api.health import router as health_router
     from devpush.metrics.platform import router as platform_metrics_router
     from devpush.web.pages import is_deployment_host, unknown_host_middleware

@@ -33,6 +33,10 @@ def run_app() -> None:
         host=settings.app_host,
         port=settings.app_port,
         workers=settings.workers,
+        # By name, not "auto": a missing uvloop or httptools fails the start instead of
+        # quietly falling back to the slower asyncio loop and h11 (pyproject.toml requires both).
+        loop="uvloop",
+        http="httptools",
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="warning",

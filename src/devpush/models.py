@@ -8,6 +8,9 @@ from __future__ import annotations
 def all_models() -> None:
     from devpush.audit import models as _audit  # noqa: F401
     from devpush.auth import models as _auth  # noqa: F401
+
+    # Not a models module: the hooks that mark a transaction changing tokens or users.
+    from devpush.auth import token_cache as _token_cache  # noqa: F401
     from devpush.cron import models as _cron  # noqa: F401
     from devpush.databases import models as _databases  # noqa: F401
 

@@ -7,25 +7,35 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from cryptography.fernet import Fernet
+from redis.asyncio import Redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush import crypto
 from devpush.auth import service as auth
-from devpush.db import make_engine, make_sessionmaker
+from devpush.db import make_engine, make_sessionmaker, session_scope
 from devpush.errors import NotFound
-from devpush.runstate import database_url
+from devpush.platform import SESSION_REDIS
+from devpush.runstate import database_url, redis_url
 from devpush.settings import Settings
 from devpush.teams import service as teams
 
 
 @asynccontextmanager
 async def transaction(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """One transaction on the platform's database. With the platform's Redis in its session,
+    so that a change of credentials (`user create --admin` on an existing user) reaches the
+    running app processes' token caches at once (api/credentials.py); Redis is only dialled
+    then, and a stopped platform's is not missed (it has no app process to tell)."""
+    from devpush.auth import token_cache  # noqa: F401  (its hooks mark credential changes)
+
     engine = make_engine(database_url(settings), pool_size=1)
+    redis = Redis.from_url(redis_url(settings), socket_connect_timeout=2, socket_timeout=5)
     try:
-        async with make_sessionmaker(engine)() as session, session.begin():
-            yield session
+        async with session_scope(make_sessionmaker(engine, info={SESSION_REDIS: redis})) as s:
+            yield s
     finally:
+        await redis.aclose()
         await engine.dispose()
 
 

@@ -25,6 +25,10 @@ class InstallationTokens(Protocol):
     async def __call__(self, *, p: Platform, installation_id: int) -> str: ...
 
 
+# Session.info of the platform's sessions: its Redis, for hooks run after a commit (db.py).
+SESSION_REDIS = "devpush.redis"
+
+
 @dataclass
 class Platform:
     settings: Settings

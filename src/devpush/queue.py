@@ -4,6 +4,7 @@ workers run the jobs). Job ids are deterministic, so enqueuing twice is harmless
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from arq.connections import ArqRedis
 from arq.constants import (
@@ -23,6 +24,14 @@ async def enqueue_start(redis: ArqRedis, deployment_id: str) -> None:
 async def enqueue_finalize(redis: ArqRedis, deployment_id: str) -> None:
     await redis.enqueue_job(
         "finalize_deployment", deployment_id, _job_id=f"finalize:{deployment_id}"
+    )
+
+
+async def enqueue_scale(redis: ArqRedis, deployment_id: str) -> None:
+    """Each request its own job (a newer count is never dropped as a duplicate); the job
+    serializes them per deployment."""
+    await redis.enqueue_job(
+        "scale_deployment", deployment_id, _job_id=f"scale:{deployment_id}:{time.time_ns()}"
     )
 
 
@@ -83,6 +92,20 @@ async def enqueue_notification(
         attempt,
         _job_id=f"notify:{delivery_id}:{attempt}",
         _defer_by=defer,
+    )
+
+
+async def enqueue_notification_again(
+    redis: ArqRedis, delivery_id: str, attempt: int, *, due: datetime
+) -> None:
+    """Attempt `attempt` of a delivery whose job was lost, under a job id of its own: the lost
+    one may still be marked running by the worker that died holding it, and arq refuses an id
+    it holds. The id is the same for every sweep that finds the attempt due at `due`."""
+    await redis.enqueue_job(
+        "deliver_notification",
+        delivery_id,
+        attempt,
+        _job_id=f"notify:{delivery_id}:{attempt}:{int(due.timestamp() * 1000)}",
     )
 
 

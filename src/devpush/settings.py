@@ -108,6 +108,20 @@ class Settings(BaseSettings):
         "or link-local addresses. Off: they reach public addresses only, checked at creation "
         "and again at each delivery.",
     )
+    notifications_sweep_interval: float = Field(
+        60,
+        gt=0,
+        description="Seconds between two sweeps of the notification deliveries by each "
+        "monitor: an attempt whose worker stopped mid-way, or a delivery whose job was lost, "
+        "is enqueued again under a new job id.",
+    )
+    notifications_lost_after: float = Field(
+        120,
+        ge=0,
+        description="Seconds by which a sweep lets a delivery be late before it counts it "
+        "lost: past its due time when no worker took its job, past the end of its attempt's "
+        "claim (the job's 60 s timeout) when its worker stopped mid-attempt.",
+    )
     network_isolation: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Give each process-runtime instance its own network namespace, so apps "

@@ -93,7 +93,7 @@ def add_note(api: Api, url: str, body: str) -> None:
 
 def deploy(api: Api, project_id: str, branch: str = "main") -> dict[str, Any]:
     done = api.wait(api.deploy(project_id, branch=branch)["id"], timeout=600)
-    assert done["conclusion"] == "succeeded", done
+    assert done["conclusion"] == "succeeded", (done["error"], done)
     return done
 
 

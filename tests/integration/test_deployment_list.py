@@ -1,6 +1,7 @@
 """The deployments list after its load fixes (bench/control_plane.py): keyset paging through
 rows that share a timestamp, the list's batch-loaded environments matching the single view,
-and the deployment-hostname page still served once that middleware became host-scoped."""
+its orjson-encoded items equal to the single view's model, and the deployment-hostname page
+still served once that middleware became host-scoped."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 
 from devpush.db import session_scope
-from devpush.deployments.models import Conclusion, Deployment, Status
+from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
 from devpush.platform import Platform
 from tests.factories.auth import Account
 
@@ -94,3 +95,57 @@ async def test_unknown_deployment_host_gets_the_not_found_page(
         assert response.headers["content-security-policy"].startswith("default-src 'self'")
     api = await client.get("/api/v1/teams", headers=alice.headers)
     assert api.status_code == 200 and api.json()[0]["slug"] == alice.team_slug
+
+
+async def test_list_items_equal_the_single_view(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
+    """The list encodes plain dicts with orjson, the single view goes through DeploymentRead
+    and pydantic: every field of every item, timestamps to the character, is the same."""
+    project_id = await make_project(client, alice)
+    base = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    rows = [
+        {"status": Status.deploy, "conclusion": None, "timings": {}, "pr_number": 12},
+        {
+            "status": Status.completed,
+            "conclusion": Conclusion.succeeded,
+            "instance_health": InstanceHealth.crashed,
+            "exit_code": 137,
+            "crash_log": ["Traceback", "MemoryError"],
+            "timings": {"queue": 0, "build": 12.5},
+            "ready_at": base.replace(microsecond=250000),
+            "concluded_at": base.replace(second=9),
+        },
+        {
+            "status": Status.completed,
+            "conclusion": Conclusion.failed,
+            "error": 'the build exited with code 1: "quotes" \\ and ünïcode',
+            "commit_sha": "a" * 40,
+            "commit_message": "Fix\nthe thing",
+            "commit_author": "Ada <ada@example.com>",
+            "timings": {"queue": 0.01},
+        },
+    ]
+    async with session_scope(platform.sessions) as session:
+        for i, fields in enumerate(rows):
+            session.add(
+                Deployment(
+                    project_id=project_id,
+                    branch="dev-1" if i == 1 else "main",
+                    trigger="api",
+                    config={"runtime": "process", "port": 8000, "nested": {"a": [1, 2.5, None]}},
+                    env_enc="x",
+                    runtime="process",
+                    created_at=base.replace(microsecond=i * 123457),
+                    prepare_started_at=base,
+                    **fields,
+                )
+            )
+    listed = await client.get(f"/api/v1/projects/{project_id}/deployments", headers=alice.headers)
+    assert listed.status_code == 200 and listed.headers["content-type"] == "application/json"
+    items = listed.json()["items"]
+    assert len(items) == 3
+    for item in items:
+        one = await client.get(f"/api/v1/deployments/{item['id']}", headers=alice.headers)
+        assert one.status_code == 200
+        assert item == one.json()

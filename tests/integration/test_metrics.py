@@ -278,3 +278,31 @@ async def test_platform_metrics_answer_only_their_token(
     assert 'devpush_deploy_duration_seconds_bucket{le="20.0"} 1.0' in text
     assert "devpush_deploy_duration_seconds_sum 12.5" in text
     assert 'devpush_subscriber_lag_events{subscriber="' in text
+
+
+async def test_a_deployments_use_is_the_sum_of_its_replicas(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas' CPU and memory add up; one that can't tell (None) counts as nothing, and a
+    deployment none of whose instances can tell has no figures."""
+    from devpush.metrics.sampler import Live
+    from devpush.runtime.base import InstanceStats, RuntimeHandle
+
+    figures = {
+        "r0": InstanceStats(cpu_seconds=1.5, memory_bytes=100),
+        "r1": InstanceStats(cpu_seconds=2.0, memory_bytes=200),
+        "r2": None,
+    }
+
+    class Stub:
+        async def stats(self, handle: RuntimeHandle) -> InstanceStats | None:
+            return figures[handle.id]
+
+    monkeypatch.setattr(platform.runtimes, "get", lambda name: Stub())
+    handle = {k: RuntimeHandle("process", k, "d") for k in figures}
+    live = Live("d", "p", "router", handle["r0"], (), (handle["r1"], handle["r2"]))
+    sampler = Sampler(platform)
+    assert await sampler.stats(live) == InstanceStats(cpu_seconds=3.5, memory_bytes=300)
+    figures["r0"] = figures["r1"] = None
+    assert await sampler.stats(live) is None
+    await sampler.http.aclose()

@@ -110,9 +110,9 @@ async def test_jobs_a_dead_worker_left_running_are_released(
     """A finalize job marked running for longer than its timeout is released so that a live
     worker runs it; a recent mark is left alone; the start job of a concluded deployment is
     dropped from the queue."""
-    _, mark_seconds = job_timeouts(platform.settings)
+    timeouts, mark_seconds = job_timeouts(platform.settings)
     stale, fresh = await stale_deployment(client, platform, alice), "0" * 20
-    for deployment_id, age in ((stale, 100), (fresh, 1)):
+    for deployment_id, age in ((stale, timeouts["finalize_deployment"] + 10), (fresh, 1)):
         await enqueue_finalize(platform.redis, deployment_id)
         await platform.redis.set(
             in_progress_key_prefix + f"finalize:{deployment_id}",

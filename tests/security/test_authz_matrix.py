@@ -347,6 +347,13 @@ CASES: list[Case] = [
         params=running_preview,
     ),
     Case("POST", f"{API}/deployments/{{deployment_id}}/redeploy", team_api(201)),
+    Case(
+        "POST",
+        f"{API}/projects/{{project_id}}/environments/{{environment}}/scale",
+        team_api(202),
+        target=f"{API}/projects/{{project_id}}/environments/production/scale",
+        body={"replicas": 2},
+    ),
     # ---- volumes, cron, metrics ----------------------------------------------------------------
     Case("GET", f"{API}/projects/{{project_id}}/volumes", team_api(200)),
     Case("GET", f"{API}/projects/{{project_id}}/cron", team_api(200)),

@@ -62,7 +62,7 @@ def test_render_project_routes_and_redirects(tmp_path: Path) -> None:
         routes=(
             traefik.Route(
                 key="d1",
-                upstream="127.0.0.1:9000",
+                upstreams=("127.0.0.1:9000",),
                 hostnames=("shop.localhost", "shop-id-d1.localhost"),
             ),
         ),
@@ -81,7 +81,7 @@ def test_render_project_routes_and_redirects(tmp_path: Path) -> None:
 
 def test_tls_mode_adds_resolver(tmp_path: Path) -> None:
     routes = traefik.ProjectRoutes(
-        slug="s", routes=(traefik.Route("d", "h:1", ("s.example.com",)),)
+        slug="s", routes=(traefik.Route("d", ("h:1",), ("s.example.com",)),)
     )
     settings = _settings(tmp_path, https_port=443, cert_resolver="le")
     router = traefik.render_project(routes, settings)["http"]["routers"]["s-d"]
@@ -90,7 +90,7 @@ def test_tls_mode_adds_resolver(tmp_path: Path) -> None:
 
 def test_hostile_hostnames_are_refused(tmp_path: Path) -> None:
     routes = traefik.ProjectRoutes(
-        slug="s", routes=(traefik.Route("d", "h:1", ("a`) || Host(`b",)),)
+        slug="s", routes=(traefik.Route("d", ("h:1",), ("a`) || Host(`b",)),)
     )
     with pytest.raises(ConfigError):
         traefik.render_project(routes, _settings(tmp_path))
@@ -98,7 +98,9 @@ def test_hostile_hostnames_are_refused(tmp_path: Path) -> None:
 
 def test_write_is_atomic_idempotent_and_validated(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    routes = traefik.ProjectRoutes(slug="s", routes=(traefik.Route("d", "h:1", ("s.localhost",)),))
+    routes = traefik.ProjectRoutes(
+        slug="s", routes=(traefik.Route("d", ("h:1",), ("s.localhost",)),)
+    )
     assert traefik.write_project(settings, routes) is True
     path = traefik.project_file(settings, "s")
     before = path.stat().st_mtime_ns

@@ -16,6 +16,7 @@ pre_deploy = "migrate"
 command = "python3 app.py"
 port = 9000
 health_path = "/healthz"
+replicas = 3
 
 [resources]
 cpus = 0.5
@@ -40,6 +41,7 @@ def test_full_file() -> None:
         "start_command": "python3 app.py",
         "port": 9000,
         "health_path": "/healthz",
+        "replicas": 3,
         "cpus": 0.5,
         "memory_mb": 256,
         "runner_language": "node",
@@ -75,6 +77,9 @@ def test_volumes_are_read_in_order() -> None:
         ("[start]\ncomand = 'x'\n", 2, "unknown key 'comand'"),
         ("[runner]\nlanguage = 'cobol'\n", 2, "language must be one of"),
         ("[start]\nhealth_path = 'healthz'\n", 2, "must start with '/'"),
+        ("[start]\nreplicas = 0\n", 2, "replicas must be between 1 and 10"),
+        ("[start]\nreplicas = 11\n", 2, "replicas must be between 1 and 10"),
+        ("[start]\nreplicas = '3'\n", 2, "replicas must be int"),
         ("[resources]\nmemory_mb = true\n", 2, "memory_mb must be int"),
         ("[watch]\npaths = [1]\n", 2, "list of glob strings"),
         ("[environments]\nBad_Name = 'x'\n", 2, 'name = "branch pattern"'),

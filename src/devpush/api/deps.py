@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devpush.db import committed
 from devpush.platform import Platform
 
 
@@ -23,14 +24,22 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 async def get_session(platform: PlatformDep) -> AsyncIterator[AsyncSession]:
     """One session per request: committed when the route returns, rolled back on error.
-    A route may commit earlier itself (before enqueuing jobs that read its rows)."""
+    A route may commit earlier itself (before enqueuing jobs that read its rows).
+
+    The after-commit hooks (db.py) run before the answer leaves: a transaction that changed
+    a token or a user has published a new credentials generation (api/credentials.py), so the
+    next request finds no cached token it could wrongly trust, whichever app process it
+    reaches."""
     async with platform.sessions() as session:
         try:
             yield session
         except BaseException:
             await session.rollback()
+            # the route may have committed before the error (a token revoked, then a failure)
+            await committed(session)
             raise
         await session.commit()
+        await committed(session)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -65,6 +65,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "Role or token scope too small"},
     404: {"model": ErrorBody, "description": "Not found, or not visible to the caller"},
     409: {"model": ErrorBody, "description": "Clashes with the current state"},
+    413: {"model": ErrorBody, "description": "Request body over 2 MiB"},
     422: {"model": ErrorBody, "description": "Invalid input; nothing was changed"},
     429: {"model": ErrorBody, "description": "Rate limited; see Retry-After"},
 }

@@ -4,12 +4,16 @@ Bad input that no route should see: NUL bytes in URLs or bodies (PostgreSQL cann
 them) get 422, and /api/v1 bodies over 2 MiB get 413.
 
 Rate limits: a fixed one-minute window per bearer token (or per client address without one),
-in Redis; over the limit, 429 with Retry-After. Idempotency: a POST under /api/ carrying an
-Idempotency-Key is run once per (principal, key): the bearer credentials or the signed
-session's user, never the client's address, and anonymous calls are not replayed. A retry gets
-the stored answer (with `Idempotent-Replayed: true`), except an answer marked
-`Cache-Control: no-store` (a new token, a revealed secret), which is never stored: its retry
-gets 409. The same key with a different request gets 422.
+in Redis; over the limit, 429 with Retry-After. The same Redis call (one script, one round
+trip) reads the credentials generation for bearer calls (api/credentials.py), which tells
+auth/ whether its cached tokens may still be trusted.
+
+Idempotency: a POST under /api/ carrying an Idempotency-Key is run once per (principal, key):
+the bearer credentials or the signed session's user, never the client's address, and
+anonymous calls are not replayed. A retry gets the stored answer (with
+`Idempotent-Replayed: true`), except an answer marked `Cache-Control: no-store` (a new token,
+a revealed secret), which is never stored: its retry gets 409. The same key with a different
+request gets 422.
 """
 
 from __future__ import annotations
@@ -21,12 +25,34 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+from redis.commands.core import AsyncScript
 from starlette.middleware.base import BaseHTTPMiddleware, DispatchFunction
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from devpush.api import credentials
 
 IDEMPOTENCY_TTL = 24 * 3600
 PENDING_TTL_MS = 120_000
 MAX_BODY = 2 * 1024 * 1024
+RATE_WINDOW = 60
+
+# KEYS: the window's counter, the credentials generation. ARGV: the counter's lifetime in
+# seconds (0: no rate limit, only the generation), a fresh generation to set if none is.
+# Returns {count, generation}. One EVALSHA instead of MULTI/INCR/EXPIRE/EXEC plus a GET.
+LIMIT_SCRIPT = """
+local count = 0
+if ARGV[1] ~= '0' then
+  count = redis.call('INCR', KEYS[1])
+  if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+end
+local generation = redis.call('GET', KEYS[2])
+if not generation then
+  redis.call('SET', KEYS[2], ARGV[2])
+  generation = ARGV[2]
+end
+return {count, generation}
+"""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -43,7 +69,7 @@ async def _json(
     message: str,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = orjson.dumps({"error": {"code": code, "message": message}})
     await send(
         {
             "type": "http.response.start",
@@ -112,6 +138,7 @@ class HostScoped:
 class ApiConventions:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._script: AsyncScript | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
@@ -124,7 +151,8 @@ class ApiConventions:
         principal = _principal(scope)
         client = scope.get("client") or ("?", 0)
         who = hashlib.sha256((principal or f"ip:{client[0]}").encode()).hexdigest()[:32]
-        if await self._limited(platform, who, send):
+        bearer = principal is not None and principal.startswith("auth:")
+        if await self._limited(platform, scope, who, bearer, send):
             return
         if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
             await _json(send, 422, "invalid", "NUL bytes are not allowed in URLs")
@@ -149,19 +177,31 @@ class ApiConventions:
             return
         await self.app(scope, receive, send)
 
-    async def _limited(self, platform: Any, who: str, send: Send) -> bool:
+    async def _limited(
+        self, platform: Any, scope: Scope, who: str, bearer: bool, send: Send
+    ) -> bool:
+        """Count the call in its window (when limits are on) and, for a bearer call, put the
+        credentials generation on the request's state; True when it was answered 429."""
         limit = platform.settings.api_rate_limit
-        if not limit:
+        if not limit and not bearer:
             return False
-        window = int(time.time() // 60)
+        window = int(time.time() // RATE_WINDOW)
         counter = f"devpush:rl:{who}:{window}"
-        async with platform.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(counter)
-            pipe.expire(counter, 61)
-            count, _ = await pipe.execute()
-        if count <= limit:
+        lifetime = RATE_WINDOW + 1 if limit else 0
+        script = self._script
+        if script is None or script.registered_client is not platform.redis:
+            script = self._script = platform.redis.register_script(LIMIT_SCRIPT)
+        count, generation = await script(
+            keys=[counter, credentials.GENERATION_KEY], args=[lifetime, credentials.fresh()]
+        )
+        if bearer:
+            state = scope.setdefault("state", {})
+            state[credentials.STATE] = (
+                generation.decode() if isinstance(generation, bytes) else str(generation)
+            )
+        if not limit or count <= limit:
             return False
-        retry = str(60 - int(time.time()) % 60)
+        retry = str(RATE_WINDOW - int(time.time()) % RATE_WINDOW)
         await _json(
             send,
             429,

@@ -12,7 +12,6 @@ A header a route set itself is kept.
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGE_POLICY = "; ".join(
@@ -65,19 +64,27 @@ class SecurityHeaders:
     def __init__(self, app: ASGIApp, *, https: bool = False) -> None:
         self.app = app
         self.https = https
+        # encoded once: every response of the app gets one of these two sets
+        self._raw = {
+            docs: [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in headers_for(DOCS_PATHS[0] if docs else "/", https=https).items()
+            ]
+            for docs in (False, True)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = headers_for(scope["path"], https=self.https)
+        extra = self._raw[scope["path"] in DOCS_PATHS]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in extra.items():
-                    if name not in headers:
-                        headers[name] = value
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in extra if name not in present]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -16,6 +16,8 @@ from devpush.errors import Conflict, Invalid, NotFound, Unauthorized
 
 SCOPES = ("read", "deploy", "admin")
 TOKEN_PREFIX = "dp_"
+# An execution option: this UPDATE of api_tokens only records a use (auth/token_cache.py).
+LAST_USED_ONLY = "devpush_last_used_only"
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ async def create_token(
     return token, plaintext
 
 
-# Built once: every API request with a token runs it. Plain columns, not ORM objects.
+# Built once: every API request with a token runs it (unless auth/token_cache.py holds the
+# token). Plain columns, not ORM objects.
 _TOKEN_LOOKUP = (
     select(
         ApiToken.id,
@@ -105,31 +108,75 @@ _TOKEN_LOOKUP = (
     .outerjoin(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("token_hash"))
 )
+# How often a token's last_used_at is written: not on every request.
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
-async def authenticate_token(*, session: AsyncSession, token: str) -> Principal:
-    """Resolve a bearer token, or raise Unauthorized."""
+@dataclass(frozen=True)
+class ResolvedToken:
+    """A token found valid: who it acts for, and what decides it later (auth/token_cache.py
+    keeps these; expiry is checked again on every use)."""
+
+    token_id: str
+    principal: Principal
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+def token_digest(token: str) -> str:
+    """The stored hash of a bearer token; Unauthorized for one that can't be ours."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthorized("the API token is malformed; create one with `devpush token create`")
-    row = (await session.execute(_TOKEN_LOOKUP, {"token_hash": hash_secret(token)})).first()
-    now = utcnow()
+    return hash_secret(token)
+
+
+async def resolve_token(*, session: AsyncSession, digest: str) -> ResolvedToken:
+    """Read a token (by its hash) and its user from the database, or raise Unauthorized."""
+    row = (await session.execute(_TOKEN_LOOKUP, {"token_hash": digest})).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("the API token is unknown or revoked; create a new one")
-    if row.expires_at is not None and row.expires_at <= now:
-        raise Unauthorized("the API token has expired; create a new one")
+    check_expiry(row.expires_at)
     if row.user_id is None or row.status != "active":
         raise Unauthorized("the API token's user no longer exists")
-    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-        await session.execute(
-            update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now)
-        )
-    return Principal(
+    principal = Principal(
         user_id=row.user_id,
         is_admin=row.is_admin,
         scopes=frozenset(row.scopes),
         token_id=row.id,
         token_team_id=row.team_id,
     )
+    return ResolvedToken(row.id, principal, row.expires_at, row.last_used_at)
+
+
+def check_expiry(expires_at: datetime | None) -> None:
+    if expired(expires_at):
+        raise Unauthorized("the API token has expired; create a new one")
+
+
+async def touch_token(
+    *, session: AsyncSession, token_id: str, last_used_at: datetime | None
+) -> datetime | None:
+    """Record the token's use when its last_used_at is older than LAST_USED_EVERY; returns
+    the value it has now. Not a change of credentials (auth/token_cache.py ignores it)."""
+    now = utcnow()
+    if last_used_at is not None and now - last_used_at <= LAST_USED_EVERY:
+        return last_used_at
+    await session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id)
+        .values(last_used_at=now)
+        .execution_options(**{LAST_USED_ONLY: True})
+    )
+    return now
+
+
+async def authenticate_token(*, session: AsyncSession, token: str) -> Principal:
+    """Resolve a bearer token from the database, or raise Unauthorized."""
+    resolved = await resolve_token(session=session, digest=token_digest(token))
+    await touch_token(
+        session=session, token_id=resolved.token_id, last_used_at=resolved.last_used_at
+    )
+    return resolved.principal
 
 
 async def list_tokens(*, session: AsyncSession, user_id: str) -> list[ApiToken]:

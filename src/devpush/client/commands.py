@@ -8,11 +8,12 @@
     devpush domains list|add|verify|remove   devpush tokens create|list|revoke
     devpush notifications add|list|remove|test     devpush cron list|runs|run
     devpush databases add|list|remove|backup|backups|restore
+    devpush scale web=N [--env E]
 
 Every command takes --json for machine-readable output. Errors are one line with a hint; the
 exit codes are listed in client/api.py and the README. This module registers the commands; they
-live in client/projects.py, logs.py, project_settings.py, account.py and cron.py, their shared
-helpers in client/common.py.
+live in client/projects.py, logs.py, project_settings.py, account.py, cron.py and scale.py,
+their shared helpers in client/common.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from devpush.client.databases import databases_app
 from devpush.client.logs import logs
 from devpush.client.project_settings import domains_app, env_app
 from devpush.client.projects import deploy, deployments_app, login, projects_app, whoami
+from devpush.client.scale import scale
 
 
 def register(app: typer.Typer) -> None:
@@ -32,6 +34,7 @@ def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Client")(whoami)
     app.command(rich_help_panel="Client")(deploy)
     app.command(rich_help_panel="Client")(logs)
+    app.command(rich_help_panel="Client")(scale)
     for name, sub in (
         ("projects", projects_app),
         ("deployments", deployments_app),

@@ -88,7 +88,7 @@ async def pull_route(p: Platform, deployment_id: str, exited: InstanceStatus) ->
         row.crashes = recent
         if exited.exit_code is not None:  # a start that failed keeps the last code known
             row.exit_code = exited.exit_code
-        row.upstream = None
+        upstream, row.upstream = row.upstream, None
         row.instance_health = InstanceHealth.crashed if crashed else InstanceHealth.restarting
         if crashed:  # the lines stored so far; `report` adds the exit's own once shipped
             row.crash_log = await last_lines(session, s, deployment_id, p.log_store)
@@ -96,7 +96,9 @@ async def pull_route(p: Platform, deployment_id: str, exited: InstanceStatus) ->
         project = await session.get(Project, row.project_id)
         slug = project.slug if project else ""
     # Committed and written: only now may the runtime release the old port and address.
-    await traefik_wait.wait_route_gone(p, traefik.router_name(slug, deployment_id))
+    # (Its other replicas, if any, go on serving the route.)
+    if upstream:
+        await traefik_wait.wait_server_gone(p, traefik.router_name(slug, deployment_id), upstream)
     return Crash(attempt=len(recent), crashed=crashed, delay=backoff(s, len(recent)))
 
 

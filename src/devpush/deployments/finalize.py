@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import datetime
 
 from sqlalchemy import select
@@ -10,13 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush import events
 from devpush.db import session_scope, utcnow
-from devpush.deployments import routing, traefik_wait
+from devpush.deployments import replicas, routing, traefik_wait
 from devpush.deployments import service as deployments
 from devpush.deployments.flows import elapsed, fail_deployment, system_log
 from devpush.deployments.models import Alias, Conclusion, Status
+from devpush.deployments.replicas import ReplicaFailed
+from devpush.errors import RuntimeFailure
 from devpush.platform import Platform
 from devpush.projects.models import Environment, Project
 from devpush.proxy import traefik
+
+log = logging.getLogger("devpush.flows")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +45,10 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
             return
         deployment.status = Status.finalize
         deployment.ready_at = deployment.ready_at or utcnow()
+        count = await replicas.wanted(session, deployment)
     started = utcnow()
+    if count > 1 and not await _start_replicas(p, deployment_id, count):
+        return
     pointed = await _point_deployment(p, deployment_id)
     if pointed is None:
         return
@@ -52,6 +60,22 @@ async def finalize_deployment(p: Platform, deployment_id: str) -> None:
         await _conclude_live(p, deployment_id, pointed, started)
     else:
         await _withdraw(p, deployment_id, pointed)
+
+
+async def _start_replicas(p: Platform, deployment_id: str, count: int) -> bool:
+    """Replicas 1.. from replica 0's build, each ready before any alias moves (the switch
+    stays atomic: the aliases move to all of them at once). False: the deployment failed."""
+    await system_log(p, deployment_id, f"Starting {count - 1} more replicas ({count} in all)")
+    try:
+        await replicas.scale(p, deployment_id, count)
+    except (ReplicaFailed, RuntimeFailure) as exc:
+        await fail_deployment(p, deployment_id, str(exc))
+        return False
+    except Exception as exc:  # a fault of ours: the deployment fails, it never hangs in finalize
+        log.exception("starting replicas failed", extra={"deployment_id": deployment_id})
+        await fail_deployment(p, deployment_id, f"Starting the replicas failed: {exc!r}")
+        return False
+    return True
 
 
 async def _point_deployment(p: Platform, deployment_id: str) -> Pointed | None:

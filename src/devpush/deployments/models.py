@@ -75,6 +75,9 @@ class Deployment(Base):
     runtime: Mapped[str] = mapped_column(String(32))
     runtime_handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     upstream: Mapped[str | None] = mapped_column(String(255))
+    # Replicas 1..N-1 (runtime_handle and upstream are replica 0, which ran the build): each
+    # {"replica": k, "handle": {...}, "upstream": "host:port" | None (not routed)}.
+    replicas: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
     # After a live instance exits (workers/monitor.py, deployments/crashes.py): restarting or
     # crashed, the last exit code, the times of its recent exits and its last log lines.

@@ -9,7 +9,7 @@ import logging
 from sqlalchemy import select, update
 
 from devpush.db import session_scope
-from devpush.deployments import routing, traefik_wait
+from devpush.deployments import replicas, routing, traefik_wait
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment, Status
 from devpush.deployments.shipper import Shipper
@@ -37,8 +37,9 @@ class _Retiring:
     """An unrouted instance on its way out, and the Traefik router that served it."""
 
     deployment_id: str
-    handle: RuntimeHandle
+    handle: RuntimeHandle  # replica 0
     router: str | None
+    replicas: tuple[RuntimeHandle, ...] = ()  # the others
 
 
 async def _unroute(
@@ -57,6 +58,8 @@ async def _unroute(
         # Its own `-id-` hostname stops routing first: a request sent to an instance while it
         # is removed would hang until the proxy gives up on the vanished address.
         deployment.upstream = None
+        others = replicas.of(deployment)
+        deployment.replicas = [dataclasses.replace(r, upstream=None).to_json() for r in others]
         await routing.sync_project(
             session=session, settings=p.settings, project_id=deployment.project_id
         )
@@ -65,6 +68,7 @@ async def _unroute(
             deployment_id=deployment.id,
             handle=RuntimeHandle.from_json(deployment.runtime_handle),
             router=traefik.router_name(project.slug, deployment.id) if project else None,
+            replicas=tuple(r.handle for r in others),
         )
 
 
@@ -79,14 +83,18 @@ async def _retire(p: Platform, retiring: _Retiring) -> None:
         await traefik_wait.wait_route_gone(p, retiring.router)
     # A build (a deployment canceled or failed before its app ran) has no requests to finish.
     serving = (await runtime.status(retiring.handle)).state is InstanceState.running
-    await runtime.stop(retiring.handle, timeout=p.settings.drain_seconds if serving else 0)
+    drain = p.settings.drain_seconds if serving else 0
+    await asyncio.gather(
+        *(runtime.stop(h, timeout=drain) for h in (retiring.handle, *retiring.replicas))
+    )
     await _ship_last_lines(p, retiring.deployment_id, runtime, retiring.handle)
-    await runtime.remove(retiring.handle)
+    for handle in (*retiring.replicas, retiring.handle):
+        await runtime.remove(handle)
     async with session_scope(p.sessions) as session:  # the row may be gone (project deleted)
         await session.execute(
             update(Deployment)
             .where(Deployment.id == retiring.deployment_id)
-            .values(runtime_handle=None)
+            .values(runtime_handle=None, replicas=[])
         )
 
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import PlatformDep, SessionDep, client_ip
-from devpush.api.responses import model_json
+from devpush.api.responses import json_response
 from devpush.audit.service import record
 from devpush.auth.deps import PrincipalDep
 from devpush.auth.service import Principal
-from devpush.deployments import actions, plans, service
+from devpush.deployments import actions, listing, plans, service
 from devpush.deployments.access import load_deployment
 from devpush.deployments.models import Deployment
+from devpush.deployments.routing import routed_upstreams
 from devpush.deployments.schemas import (
     DeploymentCreate,
     DeploymentPage,
@@ -40,34 +41,44 @@ async def deployment_read(
 def read_with_environment(
     p: Platform, d: service.Listed, project: Project, environment: service.EnvironmentLike | None
 ) -> DeploymentRead:
-    """The API view of a deployment whose environment the caller loaded (lists join it)."""
+    """The API view of a deployment whose environment the caller loaded."""
+    return DeploymentRead(**read_fields(p, d, project, environment))
+
+
+def read_fields(
+    p: Platform, d: service.Listed, project: Project, environment: service.EnvironmentLike | None
+) -> dict[str, Any]:
+    """DeploymentRead's fields as plain data. The list encodes these with orjson (no model
+    per item to build, validate and dump again); tests/integration/test_deployment_list.py
+    holds its items equal to the models."""
     specs = service.alias_specs(project, d, environment)
-    return DeploymentRead(
-        id=d.id,
-        project_id=d.project_id,
-        environment_id=d.environment_id,
-        branch=d.branch,
-        commit_sha=d.commit_sha,
-        commit_message=d.commit_message,
-        commit_author=d.commit_author,
-        trigger=d.trigger,
-        pr_number=d.pr_number,
-        status=d.status.value,
-        conclusion=d.conclusion.value if d.conclusion else None,
-        error=d.error,
-        instance_health=d.instance_health.value if d.instance_health else None,
-        exit_code=d.exit_code,
-        crash_log=d.crash_log,
-        runtime=d.runtime,
-        config=dict(d.config),
-        urls=service.urls(p.settings, specs),
-        created_at=d.created_at,
-        prepare_started_at=d.prepare_started_at,
-        deploy_started_at=d.deploy_started_at,
-        ready_at=d.ready_at,
-        concluded_at=d.concluded_at,
-        timings=d.timings or {},
-    )
+    return {
+        "id": d.id,
+        "project_id": d.project_id,
+        "environment_id": d.environment_id,
+        "branch": d.branch,
+        "commit_sha": d.commit_sha,
+        "commit_message": d.commit_message,
+        "commit_author": d.commit_author,
+        "trigger": d.trigger,
+        "pr_number": d.pr_number,
+        "status": d.status.value,
+        "conclusion": d.conclusion.value if d.conclusion else None,
+        "error": d.error,
+        "instance_health": d.instance_health.value if d.instance_health else None,
+        "exit_code": d.exit_code,
+        "crash_log": d.crash_log,
+        "replicas": len(routed_upstreams(d.upstream, d.replicas)),
+        "runtime": d.runtime,
+        "config": d.config,
+        "urls": service.urls(p.settings, specs),
+        "created_at": d.created_at,
+        "prepare_started_at": d.prepare_started_at,
+        "deploy_started_at": d.deploy_started_at,
+        "ready_at": d.ready_at,
+        "concluded_at": d.concluded_at,
+        "timings": d.timings or {},
+    }
 
 
 @router.post("/projects/{project_id}/deployments", response_model=DeploymentRead, status_code=201)
@@ -110,7 +121,7 @@ async def list_deployments(
     project = await load_project(
         session=session, principal=principal, project_id=project_id, action=Action.read
     )
-    rows, next_cursor = await service.list_with_environments(
+    rows, next_cursor = await listing.list_with_environments(
         session=session,
         project_id=project.id,
         limit=limit,
@@ -119,11 +130,8 @@ async def list_deployments(
         environment_id=environment_id,
         status=status,
     )
-    page = DeploymentPage(
-        items=[read_with_environment(platform, d, project, env) for d, env in rows],
-        next_cursor=next_cursor,
-    )
-    return model_json(page)
+    items = [read_fields(platform, d, project, env) for d, env in rows]
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/projects/{project_id}/plan", response_model=PlanRead)

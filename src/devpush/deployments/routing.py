@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,15 +15,27 @@ from devpush.proxy import traefik
 from devpush.settings import Settings
 
 
+def routed_upstreams(first: str | None, replicas: list[dict[str, Any]] | None) -> list[str]:
+    """Every routed upstream of a deployment: replica 0's, then the others' (replicas.py)."""
+    extra = [str(value["upstream"]) for value in replicas or [] if value.get("upstream")]
+    return ([first] if first else []) + extra
+
+
 async def project_routes(
     *, session: AsyncSession, settings: Settings, project: Project
 ) -> traefik.ProjectRoutes:
     aliases = list(await session.scalars(select(Alias).where(Alias.project_id == project.id)))
     ids = {a.deployment_id for a in aliases if a.deployment_id}
     rows = await session.execute(
-        select(Deployment.id, Deployment.upstream).where(Deployment.id.in_(ids))
+        select(Deployment.id, Deployment.upstream, Deployment.replicas, Deployment.config).where(
+            Deployment.id.in_(ids)
+        )
     )
-    upstreams = {dep_id: upstream for dep_id, upstream in rows}
+    upstreams: dict[str, list[str]] = {}
+    health: dict[str, str] = {}
+    for row in rows:
+        upstreams[row.id] = routed_upstreams(row.upstream, row.replicas)
+        health[row.id] = (row.config or {}).get("health_path") or "/"
     hosts: dict[str, set[str]] = defaultdict(set)
     env_alias: dict[str, str] = {}
     for alias in aliases:
@@ -41,7 +54,12 @@ async def project_routes(
         elif target:
             hosts[target].add(domain.hostname)
     routes = tuple(
-        traefik.Route(key=dep_id, upstream=upstreams[dep_id] or "", hostnames=tuple(sorted(names)))
+        traefik.Route(
+            key=dep_id,
+            upstreams=tuple(upstreams[dep_id]),
+            hostnames=tuple(sorted(names)),
+            health_path=health[dep_id],
+        )
         for dep_id, names in sorted(hosts.items())
     )
     return traefik.ProjectRoutes(slug=project.slug, routes=routes, redirects=tuple(redirects))

@@ -37,6 +37,7 @@ class DeploymentRead(BaseModel):
     instance_health: str | None = None
     exit_code: int | None = None
     crash_log: list[str] | None = None
+    replicas: int = Field(1, description="Instances serving it now (replica 0 included)")
     runtime: str
     config: dict[str, object]
     urls: dict[str, str]

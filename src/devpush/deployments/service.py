@@ -1,13 +1,12 @@
-"""Deployments and aliases: creation with snapshots, status transitions, alias switching,
-rollback/promote targets and listing. Touches only the deployments domain's tables (it reads
-projects through the projects service)."""
+"""Deployments and aliases: creation with snapshots, status transitions, alias switching and
+rollback/promote targets (the lists are listing.py). Touches only the deployments domain's
+tables (it reads projects through the projects service)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeVarTuple
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from devpush import crypto
@@ -21,17 +20,18 @@ from devpush.deployments.models import (
     InstanceHealth,
     Status,
 )
-from devpush.errors import Conflict, Invalid, NotFound
+from devpush.errors import Conflict, NotFound
 from devpush.naming import label
-from devpush.pagination import encode_cursor, older_than
 from devpush.projects import env as env_vars
 from devpush.projects import service as projects
 from devpush.projects.models import Environment, Project
 from devpush.settings import Settings
 
 
-@dataclass(frozen=True)
-class AliasSpec:
+class AliasSpec(NamedTuple):
+    """A hostname label a deployment is served under. A tuple, not a dataclass: lists build
+    four per item, and a frozen dataclass costs several times as much to make."""
+
     type: AliasType
     value: str
     environment_id: str | None = None
@@ -49,40 +49,8 @@ class EnvironmentLike(Protocol):
     def is_production(self) -> bool: ...
 
 
-class EnvironmentRef(NamedTuple):
-    id: str
-    slug: str
-    is_production: bool
-
-
-# A deployment as the API shows it: the ORM object, or a row of LISTED_COLUMNS.
-Listed = Deployment | Row[Any]
-# The columns the API shows (DeploymentRead); the list reads only these, without ORM objects.
-LISTED_COLUMNS = (
-    Deployment.id,
-    Deployment.project_id,
-    Deployment.environment_id,
-    Deployment.branch,
-    Deployment.commit_sha,
-    Deployment.commit_message,
-    Deployment.commit_author,
-    Deployment.trigger,
-    Deployment.pr_number,
-    Deployment.status,
-    Deployment.conclusion,
-    Deployment.error,
-    Deployment.instance_health,
-    Deployment.exit_code,
-    Deployment.crash_log,
-    Deployment.runtime,
-    Deployment.config,
-    Deployment.created_at,
-    Deployment.prepare_started_at,
-    Deployment.deploy_started_at,
-    Deployment.ready_at,
-    Deployment.concluded_at,
-    Deployment.timings,
-)
+# A deployment as the API shows it: the ORM object, or a ListedDeployment.
+Listed = Deployment | Any
 
 
 def default_runtime(settings: Settings) -> str:
@@ -210,98 +178,7 @@ def env_snapshot(deployment: Deployment) -> dict[str, str]:
     return value
 
 
-# ---- listing ---------------------------------------------------------------------------
-Cols = TypeVarTuple("Cols")
-
-
-def _page_filter(
-    stmt: Select[*Cols],
-    *,
-    project_id: str,
-    limit: int,
-    cursor: str | None,
-    branch: str | None,
-    environment_id: str | None,
-    status: str | None,
-) -> Select[*Cols]:
-    stmt = stmt.where(Deployment.project_id == project_id)
-    if cursor:
-        stmt = stmt.where(older_than(cursor, Deployment.created_at, Deployment.id))
-    if branch:
-        stmt = stmt.where(Deployment.branch == branch)
-    if environment_id:
-        stmt = stmt.where(Deployment.environment_id == environment_id)
-    if status in {h.value for h in InstanceHealth}:
-        stmt = stmt.where(Deployment.instance_health == status)
-    elif status in {c.value for c in Conclusion}:
-        stmt = stmt.where(Deployment.conclusion == status)
-    elif status in {s.value for s in Status}:
-        stmt = stmt.where(Deployment.status == status)
-    elif status:
-        raise Invalid(f"unknown status filter {status[:40]!r}")
-    return stmt.order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit + 1)
-
-
-def _cursor_after(rows: list[Deployment] | list[Row[Any]], limit: int) -> str | None:
-    last = rows[limit - 1] if len(rows) > limit else None
-    return encode_cursor(last.created_at, last.id) if last else None
-
-
-async def list_page(
-    *,
-    session: AsyncSession,
-    project_id: str,
-    limit: int = 20,
-    cursor: str | None = None,
-    branch: str | None = None,
-    environment_id: str | None = None,
-    status: str | None = None,
-) -> tuple[list[Deployment], str | None]:
-    stmt = _page_filter(
-        select(Deployment),
-        project_id=project_id,
-        limit=limit,
-        cursor=cursor,
-        branch=branch,
-        environment_id=environment_id,
-        status=status,
-    )
-    rows = list(await session.scalars(stmt))
-    return rows[:limit], _cursor_after(rows, limit)
-
-
-async def list_with_environments(
-    *,
-    session: AsyncSession,
-    project_id: str,
-    limit: int = 20,
-    cursor: str | None = None,
-    branch: str | None = None,
-    environment_id: str | None = None,
-    status: str | None = None,
-) -> tuple[list[tuple[Row[Any], EnvironmentRef | None]], str | None]:
-    """The API's page: each deployment (its LISTED_COLUMNS) with its environment (for the
-    alias URLs), in one query. Plain rows, not ORM objects: the list is the busiest read of
-    the API, and building ORM objects was most of its cost (bench/control_plane.py)."""
-    stmt = _page_filter(
-        select(
-            *LISTED_COLUMNS, Environment.slug, Environment.is_production.label("is_production")
-        ).outerjoin(Environment, Environment.id == Deployment.environment_id),
-        project_id=project_id,
-        limit=limit,
-        cursor=cursor,
-        branch=branch,
-        environment_id=environment_id,
-        status=status,
-    )
-    rows = list(await session.execute(stmt))
-    page = [
-        (r, EnvironmentRef(r.environment_id, r.slug, r.is_production) if r.slug else None)
-        for r in rows[:limit]
-    ]
-    return page, _cursor_after(rows, limit)
-
-
+# ---- queries ---------------------------------------------------------------------------
 async def last_succeeded_commit(
     *, session: AsyncSession, project_id: str, branch: str
 ) -> str | None:
@@ -490,5 +367,6 @@ async def forget_instances(*, session: AsyncSession) -> int:
             continue  # a JSON null handle, already forgotten
         deployment.runtime_handle = None
         deployment.upstream = None
+        deployment.replicas = []
         forgotten += 1
     return forgotten

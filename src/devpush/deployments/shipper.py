@@ -9,6 +9,11 @@ Lines already stored are never shipped twice: the store advances the deployment'
 runtime offsets in the same transaction, only from the offsets the shipper expects, so a
 restarted shipper resumes where the last commit left off, and a batch whose commit outcome was
 lost is recognised as stored.
+
+Each line is tagged with the replica that wrote it. Replica 0's offsets are the deployment's
+(above); another replica's are kept in Redis next to it, set after each stored batch: a
+shipper restarted between the two ships that batch again, which is the one way its lines can
+repeat.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ FLUSH_INTERVAL = 0.02
 MAX_BACKOFF = 2.0
 MASK = "••••••"
 PUBLISH_LINES = 100
+REPLICA_OFFSETS_KEPT = 7 * 24 * 3600  # seconds
 STREAM_ENTRIES = 200  # about PUBLISH_LINES * STREAM_ENTRIES lines at most, like one per line
 
 # The buffer holds lines and, where lines were dropped, markers counting them per stream, in
@@ -64,6 +70,7 @@ class Shipper:
         self.deployment_id = deployment.id
         self.runtime = runtime
         self.handle = handle
+        self.replica = int(handle.data.get("replica") or 0)
         self.store: LogStore = store or p.log_store
         self.secrets = masker(deployment)
         self.offsets = Offsets.unpack(deployment.log_offset)  # what the store holds
@@ -85,6 +92,8 @@ class Shipper:
     async def run(self, *, follow: bool = True) -> None:
         """Ship until the instance's output ends (or, without `follow`, what it wrote so far),
         then until everything is stored."""
+        if self.replica:
+            self.offsets = self.skip = await self._replica_offsets()
         flusher = asyncio.create_task(self._flush_loop())
         try:
             read = 0
@@ -126,6 +135,7 @@ class Shipper:
                 stream=record.stream,
                 phase=record.phase.value,
                 message=self.mask(record.message),
+                replica=self.replica,
             )
         )
         self.buffered += 1
@@ -196,7 +206,7 @@ class Shipper:
                     session=session,
                     deployment_id=self.deployment_id,
                     lines=lines,
-                    offsets=(self.offsets, reached),
+                    offsets=None if self.replica else (self.offsets, reached),
                 )
         except OffsetConflict as conflict:
             self._put_back(batch, len(lines))
@@ -216,8 +226,29 @@ class Shipper:
             )
             return False
         self.offsets = reached
+        if self.replica:
+            await self._save_replica_offsets()
         await self._publish(stored)
         return True
+
+    def _replica_key(self) -> str:
+        return replica_offsets_key(self.handle.id)
+
+    async def _replica_offsets(self) -> Offsets:
+        try:
+            value = await self.p.redis.get(self._replica_key())
+        except Exception as exc:  # noqa: BLE001 - Redis down: ship from the start
+            log.warning("cannot read a replica's log offsets", extra={"error": str(exc)[:200]})
+            return Offsets()
+        return Offsets.unpack(int(value)) if value else Offsets()
+
+    async def _save_replica_offsets(self) -> None:
+        try:
+            await self.p.redis.set(
+                self._replica_key(), str(self.offsets.packed()), ex=REPLICA_OFFSETS_KEPT
+            )
+        except Exception as exc:  # noqa: BLE001 - a restarted shipper repeats this batch
+            log.warning("cannot save a replica's log offsets", extra={"error": str(exc)[:200]})
 
     def _put_back(self, batch: list[_Entry], n_lines: int) -> None:
         self.buffer.extendleft(reversed(batch))
@@ -301,3 +332,45 @@ class Shipper:
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - live view degrades; lines are stored
             log.warning("cannot publish log lines", extra={"error": str(exc)[:200]})
+
+
+def replica_offsets_key(instance_id: str) -> str:
+    """Where a replica's shipped offsets are kept (cleared when a replica is made anew)."""
+    return f"devpush:log-offset:{instance_id}"
+
+
+class ReplicaShippers:
+    """A shipper for each of a deployment's replicas 1.., started as they appear (or change:
+    a replacement) and stopped as they go; replica 0 has the monitor's own."""
+
+    def __init__(self, p: Platform, runtime: Runtime) -> None:
+        self.p = p
+        self.runtime = runtime
+        self.running: dict[str, tuple[RuntimeHandle, asyncio.Task[None]]] = {}
+
+    def sync(self, row: Deployment) -> None:
+        wanted = {}
+        for entry in row.replicas or []:
+            handle = RuntimeHandle.from_json(entry["handle"])
+            wanted[handle.id] = handle
+        for instance_id, (handle, task) in list(self.running.items()):
+            if wanted.get(instance_id) != handle:
+                task.cancel()
+                del self.running[instance_id]
+        for instance_id, handle in wanted.items():
+            if instance_id not in self.running:
+                shipper = Shipper(self.p, row, self.runtime, handle)
+                self.running[instance_id] = (handle, asyncio.create_task(self._ship(shipper)))
+
+    @staticmethod
+    async def _ship(shipper: Shipper) -> None:
+        try:
+            await shipper.run()
+        except Exception as exc:  # noqa: BLE001 - a replica gone meanwhile: nothing to ship
+            log.info("replica log shipping ended", extra={"error": str(exc)[:200]})
+
+    async def close(self) -> None:
+        for _, task in self.running.values():
+            task.cancel()
+        await asyncio.gather(*(task for _, task in self.running.values()), return_exceptions=True)
+        self.running.clear()

@@ -71,16 +71,36 @@ async def wait_route_gone(p: Platform, router: str, timeout: float = ROUTE_TIMEO
     return await _poll_router(p, router, timeout, gone, "route not gone in time")
 
 
+async def wait_server_gone(
+    p: Platform, router: str, upstream: str, timeout: float = ROUTE_TIMEOUT
+) -> bool:
+    """Wait until Traefik no longer sends `router`'s requests to `upstream`: its service is
+    gone, or balances over other replicas only. As wait_route_gone without Traefik's API."""
+    url = f"http://{upstream}"
+
+    def gone(response: httpx.Response) -> bool:
+        if response.status_code == 404:
+            return True
+        try:
+            servers = response.json()["loadBalancer"]["servers"]
+            return all(server.get("url") != url for server in servers)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return True  # not Traefik's answer: nothing to wait for
+
+    return await _poll_router(p, router, timeout, gone, "server not gone in time", "services")
+
+
 async def _poll_router(
     p: Platform,
     router: str,
     timeout: float,
     done: Callable[[httpx.Response], bool],
     late: str,
+    kind: str = "routers",
 ) -> bool:
-    """Ask Traefik's API about `router` until `done` says so (True), no usable API answers
-    (True: nothing to wait for), or `timeout` passes (False)."""
-    url = f"{p.settings.traefik_api}/api/http/routers/{router}@file"
+    """Ask Traefik's API about `router` (or its service: `kind`) until `done` says so (True),
+    no usable API answers (True: nothing to wait for), or `timeout` passes (False)."""
+    url = f"{p.settings.traefik_api}/api/http/{kind}/{router}@file"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with httpx.AsyncClient(timeout=1, auth=traefik_api_auth(p.settings)) as client:

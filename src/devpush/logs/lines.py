@@ -19,6 +19,7 @@ class StoredLine:
     message: str
     environment_id: str | None = None
     branch: str | None = None
+    replica: int | None = None  # which replica wrote it (None: the platform's own line)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -31,6 +32,7 @@ class StoredLine:
             "phase": self.phase,
             "level": self.level,
             "message": self.message,
+            "replica": self.replica,
         }
 
     @classmethod
@@ -45,6 +47,7 @@ class StoredLine:
             message=data["message"],
             environment_id=data.get("environment_id"),
             branch=data.get("branch"),
+            replica=data.get("replica"),
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, String, Text
+from sqlalchemy import BigInteger, DateTime, Identity, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from devpush.db import Base
@@ -26,3 +26,4 @@ class LogLine(Base):
     phase: Mapped[str] = mapped_column(String(16))  # system|build|pre_deploy|runtime
     level: Mapped[str | None] = mapped_column(String(8))
     message: Mapped[str] = mapped_column(Text)
+    replica: Mapped[int | None] = mapped_column(SmallInteger)  # None: a platform (system) line

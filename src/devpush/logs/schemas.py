@@ -17,6 +17,9 @@ class LogLineRead(BaseModel):
     deployment_id: str
     environment_id: str | None
     branch: str | None
+    replica: int | None = Field(
+        None, description="The replica that wrote it (0 ran the build); null for the platform's."
+    )
 
 
 class LogLinePage(BaseModel):

@@ -42,6 +42,7 @@ class NewLine:
     stream: str
     phase: str
     message: str
+    replica: int | None = None  # which replica wrote it (None: a platform line)
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ class PostgresLogStore:
                     message=message,
                     environment_id=environment_id,
                     branch=branch,
+                    replica=line.replica,
                 )
             )
         if stored:
@@ -292,6 +294,7 @@ class PostgresLogStore:
                         x.phase,
                         x.level,
                         x.message,
+                        x.replica,
                     )
                     for x in stored
                 ],
@@ -426,6 +429,7 @@ _COPY_COLUMNS = [
     "phase",
     "level",
     "message",
+    "replica",
 ]
 
 
@@ -449,6 +453,7 @@ def _stored(r: LogLine) -> StoredLine:
         message=r.message,
         environment_id=r.environment_id,
         branch=r.branch,
+        replica=r.replica,
     )
 
 

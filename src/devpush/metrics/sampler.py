@@ -42,8 +42,9 @@ class Live:
     deployment_id: str
     project_id: str
     router: str
-    handle: RuntimeHandle
+    handle: RuntimeHandle  # replica 0
     crashes: tuple[float, ...]
+    replicas: tuple[RuntimeHandle, ...] = ()  # the others: the deployment's use is the sum
 
 
 @dataclass
@@ -116,16 +117,30 @@ class Sampler:
                     router=router_name(slug, d.id),
                     handle=RuntimeHandle.from_json(d.runtime_handle or {}),
                     crashes=tuple(float(t) for t in d.crashes or []),
+                    replicas=tuple(RuntimeHandle.from_json(r["handle"]) for r in d.replicas or []),
                 )
                 for d, slug in rows.all()
                 if is_live(d)
             ]
 
     async def stats(self, d: Live) -> InstanceStats | None:
+        """The deployment's use: its replicas' summed (a replica replaced meanwhile makes the
+        CPU total drop, and that one sample's CPU percent is left out)."""
+        each = await asyncio.gather(*(self.instance_stats(d, h) for h in (d.handle, *d.replicas)))
+        known = [s for s in each if s is not None]
+        if not known:
+            return None
+        cpu = [s.cpu_seconds for s in known if s.cpu_seconds is not None]
+        memory = [s.memory_bytes for s in known if s.memory_bytes is not None]
+        return InstanceStats(
+            cpu_seconds=sum(cpu) if cpu else None, memory_bytes=sum(memory) if memory else None
+        )
+
+    async def instance_stats(self, d: Live, handle: RuntimeHandle) -> InstanceStats | None:
         try:
-            runtime = self.p.runtimes.get(d.handle.backend)
+            runtime = self.p.runtimes.get(handle.backend)
             async with self.concurrency:
-                return await asyncio.wait_for(runtime.stats(d.handle), STATS_TIMEOUT)
+                return await asyncio.wait_for(runtime.stats(handle), STATS_TIMEOUT)
         except (DevpushError, OSError, TimeoutError) as exc:
             log.warning(
                 "cannot read an instance's stats",

@@ -63,6 +63,7 @@ class Environment(Base):
     branch_pattern: Mapped[str] = mapped_column(String(255))
     is_production: Mapped[bool] = mapped_column(Boolean, default=False)
     position: Mapped[int] = mapped_column(Integer, default=0)
+    replicas: Mapped[int | None] = mapped_column(Integer)  # None: the project's count
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -53,11 +53,12 @@ from typing import Any
 from devpush.errors import Invalid
 from devpush.projects import cron as cron_rules
 from devpush.projects import volumes as volume_rules
+from devpush.projects.limits import MAX_REPLICAS
 
 FILENAME = "devpush.toml"
 _SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "build": {"command": str, "pre_deploy": str},
-    "start": {"command": str, "port": int, "health_path": str},
+    "start": {"command": str, "port": int, "health_path": str, "replicas": int},
     "resources": {
         "cpus": (int, float),
         "memory_mb": int,
@@ -74,6 +75,7 @@ _CONFIG_KEYS = {
     ("start", "command"): "start_command",
     ("start", "port"): "port",
     ("start", "health_path"): "health_path",
+    ("start", "replicas"): "replicas",
     ("resources", "cpus"): "cpus",
     ("resources", "memory_mb"): "memory_mb",
     ("resources", "build_memory_mb"): "build_memory_mb",
@@ -202,6 +204,8 @@ def _check_value(text: str, section: str, key: str, value: Any) -> None:
         raise _fail(text, section, key, "[start] port must be between 1 and 65535")
     if key == "health_path" and not value.startswith("/"):
         raise _fail(text, section, key, "[start] health_path must start with '/'")
+    if key == "replicas" and not 1 <= value <= MAX_REPLICAS:
+        raise _fail(text, section, key, f"[start] replicas must be between 1 and {MAX_REPLICAS}")
     if key in ("memory_mb", "build_memory_mb") and not 32 <= value <= 262144:
         raise _fail(text, section, key, f"[resources] {key} must be between 32 and 262144")
     if key in ("cpus", "build_cpus") and not 0 < value <= 64:

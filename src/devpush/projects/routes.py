@@ -45,6 +45,7 @@ async def project_read(session: SessionDep, settings: Settings, project: Project
                 slug=e.slug,
                 branch_pattern=e.branch_pattern,
                 is_production=e.is_production,
+                replicas=e.replicas,
                 url=settings.deploy_url(
                     project.slug if e.is_production else f"{project.slug}-env-{e.slug}"
                 ),

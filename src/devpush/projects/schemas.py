@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devpush.projects import cron, volumes
+from devpush.projects.limits import MAX_REPLICAS
 
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 REPO_URL = re.compile(r"^(https://|http://|ssh://|file:///|git@[A-Za-z0-9.-]+:)[^\s\x00]+$")
@@ -119,6 +120,9 @@ class EnvironmentIn(BaseModel):
         AfterValidator(_environment_name),
     ]
     branch_pattern: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_pattern)]
+    replicas: int | None = Field(
+        None, ge=1, le=MAX_REPLICAS, description="None: the project's count"
+    )
 
 
 class VolumeIn(BaseModel):
@@ -162,6 +166,9 @@ class ProjectConfig(BaseModel):
     build_memory_mb: int | None = Field(None, ge=64, le=262144)
     build_cpus: float | None = Field(None, gt=0, le=64)
     build_timeout: int | None = Field(None, ge=10, le=86400, description="Seconds")
+    replicas: int | None = Field(
+        None, ge=1, le=MAX_REPLICAS, description="Instances of each deployment (previews: 1)"
+    )
     runtime: Literal["docker", "process"] | None = None
     image: str | None = Field(None, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
     env_vars: dict[str, EnvValue] | None = None
@@ -225,6 +232,7 @@ class EnvironmentRead(BaseModel):
     branch_pattern: str
     is_production: bool
     url: str
+    replicas: int | None = None  # None: the project's count
 
 
 class ProjectRead(BaseModel):

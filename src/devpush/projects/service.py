@@ -34,6 +34,7 @@ CONFIG_KEYS = (
     "build_memory_mb",
     "build_cpus",
     "build_timeout",
+    "replicas",
     "runtime",
     "image",
     "volumes",
@@ -143,11 +144,14 @@ async def _replace_environments(
                     slug=env_in.name,
                     branch_pattern=env_in.branch_pattern,
                     position=position,
+                    replicas=env_in.replicas,
                 )
             )
         else:
             row.branch_pattern = env_in.branch_pattern
             row.position = position
+            if "replicas" in env_in.model_fields_set:  # else kept (`devpush scale` set it)
+                row.replicas = env_in.replicas
 
 
 async def update_project(

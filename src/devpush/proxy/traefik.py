@@ -25,15 +25,21 @@ PLATFORM_FILE = "_platform.yml"
 # Seconds: the latency histogram's bounds, from which metrics/ reads p50/p95/p99.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _NAME = re.compile(r"[^a-z0-9-]")
+RETRY = "replicas-retry"  # a project file's middleware retrying a request on another replica
+HEALTH_INTERVAL = "1s"
+HEALTH_TIMEOUT = "1s"
 
 
 @dataclass(frozen=True)
 class Route:
-    """Hostnames served by one upstream (one deployment)."""
+    """Hostnames served by one deployment: its replicas' upstreams, balanced (and, when there
+    are several, health-checked on `health_path` so that one that stops answering drops out
+    while the others serve)."""
 
     key: str  # deployment id
-    upstream: str  # host:port
+    upstreams: tuple[str, ...]  # host:port of each routed replica
     hostnames: tuple[str, ...]
+    health_path: str = "/"
 
 
 @dataclass(frozen=True)
@@ -92,13 +98,22 @@ def render_project(project: ProjectRoutes, settings: Settings) -> dict[str, Any]
         }
         if tls is not None:
             router["tls"] = tls
-        routers[name] = router
-        services[name] = {
-            "loadBalancer": {
-                "servers": [{"url": f"http://{route.upstream}"}],
-                "passHostHeader": True,
-            }
+        balancer: dict[str, Any] = {
+            "servers": [{"url": f"http://{upstream}"} for upstream in route.upstreams],
+            "passHostHeader": True,
         }
+        if len(route.upstreams) > 1:
+            # A replica that dies is skipped within a check (and its request retried on
+            # another: the retry middleware below) until its restart answers again.
+            balancer["healthCheck"] = {
+                "path": route.health_path,
+                "interval": HEALTH_INTERVAL,
+                "timeout": HEALTH_TIMEOUT,
+            }
+            middlewares[RETRY] = {"retry": {"attempts": 3, "initialInterval": "50ms"}}
+            router["middlewares"] = [RETRY]
+        routers[name] = router
+        services[name] = {"loadBalancer": balancer}
     for redirect in project.redirects:
         name = redirect_router_name(project.slug, redirect.hostname)
         scheme = settings.url_scheme

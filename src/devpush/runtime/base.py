@@ -4,6 +4,12 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
 
 - `create(spec)` allocates the instance and copies `spec.source_dir` into it. Nothing runs yet.
   The instance is labelled with `spec.labels` (devpush ids only, never secrets).
+- `replicate(source, spec)` allocates replica `spec.replica` (1 and up) of the deployment
+  whose replica 0 is `source` (built: its app phase has started), with a copy of its built app
+  instead of `spec.source_dir`. Its start runs the start command only (no install, build or
+  pre-deploy), on a port and address (process) or in a container (docker) of its own. Every
+  other call treats a replica as an instance of its own; `handle.data["replica"]` says which
+  one it is, and `list()` returns every replica of every deployment.
 - `start(handle)` runs, inside the instance, the shared `entrypoint.sh`: install and build
   commands (the build phase, under the build's own limits where the backend can separate
   them), then the pre-deploy command, then the start command. It returns the handle with `upstream`
@@ -140,6 +146,7 @@ class RuntimeSpec:
     support_files: dict[str, Path] = field(default_factory=dict)  # name -> host file
     labels: dict[str, str] = field(default_factory=dict)
     volumes: tuple[VolumeMount, ...] = ()
+    replica: int = 0  # 0 builds; 1.. are made by Runtime.replicate from replica 0's build
 
 
 def entrypoint_env(spec: RuntimeSpec, user_env: dict[str, str]) -> dict[str, str]:
@@ -221,6 +228,8 @@ class Runtime(Protocol):
     name: str
 
     async def create(self, spec: RuntimeSpec) -> RuntimeHandle: ...
+
+    async def replicate(self, source: RuntimeHandle, spec: RuntimeSpec) -> RuntimeHandle: ...
 
     async def start(self, handle: RuntimeHandle) -> RuntimeHandle: ...
 

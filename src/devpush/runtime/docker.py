@@ -45,9 +45,12 @@ from devpush.runtime.docker_container import (
     LABEL_OWNER,
     LABEL_PORT,
     LABEL_PROJECT,
+    LABEL_REPLICA,
     MIB,
     container_config,
+    container_name,
     container_status,
+    copy_app,
     inspect_container,
     open_gate,
     put_source_archive,
@@ -116,11 +119,30 @@ class DockerRuntime:
         return engine_errors(action, url=self.url, network=self.network)
 
     async def create(self, spec: RuntimeSpec) -> RuntimeHandle:
-        image = spec.image or self.default_image
-        name = f"devpush-{spec.deployment_id}"
         source_dir = spec.source_dir.resolve()
         if not source_dir.is_dir():
             raise RuntimeFailure(f"source directory {source_dir} does not exist")
+        return await self._create(spec, source_dir)
+
+    async def replicate(self, source: RuntimeHandle, spec: RuntimeSpec) -> RuntimeHandle:
+        """A container for replica `spec.replica` with a copy of `source`'s built /app (read
+        out of it through the archive endpoint); it runs no build."""
+        if spec.replica < 1:
+            raise RuntimeFailure("replicate() makes replicas 1 and up; replica 0 is create()d")
+        run = replace(
+            spec,
+            install_command=None,
+            build_command=None,
+            pre_deploy_command=None,
+            install_cache=None,
+        )
+        return await self._create(run, None, copy_from=source)
+
+    async def _create(
+        self, spec: RuntimeSpec, source_dir: Path | None, copy_from: RuntimeHandle | None = None
+    ) -> RuntimeHandle:
+        image = spec.image or self.default_image
+        name = container_name(spec.deployment_id, spec.replica)
         docker = self._docker()
         with self._errors(f"creating container {name}"):
             await require_image(docker, image)
@@ -157,14 +179,29 @@ class DockerRuntime:
             if self.ca_bundle is not None:
                 files["ca.crt"] = self.ca_bundle
             try:
+                if copy_from is not None:
+                    await self._copy_app(copy_from, container)
                 await put_source_archive(container, source_dir, files)
             except BaseException:
                 await self._delete(container)
                 raise
-        data = {"name": name, "project_id": spec.project_id, "port": spec.port}
+        data = {
+            "name": name,
+            "project_id": spec.project_id,
+            "port": spec.port,
+            "replica": spec.replica,
+        }
         return RuntimeHandle(
             backend=self.name, id=container.id, deployment_id=spec.deployment_id, data=data
         )
+
+    async def _copy_app(self, source: RuntimeHandle, target: DockerContainer) -> None:
+        try:
+            await copy_app(self._docker(), source.id, target)
+        except DockerError as exc:
+            if exc.status == 404:
+                raise RuntimeFailure(f"container {source.id[:12]} is missing") from exc
+            raise
 
     async def start(self, handle: RuntimeHandle) -> RuntimeHandle:
         container = self._container(handle)
@@ -313,6 +350,7 @@ class DockerRuntime:
                         "name": (info.get("Names") or [""])[0].lstrip("/"),
                         "project_id": labels.get(LABEL_PROJECT, ""),
                         "port": int(labels.get(LABEL_PORT) or 0),
+                        "replica": int(labels.get(LABEL_REPLICA) or 0),
                     },
                 )
             )

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+import aiodocker
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
@@ -38,11 +39,30 @@ LABEL_OWNER = "devpush.owner"  # which platform (database) the container belongs
 LABEL_DEPLOYMENT = "devpush.deployment"
 LABEL_PROJECT = "devpush.project"
 LABEL_PORT = "devpush.port"
+LABEL_REPLICA = "devpush.replica"
 LABEL_LANGUAGE = "devpush.runner.language"  # on runner images (scripts/runner-images.sh)
 LABEL_VERSION = "devpush.runner.version"
 LABEL_MEMORY = "devpush.memory_mb"  # the app's limit; the container starts with the build's
 LABEL_BUILD_MEMORY = "devpush.build_memory_mb"
 CA_PATH = "/devpush/ca.crt"
+
+
+def container_name(deployment_id: str, replica: int) -> str:
+    suffix = f"-r{replica}" if replica else ""
+    return f"devpush-{deployment_id}{suffix}"
+
+
+async def copy_app(docker: aiodocker.Docker, source_id: str, target: DockerContainer) -> None:
+    """Copy the built /app of container `source_id` into `target` as it is: owners, modes and
+    links (a virtualenv's absolute ones resolve inside the container, never on this machine,
+    which only passes the archive on, through a temporary file rather than in memory)."""
+    with tempfile.TemporaryFile() as buffer:
+        query = docker._query(f"containers/{source_id}/archive", params={"path": APP_DIR})
+        async with query as response:
+            async for chunk in response.content.iter_chunked(1 << 16):
+                await asyncio.to_thread(buffer.write, chunk)
+        buffer.seek(0)
+        await target.put_archive("/", buffer)
 
 
 def container_status(info: dict[str, Any], phase: Phase) -> InstanceStatus:
@@ -88,6 +108,7 @@ def container_config(
         LABEL_DEPLOYMENT: spec.deployment_id,
         LABEL_PROJECT: spec.project_id,
         LABEL_PORT: str(spec.port),
+        LABEL_REPLICA: str(spec.replica),
     }
     if owner:
         labels[LABEL_OWNER] = owner
@@ -125,9 +146,9 @@ def container_config(
     }
 
 
-def source_archive(source_dir: Path, files: dict[str, Path] | None = None) -> IO[bytes]:
-    """A tar of the source under app/, and the entrypoint and `files` under devpush/, owned by
-    the runner."""
+def source_archive(source_dir: Path | None, files: dict[str, Path] | None = None) -> IO[bytes]:
+    """A tar of the source under app/ (None: no app, a replica's comes from copy_app), and the
+    entrypoint and `files` under devpush/, owned by the runner."""
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = RUNNER_UID
@@ -150,7 +171,8 @@ def source_archive(source_dir: Path, files: dict[str, Path] | None = None) -> IO
     archive = tempfile.TemporaryFile()
     try:
         with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.add(source_dir, arcname="app", filter=source_entry)
+            if source_dir is not None:
+                tar.add(source_dir, arcname="app", filter=source_entry)
             # Root's, so the app can't move the fence gate's directory aside.
             tar.addfile(directory("devpush", root=True))
             tar.addfile(directory("devpush/state"))
@@ -182,7 +204,7 @@ async def inspect_container(container: DockerContainer, attempts: int = 5) -> di
 
 
 async def put_source_archive(
-    container: DockerContainer, source_dir: Path, files: dict[str, Path], attempts: int = 3
+    container: DockerContainer, source_dir: Path | None, files: dict[str, Path], attempts: int = 3
 ) -> None:
     """Upload the source. Podman answers 500 "passing bulk input to subprocess: broken pipe"
     when the helper it copies through loses a race with another container's exit (seen under

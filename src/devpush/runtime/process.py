@@ -1,6 +1,7 @@
 """The `process` runtime: each deployment runs as a local process tree, sandboxed by bubblewrap.
 
-An instance lives in `root/<deployment_id>/`: `app/` (the copied source, the app's working
+An instance lives in `root/<deployment_id>/` (a replica k >= 1 in `root/<deployment_id>-r<k>/`,
+with a copy of replica 0's built `app/`): `app/` (the copied source, the app's working
 directory), `state/` (the entrypoint writes `phase` and `exit_code` there), `logs/stdout.log`,
 `logs/stderr.log`, and `instance.json` (pid, port, address, limits and a spec summary, never env
 values). The app runs in its own session so that it outlives the worker, and is limited by
@@ -55,9 +56,12 @@ from devpush.runtime.process_files import (
     LogFile,
     check_id,
     chown_tree,
+    copy_present,
+    instance_name,
     now,
     read_exit_code,
     read_phase,
+    special_files,
 )
 from devpush.runtime.process_limits import (
     BUILD,
@@ -170,10 +174,31 @@ class ProcessRuntime(RootMixin, SandboxMixin, ExecMixin):
     async def create(self, spec: RuntimeSpec) -> RuntimeHandle:
         """Copies the source into a new instance. A leftover instance with the same deployment
         id (a retried job) is stopped and replaced."""
-        instance_id = check_id(spec.deployment_id)
-        self._require_sandbox()
         if not spec.source_dir.is_dir():
             raise RuntimeFailure(f"source directory {spec.source_dir} does not exist")
+        return await self._create(spec)
+
+    async def replicate(self, source: RuntimeHandle, spec: RuntimeSpec) -> RuntimeHandle:
+        """A new instance for replica `spec.replica` with a copy of `source`'s built app
+        (files, not links: replicas never share a file they write); it runs no build."""
+        if spec.replica < 1:
+            raise RuntimeFailure("replicate() makes replicas 1 and up; replica 0 is create()d")
+        built = self._root / check_id(source.id) / "app"
+        if not built.is_dir():
+            raise RuntimeFailure(f"instance {source.id} has no app to copy; create it first")
+        run = replace(
+            spec,
+            source_dir=built,
+            install_command=None,
+            build_command=None,
+            pre_deploy_command=None,
+            install_cache=None,
+        )
+        return await self._create(run)
+
+    async def _create(self, spec: RuntimeSpec) -> RuntimeHandle:
+        instance_id = check_id(instance_name(check_id(spec.deployment_id), spec.replica))
+        self._require_sandbox()
         if spec.volumes and not self._bwrap:
             raise RuntimeFailure(
                 "volumes need the process runtime's sandbox (bubblewrap), which is not "
@@ -229,7 +254,7 @@ class ProcessRuntime(RootMixin, SandboxMixin, ExecMixin):
             return InstanceStatus(InstanceState.missing)
         if instance.pid is None:
             return InstanceStatus(InstanceState.created)
-        state_dir = self._root / instance.deployment_id / "state"
+        state_dir = self._root / instance.name / "state"
         phase = read_phase(state_dir)
         if root_process(instance) is not None:
             running = phase is Phase.runtime
@@ -374,26 +399,34 @@ class ProcessRuntime(RootMixin, SandboxMixin, ExecMixin):
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self._lock():
             uid = self._own_uid(check_id(spec.project_id))
-        staging = self._root / f".new-{instance.deployment_id}-{secrets.token_hex(4)}"
+        staging = self._root / f".new-{instance.name}-{secrets.token_hex(4)}"
         try:
             staging.mkdir(mode=0o700)
             # symlinks=True: a link in the repository is copied as a link, never followed
             # (following it as root would copy host files into the app).
-            shutil.copytree(spec.source_dir, staging / "app", symlinks=True)
+            # (A running replica 0's app dir, for a replica, may hold sockets, e.g.
+            # gunicorn's control socket, and files that go while it is read.)
+            shutil.copytree(
+                spec.source_dir,
+                staging / "app",
+                symlinks=True,
+                ignore=special_files,
+                copy_function=copy_present,
+            )
             (staging / "state").mkdir(mode=0o700)  # its owner (below) is the sandbox user
             (staging / "logs").mkdir(mode=0o700)
             if uid is not None:
                 chown_tree(staging / "app", uid)
                 chown_tree(staging / "state", uid)
             instance.save(staging)
-            os.rename(staging, self._root / instance.deployment_id)
+            os.rename(staging, self._root / instance.name)
         except (OSError, shutil.Error) as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise RuntimeFailure(f"cannot create instance {instance.deployment_id}: {exc}") from exc
+            raise RuntimeFailure(f"cannot create instance {instance.name}: {exc}") from exc
 
     def _spawn(self, instance: Instance, spec: RuntimeSpec) -> subprocess.Popen[bytes]:
         self._check_sandbox()
-        directory = self._root / instance.deployment_id
+        directory = self._root / instance.name
         for name in ("phase", "exit_code"):  # a start retried after a failure starts afresh
             with contextlib.suppress(FileNotFoundError):
                 (directory / "state" / name).unlink()
@@ -401,16 +434,16 @@ class ProcessRuntime(RootMixin, SandboxMixin, ExecMixin):
         if instance.cgroups:  # a fresh cgroup (its OOM counter starts at 0)
             cgroup_remove(instance.cgroups)
         with self._lock():
-            port, address = self._claim(instance.deployment_id)
+            port, address = self._claim(instance.name)
             try:
                 try:
-                    cgroup_dirs = create_cgroups(cgroups, instance.deployment_id, spec)
+                    cgroup_dirs = create_cgroups(cgroups, instance.name, spec)
                 except OSError as exc:
                     raise RuntimeFailure(f"cannot set up the cgroup: {exc}") from exc
                 proc = self._popen(directory, spec, port, cgroup_dirs)
             except RuntimeFailure:
                 if self._network is not None:
-                    self._network.detach(instance.deployment_id)
+                    self._network.detach(instance.name)
                 raise
             instance.pid = proc.pid
             instance.create_time = create_time(proc.pid)
@@ -441,11 +474,11 @@ class ProcessRuntime(RootMixin, SandboxMixin, ExecMixin):
         return instance is not None and root_process(instance) is not None
 
     def _stop(self, instance: Instance, timeout: float) -> None:
-        directory = self._root / instance.deployment_id
+        directory = self._root / instance.name
         stop_instance(instance, timeout, directory=directory, network=self._network)
 
     def _listening(self, instance: Instance) -> _Ports:
         procs = instance_processes(root_process(instance), instance.cgroups)
         if self._network is None or instance.address is None:
             return listening_ports(procs)
-        return self._network.listening(instance.deployment_id, [proc.pid for proc in procs])
+        return self._network.listening(instance.name, [proc.pid for proc in procs])

@@ -136,7 +136,7 @@ class ExecMixin:
         cgroup_dirs: dict[str, str] = {}
         if cgroups is not None:
             try:
-                cgroup_dirs = cgroups.create(f"{instance.deployment_id}-exec-{token}", _app(spec))
+                cgroup_dirs = cgroups.create(f"{instance.name}-exec-{token}", _app(spec))
             except OSError as exc:
                 raise RuntimeFailure(f"cannot set up the command's cgroup: {exc}") from exc
         run = replace_command(self._stage(directory, _no_build(spec), cgroup_dirs, build=False))

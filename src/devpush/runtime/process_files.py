@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,12 @@ class Instance:
     limits: str | None = None  # "cgroup v2", "cgroup v1" or "rlimit"
     cgroups: dict[str, str] = field(default_factory=dict)  # controller -> cgroup directory
     stopped: bool = False  # stop() was asked for
+    replica: int = 0  # 0 ran the build; the others run copies of its built app
+
+    @property
+    def name(self) -> str:
+        """The instance's directory (and namespace, cgroup) name."""
+        return instance_name(self.deployment_id, self.replica)
 
     @classmethod
     def new(cls, spec: RuntimeSpec) -> Instance:
@@ -67,6 +74,7 @@ class Instance:
             labels=dict(spec.labels),
             created_at=now().isoformat(),
             spec=summary,
+            replica=spec.replica,
         )
 
     @classmethod
@@ -204,6 +212,28 @@ def _own_privately(path: str, uid: int) -> None:
     mode = os.lstat(path).st_mode
     if not stat.S_ISLNK(mode) and mode & 0o077:
         os.chmod(path, stat.S_IMODE(mode) & 0o700)
+
+
+def special_files(directory: str, names: list[str]) -> set[str]:
+    """copytree's `ignore`: sockets, pipes and devices (only files, links and directories are
+    an app's code)."""
+    skipped = set()
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            mode = os.lstat(os.path.join(directory, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                skipped.add(name)
+    return skipped
+
+
+def copy_present(source: str, dest: str) -> None:
+    """copytree's `copy_function`: a file deleted while the tree is copied is left out."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copy2(source, dest)
+
+
+def instance_name(deployment_id: str, replica: int) -> str:
+    return deployment_id if replica == 0 else f"{deployment_id}-r{replica}"
 
 
 def check_id(instance_id: str) -> str:

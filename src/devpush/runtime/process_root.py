@@ -116,17 +116,26 @@ class RootMixin:
     def _handle(self, instance: Instance) -> RuntimeHandle:
         host = instance.address or "127.0.0.1"
         upstream = f"{host}:{instance.port}" if instance.port and instance.pid else None
-        directory = self._root / instance.deployment_id
+        directory = self._root / instance.name
         return RuntimeHandle(
             backend=self.name,
-            id=instance.deployment_id,
+            id=instance.name,
             deployment_id=instance.deployment_id,
             upstream=upstream,
-            data={"dir": str(directory), "pid": instance.pid, "port": instance.port},
+            data={
+                "dir": str(directory),
+                "pid": instance.pid,
+                "port": instance.port,
+                "replica": instance.replica,
+            },
         )
 
     def _bare_handle(self, instance_id: str) -> RuntimeHandle:
-        return RuntimeHandle(backend=self.name, id=instance_id, deployment_id=instance_id)
+        deployment_id, _, replica = instance_id.partition("-r")
+        data = {"replica": int(replica)} if replica.isdigit() else {}
+        return RuntimeHandle(
+            backend=self.name, id=instance_id, deployment_id=deployment_id, data=data
+        )
 
     # -- per-project uids ----------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ def stop_instance(
         cgroup_kill(instance.cgroups)
     survivors = _wait_gone(alive, 5.0)
     if network is not None:
-        network.detach(instance.deployment_id)
+        network.detach(instance.name)
     if survivors:
         pids = sorted(proc.pid for proc in survivors)
         raise RuntimeFailure(f"processes {pids} of {instance.deployment_id} survived SIGKILL")

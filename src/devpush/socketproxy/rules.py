@@ -46,7 +46,12 @@ RULES: tuple[Rule, ...] = (
     Rule("POST", r"/containers/create", "`create`", create=True),
     Rule("GET", rf"/containers/{_ID}/json", "inspect: `start`, `status`", container=True),
     Rule("PUT", rf"/containers/{_ID}/archive", "upload the source tree: `create`", container=True),
-    Rule("GET", rf"/containers/{_ID}/archive", "read the phase file: `status`", container=True),
+    Rule(
+        "GET",
+        rf"/containers/{_ID}/archive",
+        "read the phase file: `status`; copy the built /app: `replicate`",
+        container=True,
+    ),
     Rule("HEAD", rf"/containers/{_ID}/archive", "stat a path: `status`", container=True),
     Rule("POST", rf"/containers/{_ID}/start", "`start`", container=True),
     Rule("GET", rf"/containers/{_ID}/logs", "`logs` (streams with follow)", container=True),

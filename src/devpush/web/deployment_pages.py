@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
-from devpush.deployments import actions
+from devpush.deployments import actions, listing
 from devpush.deployments import service as deployments
 from devpush.deployments.access import load_deployment
 from devpush.deployments.models import Alias, AliasType, Conclusion, Deployment, Status
@@ -75,7 +75,7 @@ async def _list(
         raise Invalid(f"environment: this project has no environment {environment[:40]!r}")
     if status not in {value for value, _ in STATUS_FILTERS}:
         raise Invalid("status: choose one of the listed statuses")
-    items, next_cursor = await deployments.list_page(
+    items, next_cursor = await listing.list_page(
         session=session,
         project_id=project.id,
         limit=limit,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
 from devpush.builds import PlanError
-from devpush.deployments import actions
+from devpush.deployments import actions, listing
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment
 from devpush.errors import Conflict, DevpushError, Forbidden, Invalid
@@ -305,7 +305,7 @@ async def overview_page(
         {"environment": e, "deployment": d, "url": environment_url(platform, project, e)}
         for e, d in await current_deployments(session, project)
     ]
-    latest, _ = await deployments.list_page(session=session, project_id=project.id, limit=6)
+    latest, _ = await listing.list_page(session=session, project_id=project.id, limit=6)
     from devpush.domains import service as domains
 
     return render(

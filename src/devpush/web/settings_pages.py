@@ -54,7 +54,7 @@ SECTIONS = {
         "port",
         "health_path",
     ),
-    "resources": ("cpus", "memory_mb", "runtime"),
+    "resources": ("cpus", "memory_mb", "replicas", "runtime"),
 }
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devpush.api.deps import SessionDep, client_ip
 from devpush.audit.service import record
 from devpush.auth.models import User
-from devpush.deployments import service as deployments
+from devpush.deployments import listing
 from devpush.errors import Conflict, DevpushError, Forbidden, Invalid
 from devpush.projects import service as projects
 from devpush.teams import service as teams
@@ -80,7 +80,7 @@ async def team_overview(
     settings = platform_of(request).settings
     cards = []
     for project in await projects.list_projects(session=session, team_id=row.id):
-        latest, _ = await deployments.list_page(session=session, project_id=project.id, limit=1)
+        latest, _ = await listing.list_page(session=session, project_id=project.id, limit=1)
         cards.append(
             {
                 "project": project,

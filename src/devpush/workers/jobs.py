@@ -10,15 +10,15 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from arq import cron, func
+from arq import Retry, cron, func
 from arq.constants import default_queue_name, health_check_key_suffix
 from arq.worker import Function, Worker
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
 
 from devpush import runner_builds
 from devpush.accounts import teardown as user_teardown
 from devpush.bootstrap import build_platform
-from devpush.deployments import finalize, flows, retire
+from devpush.deployments import finalize, flows, replicas, retire
 from devpush.deployments import teardown as project_teardown
 from devpush.github import jobs as github_jobs
 from devpush.logsetup import configure_logging
@@ -86,6 +86,20 @@ async def fail_deployment(ctx: dict[str, Any], deployment_id: str, error: str) -
     await flows.fail_deployment(platform_of(ctx), deployment_id, error)
 
 
+async def scale_deployment(ctx: dict[str, Any], deployment_id: str) -> None:
+    """Scale a live deployment to its environment's count: one job at a time per deployment
+    (a second waits its turn), and each applies the newest count."""
+    p = platform_of(ctx)
+    lock = p.redis.lock(f"devpush:scale:{deployment_id}", timeout=p.settings.deploy_timeout + 180)
+    if not await lock.acquire(blocking=False):
+        raise Retry(defer=2)
+    try:
+        await replicas.converge(p, deployment_id)
+    finally:
+        with contextlib.suppress(LockError, RedisError, OSError):
+            await lock.release()
+
+
 async def delete_container(ctx: dict[str, Any], deployment_id: str) -> None:
     await retire.remove_instance(platform_of(ctx), deployment_id, unless_warm=True)
 
@@ -129,8 +143,20 @@ def functions(settings: Settings) -> list[Function]:
     timeout = settings.job_timeout
     return [
         func(start_deployment, timeout=settings.build_timeout + 120, keep_result=0, max_tries=3),
-        func(finalize_deployment, timeout=60, keep_result=0, max_tries=5),
+        # Replicas are started (each until it answers) before the aliases move.
+        func(
+            finalize_deployment,
+            timeout=settings.deploy_timeout + 120,
+            keep_result=0,
+            max_tries=5,
+        ),
         func(fail_deployment, timeout=120, keep_result=0, max_tries=5),
+        func(
+            scale_deployment,
+            timeout=settings.deploy_timeout + 180,
+            keep_result=0,
+            max_tries=200,  # waiting for another scale of the same deployment counts as a try
+        ),
         func(delete_container, timeout=120, keep_result=0, max_tries=5),
         func(cleanup_inactive_containers, timeout=timeout, keep_result=0, max_tries=3),
         func(delete_project, timeout=timeout, keep_result=0, max_tries=5),

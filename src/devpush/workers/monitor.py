@@ -2,7 +2,7 @@
 
 For each one (under a Redis lock, so any number of monitors can run) it ships the runtime's
 output into the log store and onto the deployment's Redis Stream, polls the instance, probes
-readiness with backoff (50 ms up to 1 s) once the app phase starts (workers/readiness.py), and
+readiness with backoff (50 ms up to 1 s) once the app phase starts (deployments/readiness.py), and
 enqueues finalize or fail. While a deployment is live it polls its instance: one that exits has
 its route pulled first, then is restarted with backoff, or marked crashed after too many exits
 (deployments/crashes.py). It reconciles at start and periodically (workers/reconcile.py):
@@ -30,18 +30,10 @@ from devpush import events
 from devpush.cron import scheduler as cron_scheduler
 from devpush.databases import backups as database_backups
 from devpush.db import session_scope
-from devpush.deployments import crashes, failures, flows
+from devpush.deployments import crashes, failures, flows, replicas
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Conclusion, Deployment, InstanceHealth, Status
-from devpush.deployments.shipper import Shipper
-from devpush.errors import DevpushError
-from devpush.metrics.sampler import Sampler
-from devpush.platform import Platform
-from devpush.queue import enqueue_fail, enqueue_finalize
-from devpush.runtime.base import InstanceState, InstanceStatus, Phase, Runtime, RuntimeHandle
-from devpush.subscribers import delivering_events
-from devpush.workers import liveness
-from devpush.workers.readiness import (
+from devpush.deployments.readiness import (
     Outcome,
     PortCheck,
     build_too_long,
@@ -51,10 +43,20 @@ from devpush.workers.readiness import (
     pause,
     probe,
 )
+from devpush.deployments.shipper import ReplicaShippers, Shipper
+from devpush.errors import DevpushError
+from devpush.metrics.sampler import Sampler
+from devpush.notifications import sweep as notification_sweep
+from devpush.platform import Platform
+from devpush.queue import enqueue_fail, enqueue_finalize, enqueue_scale
+from devpush.runtime.base import InstanceState, InstanceStatus, Phase, Runtime, RuntimeHandle
+from devpush.subscribers import delivering_events
+from devpush.workers import liveness
 from devpush.workers.reconcile import reconcile
 
 log = logging.getLogger("devpush.monitor")
 LOCK_TTL_MS = 15_000
+SCALE_BACKOFF_MIN, SCALE_BACKOFF_MAX = 5.0, 300.0
 CHECK_EVERY = 5.0  # seconds between status checks of a live instance whose logs still flow
 
 
@@ -63,6 +65,8 @@ class Monitor:
     p: Platform
     instance_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
     watching: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # deployment -> (when a scale job may be queued again, the backoff after that)
+    scaling: dict[str, tuple[float, float]] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=2.0))
 
     # ---- the main loop ------------------------------------------------------------------
@@ -70,6 +74,7 @@ class Monitor:
         sampling = asyncio.create_task(Sampler(self.p).run(stop))  # metrics/, each interval
         cron_scheduler.start(self.p, stop)  # cron/: its own task, runs never hold this loop
         database_backups.start(self.p, stop)  # databases/: scheduled backups, own task
+        notification_sweep.start(self.p, stop)  # notifications/: lost deliveries, own task
         await reconcile(self.p)
         last_reconcile = asyncio.get_running_loop().time()
         last_id = "$"
@@ -285,7 +290,21 @@ class Monitor:
     ) -> InstanceStatus | None:
         """Keep shipping logs while the instance lives and this monitor holds the lock. The
         status of a live one is checked as soon as its logs end (it exited), and every few
-        seconds anyway: its exit is returned."""
+        seconds anyway: its exit is returned. Its other replicas' logs are shipped too."""
+        replica_logs = ReplicaShippers(self.p, runtime)
+        try:
+            return await self._serving(deployment_id, ship, runtime, handle, replica_logs)
+        finally:
+            await replica_logs.close()
+
+    async def _serving(
+        self,
+        deployment_id: str,
+        ship: asyncio.Task[None],
+        runtime: Runtime,
+        handle: RuntimeHandle,
+        replica_logs: ReplicaShippers,
+    ) -> InstanceStatus | None:
         loop = asyncio.get_running_loop()
         checked = loop.time()
         while True:
@@ -297,14 +316,42 @@ class Monitor:
                 return None
             if row.status == Status.completed and row.conclusion != Conclusion.succeeded:
                 return None
+            replica_logs.sync(row)
             live = crashes.is_live(row) and row.instance_health is None
             if live and (ship.done() or loop.time() - checked >= CHECK_EVERY):
                 checked = loop.time()
                 status = await runtime.status(handle)
                 if status.state in (InstanceState.exited, InstanceState.missing):
                     return status
+                await self._tend_replicas(row, runtime)
             if ship.done():
                 return None
+
+    # ---- replicas 1.. of a live deployment -------------------------------------------------
+    async def _tend_replicas(self, row: Deployment, runtime: Runtime) -> None:
+        """Replicas whose app exited leave the route (the others go on serving it) and a
+        scale job replaces them; one is also queued while fewer serve than wanted (a job that
+        died, a count changed meanwhile). Queued again after 5 s, doubling up to 5 min while
+        the count stays short (an app that keeps crashing is not restarted in a tight loop)."""
+        for replica in replicas.of(row):
+            if not replica.upstream:
+                continue
+            status = await runtime.status(replica.handle)
+            if status.state in (InstanceState.exited, InstanceState.missing):
+                await replicas.pull(self.p, row.id, replica, crashes.exit_reason(status))
+        fresh = await deployments.snapshot(self.p.sessions, row.id)
+        if fresh is None:
+            return
+        async with session_scope(self.p.sessions) as session:
+            wanted = await replicas.wanted(session, fresh)
+        serving = replicas.serving(fresh)
+        now = asyncio.get_running_loop().time()
+        due, delay = self.scaling.get(row.id, (0.0, SCALE_BACKOFF_MIN))
+        if serving == wanted and len(replicas.of(fresh)) == wanted - 1:
+            self.scaling.pop(row.id, None)
+        elif now >= due:
+            await enqueue_scale(self.p.redis, row.id)
+            self.scaling[row.id] = (now + delay, min(delay * 2, SCALE_BACKOFF_MAX))
 
     # ---- a live instance that exited ------------------------------------------------------
     async def _exited(self, deployment_id: str, exited: InstanceStatus) -> bool:

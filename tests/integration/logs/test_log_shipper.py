@@ -274,6 +274,30 @@ async def test_a_restarted_shipper_resumes_per_stream(platform: Platform) -> Non
     ]
 
 
+async def test_a_replicas_lines_are_tagged_and_a_restarted_shipper_resumes(
+    platform: Platform,
+) -> None:
+    """Replica 2's lines carry its number (replica 0's own offsets are untouched), and a shipper
+    started again for it resumes from the offsets kept in Redis."""
+    deployment = await new_deployment(platform)
+    handle = RuntimeHandle("scripted", f"{deployment.id}-r2", deployment.id, data={"replica": 2})
+    first = [("stdout", f"r2 line {i}") for i in range(30)]
+    await Shipper(platform, deployment, ScriptedRuntime(first), handle).run()
+    again = first + [("stdout", f"r2 line {i}") for i in range(30, 40)]
+    reloaded = await load(platform, deployment.id)
+    await Shipper(platform, reloaded, ScriptedRuntime(again), handle).run()
+    assert await stored_messages(platform, deployment.id) == [f"r2 line {i}" for i in range(40)]
+    async with session_scope(platform.sessions) as session:
+        tags = set(await session.scalars(select(LogLine.replica)))
+    assert tags == {2}
+    assert (await load(platform, deployment.id)).log_offset == 0  # replica 0's, untouched
+    zero = [("stdout", "r0 line")]
+    await Shipper(platform, reloaded, ScriptedRuntime(zero), handle_for(deployment.id)).run()
+    async with session_scope(platform.sessions) as session:
+        rows = (await session.execute(select(LogLine.message, LogLine.replica))).all()
+    assert ("r0 line", 0) in [tuple(r) for r in rows]
+
+
 async def test_two_shippers_racing_store_each_line_once(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:

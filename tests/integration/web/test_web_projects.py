@@ -125,6 +125,8 @@ async def test_validation_errors_are_shown_next_to_the_field_and_nothing_is_save
         ("settings/general", {"name": "shop", "repo_url": "ftp://x/y"}, "repo_url"),
         ("settings/resources", {"cpus": "-1", "memory_mb": "512"}, "cpus"),
         ("settings/resources", {"memory_mb": "1"}, "memory_mb"),
+        ("settings/resources", {"replicas": "0"}, "replicas"),
+        ("settings/resources", {"replicas": "three"}, "replicas"),
         ("env", {"key": "1BAD", "value": "x"}, "key"),
         ("domains", {"hostname": "not a domain", "environment": "production"}, "hostname"),
     ]
@@ -162,6 +164,11 @@ async def test_validation_errors_are_shown_next_to_the_field_and_nothing_is_save
     )
     assert cleared.status_code == 200
     assert (await project_row(platform, project_id)).config == {}
+    scaled = await alice_web.post(
+        f"/projects/{project_id}/settings/resources", {"replicas": "3"}, htmx=True
+    )
+    assert scaled.status_code == 200 and 'value="3"' in scaled.text
+    assert (await project_row(platform, project_id)).config == {"replicas": 3}
 
 
 async def test_env_values_stay_hidden_until_revealed(

@@ -133,7 +133,14 @@
       ts.textContent = fmtTime(line.ts);
       const msg = document.createElement("span");
       msg.className = "msg";
-      msg.textContent = line.message;
+      if (line.replica) {  // replica 0 (and a single instance) untagged: the usual case
+        const replica = document.createElement("span");
+        replica.className = "replica";
+        replica.title = "replica " + line.replica;
+        replica.textContent = "r" + line.replica;
+        msg.append(replica);
+      }
+      msg.append(line.message);
       row.append(ts, msg);
       return row;
     }
