@@ -128,6 +128,23 @@ def kill_replica(live: Live, replica: int) -> None:
             os.kill(proc.pid, signal.SIGKILL)
 
 
+def scale_cli(live: Live, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`devpush scale ARGS --project P`, logged in through the environment."""
+    devpush = Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "devpush"
+    return subprocess.run(
+        [str(devpush), "scale", *args, "--project", live.project["name"]],
+        env={
+            **os.environ,
+            "DEVPUSH_URL": live.platform.running.app_url,
+            "DEVPUSH_TOKEN": live.platform.token,
+            "HOME": str(home),
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
 def test_requests_spread_across_the_three_replicas(live: Live) -> None:
     seen = live.serving(60)
     assert len(seen) == 3, seen
@@ -182,26 +199,7 @@ def test_scaling_3_to_1_to_2_while_serving(live: Live, tmp_path: Path) -> None:
         answer = api.post(scale_url, {"replicas": 1}, expect=202)
         assert answer["deployment_id"] == live.deployment["id"]
         until(lambda: _count(live, 1), "scaled down to one replica", timeout=120)
-        cli = subprocess.run(
-            [
-                str(Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "devpush"),
-                "scale",
-                "web=2",
-                "--project",
-                live.project["name"],
-                "--timeout",
-                "180",
-            ],
-            env={
-                **os.environ,
-                "DEVPUSH_URL": live.platform.running.app_url,
-                "DEVPUSH_TOKEN": live.platform.token,
-                "HOME": str(tmp_path),
-            },
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        cli = scale_cli(live, tmp_path, "web=2", "--timeout", "180")
         assert cli.returncode == 0, cli.stderr
         assert "2 replicas" in cli.stdout and "2 of 2 replicas serving" in cli.stderr
         until(lambda: _count(live, 2), "scaled up to two replicas", timeout=120)
@@ -216,23 +214,6 @@ def _count(live: Live, n: int) -> None:
 
 
 def test_bad_scale_input_is_refused_in_one_line(live: Live, tmp_path: Path) -> None:
-    cli = subprocess.run(
-        [
-            str(Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "devpush"),
-            "scale",
-            "worker=2",
-            "--project",
-            live.project["name"],
-        ],
-        env={
-            **os.environ,
-            "DEVPUSH_URL": live.platform.running.app_url,
-            "DEVPUSH_TOKEN": live.platform.token,
-            "HOME": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    cli = scale_cli(live, tmp_path, "worker=2")
     assert cli.returncode == 2, (cli.stdout, cli.stderr)
     assert "web=N" in cli.stderr and "Traceback" not in cli.stderr

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event, inspect
@@ -87,7 +88,7 @@ class TokenCache:
             del self._entries[next(iter(self._entries))]  # the oldest stored
         self._entries[digest] = _Entry(resolved, generation, self._clock())
 
-    def used(self, digest: str, last_used_at: Any) -> None:
+    def used(self, digest: str, last_used_at: datetime | None) -> None:
         """The token's use was recorded now: keep the entry, with its stamp and age."""
         entry = self._entries.get(digest)
         if entry is not None:
