@@ -27,15 +27,18 @@ async def project_routes(
     aliases = list(await session.scalars(select(Alias).where(Alias.project_id == project.id)))
     ids = {a.deployment_id for a in aliases if a.deployment_id}
     rows = await session.execute(
-        select(Deployment.id, Deployment.upstream, Deployment.replicas, Deployment.config).where(
-            Deployment.id.in_(ids)
-        )
+        select(
+            Deployment.id,
+            Deployment.upstream,
+            Deployment.replicas,
+            Deployment.config["health_path"].as_string().label("health_path"),
+        ).where(Deployment.id.in_(ids))
     )
     upstreams: dict[str, list[str]] = {}
     health: dict[str, str] = {}
     for row in rows:
         upstreams[row.id] = routed_upstreams(row.upstream, row.replicas)
-        health[row.id] = (row.config or {}).get("health_path") or "/"
+        health[row.id] = row.health_path or "/"
     hosts: dict[str, set[str]] = defaultdict(set)
     env_alias: dict[str, str] = {}
     for alias in aliases:
