@@ -1,7 +1,9 @@
-"""Graceful retirement through a real `devpush up` on both runtimes: when redeploys retire an
-instance (two of them: the deployment just replaced stays warm), its route goes, then it gets
-SIGTERM; the app finishes the request it was serving (answered 200 through Traefik, not cut
-off) and what it prints while shutting down reaches the deployment's runtime logs."""
+"""Graceful retirement and cancel through a real `devpush up` on both runtimes (issue #18,
+missing piece 3): when redeploys retire an instance (two of them: the deployment just replaced
+stays warm), its route goes, then it gets SIGTERM; the app finishes the request it was serving
+(answered 200 through Traefik, not cut off) and what it prints while shutting down reaches the
+deployment's runtime logs. A canceled deployment's running app gets SIGTERM and the grace period
+too: a shutdown that takes seconds completes and is logged."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # A stdlib server that shuts down the way frameworks do on SIGTERM: it stops accepting, lets
 # the requests in flight finish, then exits 0. GET /slow is answered only after SIGTERM (a
-# request still in flight when the instance is retired, by construction).
+# request still in flight when the instance is retired, by construction); GET /unready never
+# answers ready. With shutdown_seconds.txt its clean-up takes that long after SIGTERM (only a
+# grace period lets it finish).
 APP = """\
 import os, signal, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,14 +37,16 @@ stopping = threading.Event()
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        text = BODY
+        text, code = BODY, 200
+        if self.path == "/unready":
+            text, code = "not ready", 503
         if self.path == "/slow":
             print("slow request started", flush=True)
             stopping.wait(120)
             time.sleep(1)
             text = "finished after SIGTERM"
         payload = text.encode()
-        self.send_response(200)
+        self.send_response(code)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -66,6 +72,8 @@ signal.signal(signal.SIGTERM, on_sigterm)
 print("serving", flush=True)
 server.serve_forever()
 server.server_close()
+if os.path.exists("shutdown_seconds.txt"):
+    time.sleep(float(open("shutdown_seconds.txt").read()))
 print("shut down cleanly", flush=True)
 """
 
@@ -92,9 +100,22 @@ def project(api: Api, repo: Path) -> Iterator[dict[str, Any]]:
     (a process runtime's apps outlive `devpush up`)."""
     created = api.project(repo, "drain")
     yield created
-    api.http.delete(f"/api/v1/projects/{created['id']}")
+    delete_project(api, created["id"])
+
+
+@pytest.fixture
+def unready_project(api: Api, repo: Path) -> Iterator[dict[str, Any]]:
+    """A project whose app runs but never answers its health path: a deployment of it stays
+    in `deploy`, its app running, until it is canceled (or times out)."""
+    created = api.project(repo, "drain-cancel", health_path="/unready")
+    yield created
+    delete_project(api, created["id"])
+
+
+def delete_project(api: Api, project_id: str) -> None:
+    api.http.delete(f"/api/v1/projects/{project_id}")
     deadline = time.monotonic() + 60
-    while api.http.get(f"/api/v1/projects/{created['id']}").status_code != 404:
+    while api.http.get(f"/api/v1/projects/{project_id}").status_code != 404:
         assert time.monotonic() < deadline, "the project was not deleted"
         time.sleep(0.2)
 
@@ -158,3 +179,25 @@ def test_a_retired_instance_finishes_its_requests_and_logs_its_shutdown(
     assert log.count("received SIGTERM, finishing requests") == 1, log[-20:]
     # The app exited after its own shutdown, not after DEVPUSH_DRAIN_SECONDS (60).
     assert time.monotonic() - retired_at < 40
+
+
+def test_a_canceled_deployment_gets_sigterm_and_the_grace_period(
+    api: Api, repo: Path, unready_project: dict[str, Any]
+) -> None:
+    (repo / "shutdown_seconds.txt").write_text("3\n")
+    commit(repo, "a clean-up that takes 3 s")
+    deployment = api.deploy(unready_project["id"])
+    wait_for_line(api, unready_project["id"], deployment["id"], "serving")
+    assert api.get(f"/api/v1/deployments/{deployment['id']}")["status"] == "deploy"
+
+    canceled = api.post(f"/api/v1/deployments/{deployment['id']}/cancel", expect=200)
+    assert canceled["conclusion"] == "canceled"
+    canceled_at = time.monotonic()
+
+    # SIGTERM, then the app's own 3 s clean-up, then its exit: not a kill on cancel.
+    log = wait_for_line(api, unready_project["id"], deployment["id"], "shut down cleanly")
+    assert log.count("received SIGTERM, finishing requests") == 1, log[-20:]
+    assert time.monotonic() - canceled_at >= 3
+    # The app exited after its own shutdown, not after DEVPUSH_DRAIN_SECONDS (60).
+    assert time.monotonic() - canceled_at < 40
+    assert api.wait(deployment["id"])["conclusion"] == "canceled"

@@ -120,7 +120,10 @@ def test_up_detach_returns_usable_and_health_waits_for_the_first_admin(tmp_path:
     assert _our_processes(data) == []
 
 
-@pytest.mark.parametrize("setting", ["DEVPUSH_EMBEDDED_DB_PORT", "DEVPUSH_TRAEFIK_API_PORT"])
+@pytest.mark.parametrize(
+    "setting",
+    ["DEVPUSH_EMBEDDED_DB_PORT", "DEVPUSH_EMBEDDED_REDIS_PORT", "DEVPUSH_TRAEFIK_API_PORT"],
+)
 def test_up_refuses_a_port_another_program_holds(tmp_path: Path, setting: str) -> None:
     data = tmp_path / "data"
     with socket.socket() as holder:

@@ -1,7 +1,7 @@
 """Every server-side `devpush` command, enumerated from the typer app so that a new one is
 covered at once, answers a missing platform and a wrong data directory (its state points at a
 database that refuses and at a closed Redis port) in at most three lines, with no traceback
-and the exit code the README documents."""
+and the exit code the README documents (issue #18, item 3): where it looked, then a hint."""
 
 from __future__ import annotations
 
@@ -141,6 +141,9 @@ def test_every_server_side_command_fails_in_one_line(
             problems.append(f"`devpush {command}` exited {done.returncode}:\n{output[-1500:]}")
         elif expected == NO_PLATFORM:
             assert str(data) in output or "cannot reach" in output, output  # where it looked
+            lines = output.splitlines()
+            hinted = lines[-1].startswith("hint: ") or "; " in lines[0]  # how to get one
+            assert lines[0].startswith("error: ") and hinted, output
     assert not problems, "\n\n".join(problems)
     if kind == "wrong":
         assert "cannot reach the database at" in results["migrate"].stderr
