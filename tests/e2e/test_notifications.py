@@ -84,6 +84,7 @@ def test_a_failed_build_is_notified_to_a_webhook(
     assert verify(secret, hook), hook.headers
     body = hook.json()
     assert hook.headers["x-devpush-event"] == body["event"] == "deployment.failed"
+    assert hook.headers["x-devpush-delivery"] == body["delivery"]
     assert body["project"]["name"] == "broken"
     assert body["deployment"]["conclusion"] == "failed"
     assert body["url"] == body["deployment"]["urls"]["deployment"]
@@ -93,6 +94,8 @@ def test_a_failed_build_is_notified_to_a_webhook(
     assert "Test delivered" in tested.stdout
     test_hook = receiver.wait("/hook", count=2)[1]
     assert verify(secret, test_hook) and test_hook.json()["event"] == "test"
+    # The failure arrived once: nothing else came before or since.
+    assert [r.json()["event"] for r in receiver.at("/hook")] == ["deployment.failed", "test"]
 
     listed = cli(env, "notifications", "list", "--json")
     assert listed.returncode == 0, listed.stderr

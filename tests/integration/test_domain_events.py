@@ -155,6 +155,49 @@ async def test_a_failing_subscriber_retries_with_backoff_and_holds_back_only_its
     assert second.id
 
 
+async def test_a_slow_subscriber_holds_back_no_other(platform: Platform, alice: Account) -> None:
+    """A subscriber still busy with an event (within its timeout) delays only itself: in its
+    dispatcher the others are not queued behind it, and another dispatcher delivers the events
+    written meanwhile to them (the busy one's open transaction does not hold them back)."""
+    project = await _project(platform, alice)
+    started, release = asyncio.Event(), asyncio.Event()
+    slow_seen: list[int] = []
+    quick_seen: list[int] = []
+
+    async def slow(event: DomainEvent) -> None:
+        started.set()
+        await release.wait()
+        slow_seen.append(event.id)
+
+    async def quick(event: DomainEvent) -> None:
+        quick_seen.append(event.id)
+
+    subscribers = [Subscriber("slow", slow), Subscriber("quick", quick)]
+    one, other = (
+        Dispatcher(platform.sessions, subscribers),
+        Dispatcher(platform.sessions, subscribers),
+    )
+    await one.ensure_cursors()
+    await _deploy(platform, project)
+    busy = asyncio.create_task(one.deliver())
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        for _ in range(100):  # the same dispatcher serves the quick one meanwhile
+            if quick_seen:
+                break
+            await asyncio.sleep(0.05)
+        assert quick_seen == [e.id for e in await _events(platform)]
+        await _deploy(platform, project, branch="other")
+        await other.deliver()  # the slow one is taken by `one`: skipped, not waited for
+        ids = [e.id for e in await _events(platform)]
+        assert quick_seen == ids and slow_seen == []
+    finally:
+        release.set()
+        await busy
+    await one.deliver()
+    assert slow_seen == ids
+
+
 async def test_an_event_committed_late_is_not_skipped(platform: Platform, alice: Account) -> None:
     seen: list[str] = []
 

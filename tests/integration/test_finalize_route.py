@@ -18,6 +18,7 @@ from devpush.db import session_scope
 from devpush.deployments import finalize, traefik_wait
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Alias, Conclusion, Deployment, Status
+from devpush.outbox.models import DomainEvent
 from devpush.platform import Platform
 from devpush.projects.models import Project
 from devpush.proxy import traefik
@@ -249,3 +250,47 @@ async def test_without_traefik_api_finalize_does_not_wait(
     await finalize.finalize_deployment(platform, deployment_id)
     assert (await row_of(platform, deployment_id)).conclusion == Conclusion.succeeded
     assert not traefik_api.asked.is_set()
+
+
+async def alias_events(platform: Platform, project_id: str) -> list[tuple[str, str | None]]:
+    kinds = ("deployment.rolled_back", "deployment.promoted")
+    async with session_scope(platform.sessions) as session:
+        rows = await session.scalars(
+            select(DomainEvent)
+            .where(DomainEvent.project_id == project_id, DomainEvent.type.in_(kinds))
+            .order_by(DomainEvent.id)
+        )
+        return [(e.type, e.deployment_id) for e in rows]
+
+
+async def test_a_rollback_and_a_promote_are_events_once_traefik_serves_them(
+    client: httpx.AsyncClient, platform: Platform, alice: Account, traefik_api: FakeTraefikApi
+) -> None:
+    """`deployment.rolled_back` and `deployment.promoted` are written once the switch is served,
+    one each, naming the deployment now serving; a switch Traefik never loads writes none."""
+    project_id = await new_project(client, alice)
+    first = await ready_deployment(client, platform, alice, project_id, 9001, handle=True)
+    await finalize.finalize_deployment(platform, first)
+    second = await ready_deployment(client, platform, alice, project_id, 9002, handle=True)
+    await finalize.finalize_deployment(platform, second)
+    traefik_api.loads = False
+    refused = await client.post(f"/api/v1/deployments/{second}/rollback", headers=alice.headers)
+    assert refused.status_code == 503, refused.text
+    assert await alias_events(platform, project_id) == []
+
+    traefik_api.loads = True
+    rolled = await client.post(f"/api/v1/deployments/{second}/rollback", headers=alice.headers)
+    assert rolled.status_code == 200, rolled.text
+    promoted = await client.post(f"/api/v1/deployments/{second}/promote", headers=alice.headers)
+    assert promoted.status_code == 200, promoted.text
+    assert await alias_events(platform, project_id) == [
+        ("deployment.rolled_back", first),
+        ("deployment.promoted", second),
+    ]
+    async with session_scope(platform.sessions) as session:
+        event = await session.scalar(
+            select(DomainEvent).where(DomainEvent.type == "deployment.promoted")
+        )
+        assert event is not None and event.team_id == alice.team_id
+        assert event.data["environment"] == "production"
+        assert f"{(await state(platform, project_id))[0].slug}" in event.data["aliases"]

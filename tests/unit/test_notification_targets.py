@@ -98,5 +98,17 @@ def test_chat_shapes() -> None:
     slack, _ = request_for(Target("slack", "https://x", None, None), BODY)
     discord, headers = request_for(Target("discord", "https://x", None, None), BODY)
     assert json.loads(slack) == {"text": text}
-    assert json.loads(discord) == {"content": text}
+    assert json.loads(discord) == {"content": text, "allowed_mentions": {"parse": []}}
     assert "X-Devpush-Signature" not in headers
+
+
+def test_chat_text_is_shown_never_acted_on() -> None:
+    """Slack reads `<!channel>` as a mention and `<url|label>` as a link unless `&`, `<`, `>`
+    are escaped; Discord pings `@everyone` unless told to parse no mentions, and refuses
+    content over 2,000 characters."""
+    body = {**BODY, "deployment": {**BODY["deployment"], "error": "<!channel> @everyone a&b"}}
+    slack, _ = request_for(Target("slack", "https://x", None, None), body)
+    assert "&lt;!channel&gt; @everyone a&amp;b" in json.loads(slack)["text"]
+    long = {**BODY, "deployment": {**BODY["deployment"], "error": "x" * 5000}}
+    discord = json.loads(request_for(Target("discord", "https://x", None, None), long)[0])
+    assert len(discord["content"]) == 2000 and discord["allowed_mentions"] == {"parse": []}

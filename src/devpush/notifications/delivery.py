@@ -32,6 +32,7 @@ TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # The job of one attempt may run this long (arq cancels it then); its claim lasts as long.
 ATTEMPT_TIMEOUT = 60.0
 USER_AGENT = "devpush-notifications"
+DISCORD_LIMIT = 2000  # characters in a message's content
 VERBS = {
     "deployment.created": "was created",
     "deployment.building": "is building",
@@ -157,8 +158,18 @@ def request_for(target: Target, body: dict[str, Any]) -> tuple[bytes, dict[str, 
         headers["X-Devpush-Signature"] = signature(target.secret or "", content)
         return content, headers
     _, text = summary(body)
-    chat = {"text": text} if target.kind == "slack" else {"content": text[:2000]}
-    return json.dumps(chat).encode(), headers
+    return json.dumps(chat_message(target.kind, text)).encode(), headers
+
+
+def chat_message(kind: str, text: str) -> dict[str, Any]:
+    """A message as Slack's incoming webhooks and Discord's webhooks document it. Text from
+    builds and commits is shown, never acted on: Slack wants `&`, `<` and `>` escaped (else
+    `<!channel>` pings everyone), Discord is told to parse no mentions (`@everyone`) and takes
+    2,000 characters at most."""
+    if kind == "slack":
+        escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return {"text": escaped}
+    return {"content": text[:DISCORD_LIMIT], "allowed_mentions": {"parse": []}}
 
 
 async def send(settings: Settings, target: Target, body: dict[str, Any]) -> Outcome:

@@ -1,10 +1,13 @@
 """Deliver events to subscribers: at least once each, in commit order, one cursor each.
 
-Several dispatchers (every worker and monitor runs one) share the work: a subscriber's cursor
-row is locked while its batch is delivered (`SKIP LOCKED`: another dispatcher takes the next
-subscriber). They wake on PostgreSQL's NOTIFY at each commit that wrote an event, and poll
-anyway. A subscriber that raises (or takes longer than `timeout`) keeps its position, records
-the error and is retried after a backoff that doubles up to `max_backoff`; the others go on.
+Several dispatchers (every worker and monitor runs one) share the work: a subscriber is taken
+by one dispatcher at a time, under a transaction-level advisory lock (another dispatcher skips
+it and takes the next). An advisory lock gives the transaction no id, so a subscriber that
+takes its time does not hold back the events the others may read (only events below the oldest
+running transaction id are read). Within a dispatcher the subscribers are served side by side.
+They wake on PostgreSQL's NOTIFY at each commit that wrote an event, and poll anyway. A
+subscriber that raises (or takes longer than `timeout`) keeps its position, records the error
+and is retried after a backoff that doubles up to `max_backoff`; the others go on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from devpush.outbox.models import SNAPSHOT_XMIN, DomainEvent, SubscriberCursor
 log = logging.getLogger("devpush.outbox")
 Handler = Callable[[DomainEvent], Awaitable[None]]
 Sessions = async_sessionmaker[AsyncSession]
+LOCK_SPACE = 0x6576  # the advisory locks' first key: a subscriber's delivery (its name the second)
 
 
 @dataclass(frozen=True)
@@ -87,18 +91,27 @@ class Dispatcher:
         handled (0: nothing new, or every subscriber waits out a backoff or is busy)."""
         if not self._ready:
             await self.ensure_cursors()
-        counts = [await self._deliver(sub) for sub in self.subscribers]
-        return sum(counts)
+        counts = await asyncio.gather(
+            *(self._deliver(sub) for sub in self.subscribers), return_exceptions=True
+        )
+        for count in counts:
+            if isinstance(count, BaseException):
+                raise count
+        return sum(cast(list[int], counts))
 
     async def _deliver(self, sub: Subscriber) -> int:
         async with session_scope(self.sessions) as session:
-            # First, before this transaction takes an id of its own (locking the cursor does):
-            # every transaction below it has ended, so nothing can appear below it later.
+            # Every transaction below it has ended, so nothing can appear below it later.
             xmin = await session.scalar(select(SNAPSHOT_XMIN))
+            # Not a row lock: that would give this transaction an id while the handler runs,
+            # and every dispatcher would then read nothing newer until it ended.
+            taken = await session.scalar(
+                select(func.pg_try_advisory_xact_lock(LOCK_SPACE, func.hashtext(sub.name)))
+            )
+            if not taken:
+                return 0
             cursor = await session.scalar(
-                select(SubscriberCursor)
-                .where(SubscriberCursor.name == sub.name)
-                .with_for_update(skip_locked=True)
+                select(SubscriberCursor).where(SubscriberCursor.name == sub.name)
             )
             now = utcnow()
             if cursor is None or (cursor.retry_at is not None and cursor.retry_at > now):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +61,42 @@ def verify(secret: str, request: Received) -> bool:
     """The check a receiver makes of X-Devpush-Signature (the README shows the same)."""
     expected = "sha256=" + hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, request.headers.get("x-devpush-signature", ""))
+
+
+# The top-level fields of Slack's incoming webhook message and of Discord's "Execute Webhook"
+# JSON body, as their documentation lists them.
+SLACK_FIELDS = {"text", "blocks", "attachments", "thread_ts", "mrkdwn"}
+DISCORD_FIELDS = {
+    "content", "username", "avatar_url", "tts", "embeds", "allowed_mentions", "components",
+    "attachments", "flags", "thread_name", "applied_tags", "poll",
+}  # fmt: skip
+SLACK_ENTITIES = re.compile(r"&(?!(amp|lt|gt);)")
+
+
+def slack_text(request: Received) -> str:
+    """The text of a Slack incoming-webhook message, checked against Slack's documented format:
+    a JSON body with a non-empty `text` in which `&`, `<` and `>` are escaped (a raw `<` starts
+    a link or a mention such as `<!channel>`). Returns it unescaped."""
+    assert request.headers["content-type"].startswith("application/json"), request.headers
+    body = request.json()
+    assert isinstance(body, dict) and set(body) <= SLACK_FIELDS, body
+    text = body["text"]
+    assert isinstance(text, str) and text.strip(), body
+    assert "<" not in text and ">" not in text and not SLACK_ENTITIES.search(text), text
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def discord_content(request: Received) -> str:
+    """The content of a Discord webhook message, checked against Discord's documented format:
+    a JSON body whose `content` has 1 to 2,000 characters, with mentions (`@everyone`) not
+    parsed."""
+    assert request.headers["content-type"].startswith("application/json"), request.headers
+    body = request.json()
+    assert isinstance(body, dict) and set(body) <= DISCORD_FIELDS, body
+    content = body["content"]
+    assert isinstance(content, str) and 0 < len(content) <= 2000, body
+    assert body["allowed_mentions"] == {"parse": []}, body
+    return content
 
 
 @contextmanager

@@ -28,7 +28,12 @@ from devpush.projects.models import Project
 from devpush.workers.jobs import worker_settings
 from tests.conftest import deliver_events, free_port
 from tests.factories.auth import Account
-from tests.integration.notifications.receiver import Receiver, verify
+from tests.integration.notifications.receiver import (
+    Receiver,
+    discord_content,
+    slack_text,
+    verify,
+)
 from tests.integration.notifications.test_api import create, make_project
 
 
@@ -42,7 +47,9 @@ async def run_worker(platform: Platform) -> None:
         await worker.close()
 
 
-async def fail_deployment(platform: Platform, project_id: str, branch: str = "main") -> str:
+async def fail_deployment(
+    platform: Platform, project_id: str, branch: str = "main", error: str = "Build failed: exit 2"
+) -> str:
     """A real deployment, concluded failed: the flush writes deployment.created and failed."""
     async with session_scope(platform.sessions) as session:
         project = await session.get(Project, project_id)
@@ -57,7 +64,7 @@ async def fail_deployment(platform: Platform, project_id: str, branch: str = "ma
             created_by=None,
         )
         await session.flush()
-        deployments.conclude(deployment, Conclusion.failed, "Build failed: exit 2")
+        deployments.conclude(deployment, Conclusion.failed, error)
         return deployment.id
 
 
@@ -123,7 +130,9 @@ async def test_webhook_slack_and_discord_receive_their_shapes(
     webhook = (await create(client, alice, url=receiver.url("/webhook"))).json()
     await create(client, alice, channel="slack", url=receiver.url("/slack"))
     await create(client, alice, channel="discord", url=receiver.url("/discord"))
-    deployment_id = await fail_deployment(platform, site, branch="feature/x")
+    # Build output that Slack or Discord would act on if it were not escaped.
+    error = "Build failed: <!channel> @everyone <https://evil.example|click> & exit 2"
+    deployment_id = await fail_deployment(platform, site, branch="feature/x", error=error)
     await deliver_events(platform)
     await run_worker(platform)
 
@@ -139,19 +148,19 @@ async def test_webhook_slack_and_discord_receive_their_shapes(
     assert body["team"]["id"] == alice.team_id
     deployment = body["deployment"]
     assert deployment["id"] == deployment_id
-    assert deployment["conclusion"] == "failed" and deployment["error"] == "Build failed: exit 2"
+    assert deployment["conclusion"] == "failed" and deployment["error"] == error
     assert deployment["branch"] == "feature/x"
     assert deployment["url"] == deployment["urls"]["deployment"]
     assert f"-id-{deployment_id[:7]}." in deployment["url"]
     assert body["url"] == deployment["url"]
 
     (slack,) = receiver.at("/slack")
-    text = slack.json()["text"]
-    assert set(slack.json()) == {"text"} and "site: deployment" in text and "failed" in text
-    assert "Build failed: exit 2" in text and deployment["url"] in text
+    text = slack_text(slack)  # Slack's documented format, `&`, `<` and `>` escaped
+    assert "site: deployment" in text and "failed" in text
+    assert error in text and deployment["url"] in text
     assert "x-devpush-signature" not in slack.headers
     (discord,) = receiver.at("/discord")
-    assert set(discord.json()) == {"content"} and discord.json()["content"] == text
+    assert discord_content(discord) == text  # Discord's, with no mention parsed
     assert {d.status for d in await deliveries(platform)} == {"succeeded"}
 
 
@@ -167,6 +176,8 @@ async def test_a_receiver_that_is_down_is_retried_then_failed_without_delaying_o
     site = await make_project(client, alice, "site")
     down = (await create(client, alice, url=receiver.url("/down"))).json()
     up = (await create(client, alice, url=receiver.url("/up"))).json()
+    # A receiver that is not running at all: nothing listens on its port.
+    gone = (await create(client, alice, url=f"http://127.0.0.1:{free_port()}/gone")).json()
     await fail_deployment(platform, site)
     await deliver_events(platform)
     await run_worker(platform)
@@ -177,6 +188,9 @@ async def test_a_receiver_that_is_down_is_retried_then_failed_without_delaying_o
     failed, sent = by_channel[down["id"]], by_channel[up["id"]]
     assert failed.status == "failed" and failed.attempts == 5
     assert failed.response_code == 500 and "HTTP 500" in (failed.last_error or "")
+    unreachable = by_channel[gone["id"]]
+    assert (unreachable.status, unreachable.attempts) == ("failed", 5)
+    assert "could not reach the receiver" in (unreachable.last_error or "")
     assert sent.status == "succeeded" and sent.attempts == 1
     # The working channel was served at once, not after the other's retries.
     assert sent.last_attempt_at and failed.last_attempt_at
@@ -186,7 +200,7 @@ async def test_a_receiver_that_is_down_is_retried_then_failed_without_delaying_o
         await client.get(f"/api/v1/teams/{alice.team_slug}/notifications", headers=alice.headers)
     ).json()
     state = {c["id"]: (c["state"], c["consecutive_failures"]) for c in channels}
-    assert state == {down["id"]: ("failing", 5), up["id"]: ("ok", 0)}
+    assert state == {down["id"]: ("failing", 5), up["id"]: ("ok", 0), gone["id"]: ("failing", 5)}
     log = (
         await client.get(f"/api/v1/notifications/{down['id']}/deliveries", headers=alice.headers)
     ).json()
