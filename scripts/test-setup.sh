@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/podman-setup.sh
+bash scripts/swarm-setup.sh  # dockerd, a one-node swarm and a registry (tests/e2e/test_swarm.py)
 python3 scripts/vendor.py  # the dashboard's chart library (src/devpush/web/static/vendor)
 
 # A real browser for tests/browser: Debian's Chromium, driven by the playwright package

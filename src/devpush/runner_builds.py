@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from devpush.errors import Invalid, NotConfigured, ServiceUnavailable
+from devpush.runtime import IMAGE_RUNTIMES
 from devpush.runtime.runner_images import (
     IN_PROGRESS,
     JOB_TIMEOUT,
@@ -54,7 +55,7 @@ async def users(*, session: AsyncSession, default_image: str) -> dict[str, list[
     for config, runtime, project_id, project, team_slug, team in rows.all():
         plan = config.get("plan") if isinstance(config, dict) else None
         image = plan.get("image") if isinstance(plan, dict) else None
-        if not image and runtime == "docker":
+        if not image and runtime in IMAGE_RUNTIMES:
             image = default_image
         if not isinstance(image, str) or not image:
             continue

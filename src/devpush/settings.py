@@ -81,9 +81,20 @@ class Settings(BaseSettings):
         None,
         description="Comma-separated Fernet keys, newest first. Unset: generated under data dir.",
     )
-    runtime: Literal["docker", "process"] | None = Field(
+    runtime: Literal["docker", "process", "swarm"] | None = Field(
         None,
         description="Default runtime. Unset: docker when DOCKER_HOST is set, otherwise process.",
+    )
+    swarm_host: str | None = Field(
+        None,
+        description="Docker Engine API URL of a swarm manager, for the swarm runtime (each "
+        "deployment a service, its replicas the service's tasks), e.g. "
+        "unix:///var/run/docker.sock. See docs/scale-out.md.",
+    )
+    swarm_registry: str | None = Field(
+        None,
+        description="Registry (host:port[/path]) the swarm runtime pushes built app images to, "
+        "for every node to pull. Unset: a deployment's tasks run on the node that built it.",
     )
     docker_host: str | None = Field(
         None, description="Docker/Podman API URL, e.g. unix:///run/podman/podman.sock."

@@ -10,12 +10,22 @@ from tests.e2e.apps import Api
 from tests.e2e.platform import RunningPlatform, platform_env, start_platform, wait_health
 
 PODMAN_SOCKET = "unix:///run/devpush-podman/podman.sock"
+SWARM_SOCKET = "unix:///run/devpush-docker/docker.sock"
+SWARM_REGISTRY = "127.0.0.1:5055"  # scripts/swarm-setup.sh's registry
+DOCKER = ["/usr/bin/docker", "-H", SWARM_SOCKET]  # Debian's client, for the swarm's dockerd
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _podman_ready() -> None:
     """The docker runtime's tests need Podman; set it up (never skip)."""
     subprocess.run(["bash", str(ROOT / "scripts" / "podman-setup.sh")], check=True, timeout=1200)
+
+
+def _swarm_ready() -> None:
+    """The swarm runtime's tests need a real swarm (dockerd) with the runner images loaded
+    from Podman's; set it up (never skip)."""
+    _podman_ready()
+    subprocess.run(["bash", str(ROOT / "scripts" / "swarm-setup.sh")], check=True, timeout=1200)
 
 
 def _running(runtime: str, data: Path, **extra: str) -> Iterator[RunningPlatform]:

@@ -59,15 +59,35 @@ class RunningPlatform:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
-    def remove_containers(self) -> None:
-        """Apps outlive `devpush up` by design; a test platform's containers (found by its
-        owner label) go with it, so they do not pile up on the shared engine."""
+    def remove_services(self) -> None:
+        """The swarm runtime's services (and their build containers) of this platform."""
+        from tests.e2e.conftest import DOCKER
+
+        owner = self._owner()
+        for kind in ("service", "container"):
+            listed = subprocess.run(
+                [*DOCKER, kind, "ls", "-q", *(["-a"] if kind == "container" else [])]
+                + ["--filter", f"label=devpush.owner={owner}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            if listed:
+                rm = [*DOCKER, kind, "rm", *(["-f"] if kind == "container" else []), *listed]
+                subprocess.run(rm, capture_output=True, check=True)
+
+    def _owner(self) -> str:
         from devpush.runtime import owner_id
         from devpush.settings import Settings
 
         fields = {k[8:].lower(): v for k, v in self.env.items() if k.startswith("DEVPUSH_")}
         fields.pop("build_env", None)  # JSON in the environment, not a keyword value
-        owner = owner_id(Settings(**fields))
+        return owner_id(Settings(**fields))
+
+    def remove_containers(self) -> None:
+        """Apps outlive `devpush up` by design; a test platform's containers (found by its
+        owner label) go with it, so they do not pile up on the shared engine."""
+        owner = self._owner()
 
         def listed() -> list[str]:
             found = subprocess.run(

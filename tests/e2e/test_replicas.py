@@ -67,6 +67,11 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Live:
+    return deploy_three(platform, tmp_path_factory)
+
+
+def deploy_three(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Live:
+    """The app deployed with its devpush.toml's three replicas."""
     api = platform.api
     repo = push_app(APP, tmp_path_factory.mktemp("replicas-repo") / "app")
     project = new_project(api, repo, f"replicas-{platform.runtime}")

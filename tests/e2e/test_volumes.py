@@ -16,7 +16,13 @@ import pytest
 
 from tests.apps.corpus import APPS_DIR
 from tests.e2e.apps import Api, commit, git, push_app
-from tests.e2e.conftest import PODMAN_SOCKET, _podman_ready
+from tests.e2e.conftest import (
+    PODMAN_SOCKET,
+    SWARM_REGISTRY,
+    SWARM_SOCKET,
+    _podman_ready,
+    _swarm_ready,
+)
 from tests.e2e.platform import platform_env, start_platform, wait_health
 
 pytestmark = pytest.mark.corpus
@@ -35,6 +41,13 @@ def env_for(runtime: str, data: Path) -> dict[str, str]:
         _podman_ready()
         extra |= {
             "DEVPUSH_DOCKER_HOST": PODMAN_SOCKET,
+            "DEVPUSH_RUNNER_IMAGE": "localhost/devpush-runner-python:3.11",
+        }
+    if runtime == "swarm":
+        _swarm_ready()
+        extra |= {
+            "DEVPUSH_SWARM_HOST": SWARM_SOCKET,
+            "DEVPUSH_SWARM_REGISTRY": SWARM_REGISTRY,
             "DEVPUSH_RUNNER_IMAGE": "localhost/devpush-runner-python:3.11",
         }
     return platform_env(data, **extra)
@@ -67,6 +80,8 @@ def running_on(runtime: str, data: Path) -> Iterator[Platform]:
     code = running.running.stop()
     if runtime == "docker":
         running.running.remove_containers()
+    if runtime == "swarm":
+        running.running.remove_services()
     assert code == 0, running.running.text()[-3000:]
 
 

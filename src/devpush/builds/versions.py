@@ -16,6 +16,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from devpush.builds.plan import MissingToolchain, PlanError
+from devpush.runtime import IMAGE_RUNTIMES
 from devpush.runtime.base import Toolchain
 
 # Runner images the project's script can build (scripts/runner-images.sh NAME).
@@ -95,11 +96,11 @@ def choose(
         return max(matching, key=lambda t: _sort_key(t.version))
     label = _LABEL[language]
     have = ", ".join(sorted({t.version for t in own}, key=_sort_key)) or "none"
-    where = "runner images present" if runtime == "docker" else "available on this server"
+    where = "runner images present" if runtime in IMAGE_RUNTIMES else "available on this server"
     if request is None:
         raise PlanError(f"This app needs {label}, but no {label} is available ({where}).")
     hint = ""
-    if runtime == "docker":
+    if runtime in IMAGE_RUNTIMES:
         buildable = [
             script
             for (lang, version), script in RUNNER_IMAGES.items()

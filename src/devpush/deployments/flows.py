@@ -33,7 +33,7 @@ from devpush.projects import repo_config, volumes
 from devpush.projects.env import resolve_env
 from devpush.projects.models import Environment, Project
 from devpush.projects.service import list_environments, pattern_matches
-from devpush.runtime import Runtimes
+from devpush.runtime import IMAGE_RUNTIMES, Runtimes
 from devpush.runtime.base import RuntimeHandle, RuntimeSpec
 from devpush.teams.models import Team
 
@@ -92,7 +92,7 @@ def runtime_env(
     runtime needs to reach the app (set the port through the project's `port`)."""
     env = {**injected, **user}
     env["PORT"] = str(port)
-    env["HOST"] = "0.0.0.0" if runtime == "docker" else "127.0.0.1"
+    env["HOST"] = "0.0.0.0" if runtime in IMAGE_RUNTIMES else "127.0.0.1"
     return env
 
 
@@ -374,6 +374,7 @@ async def _spec(
         pids_limit=p.settings.default_pids,
         labels={"devpush.team": team.id},
         volumes=volumes.mounts(config, None if preview else deployment.environment_id),
+        health_path=config.get("health_path") or "/",
     )
 
 
@@ -404,6 +405,11 @@ async def _launch(p: Platform, deployment: Deployment, spec: RuntimeSpec) -> Non
         await runtime.remove(handle)
         return
     await events.nudge_monitor(p.redis, deployment.id)
+
+
+async def record_upstream(p: Platform, deployment_id: str, handle: RuntimeHandle) -> bool:
+    """Record where a deploying instance answers, learnt only once its app runs (swarm)."""
+    return await _save_handle(p, deployment_id, handle)
 
 
 async def _save_handle(

@@ -34,7 +34,14 @@ from devpush.platform import Platform
 from devpush.projects.limits import MAX_REPLICAS
 from devpush.projects.models import Environment, Project
 from devpush.proxy import traefik
-from devpush.runtime.base import InstanceState, Runtime, RuntimeHandle, RuntimeSpec
+from devpush.runtime.base import (
+    Endpoint,
+    InstanceState,
+    ReplicatingRuntime,
+    Runtime,
+    RuntimeHandle,
+    RuntimeSpec,
+)
 
 ENVIRONMENT_REF = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
@@ -90,6 +97,11 @@ async def scale(p: Platform, deployment_id: str, count: int) -> None:
         if not row.runtime_handle:
             return
         first = RuntimeHandle.from_json(row.runtime_handle)
+        runtime = p.runtimes.get(first.backend)
+        if isinstance(runtime, ReplicatingRuntime):
+            health = row.config.get("health_path") or "/"
+            await _scale_tasks(p, runtime, first, count, health)
+            return
         current = {replica.index: replica for replica in of(row)}
         missing = [k for k in range(1, count) if k not in current or not current[k].upstream]
         spec = None
@@ -210,6 +222,91 @@ async def _retire(p: Platform, deployment_id: str, runtime: Runtime, extra: list
     for replica in extra:
         await runtime.remove(replica.handle)
         await _record(p, deployment_id, replica.index, None)
+
+
+# ---- a backend that runs the replicas itself (swarm: a service's tasks) ------------------
+async def _scale_tasks(
+    p: Platform, runtime: ReplicatingRuntime, first: RuntimeHandle, count: int, health: str
+) -> None:
+    """Set the task count, wait until that many tasks answer, then route exactly those. On
+    the way down the backend chooses which tasks go: each gets SIGTERM and its drain, and
+    Traefik's health check and retries send their requests to the others until the route
+    names only those left."""
+    await runtime.scale(first, count)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + p.settings.deploy_timeout
+    interval = p.settings.probe_min_interval
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
+        while True:
+            found = await runtime.endpoints(first)
+            ready = await _answering(http, found, health)
+            if len(found) == count and len(ready) == count:
+                break
+            if loop.time() > deadline:
+                raise ReplicaFailed(
+                    f"{len(ready)} of {count} tasks answer {health} after "
+                    f"{p.settings.deploy_timeout:.0f}s; see the deployment's logs"
+                )
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, p.settings.probe_max_interval)
+    await _record_tasks(p, first, ready)
+
+
+async def _answering(http: httpx.AsyncClient, found: list[Endpoint], health: str) -> list[Endpoint]:
+    answers = await asyncio.gather(*(probe(http, f"http://{e.upstream}{health}") for e in found))
+    return [e for e, answer in zip(found, answers, strict=True) if answer is None]
+
+
+async def _record_tasks(p: Platform, first: RuntimeHandle, tasks: list[Endpoint]) -> None:
+    """Route exactly `tasks`: the first as the deployment's own upstream, the others as its
+    replicas 1.. (each with its task's id), while the deployment is servable."""
+    async with session_scope(p.sessions) as session:
+        row = await deployments.get(session=session, deployment_id=first.deployment_id, lock=True)
+        if not tasks or not _servable(row):
+            return
+        entries = [
+            Replica(
+                k,
+                dataclasses.replace(first, data={**first.data, "replica": k, "task": e.task}),
+                e.upstream,
+            )
+            for k, e in enumerate(tasks[1:], start=1)
+        ]
+        upstream = tasks[0].upstream
+        if row.upstream == upstream and of(row) == entries:
+            return
+        row.upstream = upstream
+        row.runtime_handle = dataclasses.replace(first, upstream=upstream).to_json()
+        row.replicas = [entry.to_json() for entry in entries]
+        await routing.sync_project(session=session, settings=p.settings, project_id=row.project_id)
+
+
+async def follow_tasks(p: Platform, row: Deployment, runtime: ReplicatingRuntime) -> None:
+    """A live deployment's route follows its tasks: one that exited leaves it, its
+    replacement (swarm's restart policy, or a task moved to another node) joins once it
+    answers. The count itself is the backend's to keep."""
+    if not row.runtime_handle:
+        return
+    first = RuntimeHandle.from_json(row.runtime_handle)
+    routed = set(routing.routed_upstreams(row.upstream, row.replicas))
+    found = await runtime.endpoints(first)
+    known = [e for e in found if e.upstream in routed]
+    new = [e for e in found if e.upstream not in routed]
+    if new:
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
+            new = await _answering(http, new, row.config.get("health_path") or "/")
+    tasks = sorted(known + new, key=lambda e: (e.slot, e.task))
+    if not tasks or {e.upstream for e in tasks} == routed:
+        return  # none answers (yet): the route keeps its servers, Traefik's checks skip them
+    await _record_tasks(p, first, tasks)
+    from devpush.deployments.flows import system_log
+
+    for upstream in sorted(routed - {e.upstream for e in found}):
+        await system_log(
+            p, row.id, f"The task at {upstream} stopped; the swarm starts a new one in its place"
+        )
+    for task in new:
+        await system_log(p, row.id, f"Task {task.slot} serves at {task.upstream}")
 
 
 # ---- scaling a live environment --------------------------------------------------------

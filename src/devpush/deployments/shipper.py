@@ -31,7 +31,7 @@ from devpush.deployments.models import Deployment
 from devpush.logs.lines import StoredLine
 from devpush.logs.store import LogStore, NewLine, OffsetConflict, Offsets
 from devpush.platform import Platform
-from devpush.runtime.base import LogRecord, Runtime, RuntimeHandle
+from devpush.runtime.base import LogRecord, ReplicatingRuntime, Runtime, RuntimeHandle
 
 log = logging.getLogger("devpush.shipper")
 MAX_BUFFER = 100_000
@@ -349,6 +349,8 @@ class ReplicaShippers:
         self.running: dict[str, tuple[RuntimeHandle, asyncio.Task[None]]] = {}
 
     def sync(self, row: Deployment) -> None:
+        if isinstance(self.runtime, ReplicatingRuntime):
+            return  # replica 0's logs are every task's
         wanted = {}
         for entry in row.replicas or []:
             handle = RuntimeHandle.from_json(entry["handle"])

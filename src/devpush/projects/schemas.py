@@ -169,7 +169,7 @@ class ProjectConfig(BaseModel):
     replicas: int | None = Field(
         None, ge=1, le=MAX_REPLICAS, description="Instances of each deployment (previews: 1)"
     )
-    runtime: Literal["docker", "process"] | None = None
+    runtime: Literal["docker", "process", "swarm"] | None = None
     image: str | None = Field(None, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
     env_vars: dict[str, EnvValue] | None = None
     environments: list[EnvironmentIn] | None = Field(None, max_length=20)

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from devpush.runtime.base import Runtime
 
 
+# The runtimes whose apps run in runner images (containers), reached on 0.0.0.0 inside them.
+IMAGE_RUNTIMES = ("docker", "swarm")
+
+
 def owner_id(settings: Settings) -> str:
     """A platform's id on a shared container engine: derived from its database (without the
     password), which every process of one platform shares and no other platform does."""
@@ -55,6 +59,24 @@ class Runtimes:
                 ca_bundle=s.build_ca_bundle,
                 isolation=s.network_isolation,
             )
+        if name == "swarm":
+            if not s.swarm_host:
+                raise ConfigError(
+                    "the swarm runtime needs DEVPUSH_SWARM_HOST, a swarm manager's Docker API "
+                    "(e.g. unix:///var/run/docker.sock); see docs/scale-out.md"
+                )
+            from devpush.runtime.swarm import SwarmRuntime
+
+            return SwarmRuntime(
+                url=s.swarm_host,
+                default_image=s.runner_image,
+                owner=owner_id(s),
+                ca_bundle=s.build_ca_bundle,
+                isolation=s.network_isolation,
+                drain_seconds=s.drain_seconds,
+                start_period=s.deploy_timeout,
+                registry=s.swarm_registry,
+            )
         if name == "process":
             import uv
 
@@ -78,10 +100,15 @@ class Runtimes:
                 host_services=_database_service(s),
                 uid_range=(s.sandbox_uid_base, s.sandbox_uid_count),
             )
-        raise ConfigError(f"unknown runtime {name!r}; use docker or process")
+        raise ConfigError(f"unknown runtime {name!r}; use docker, process or swarm")
 
     def available(self) -> list[str]:
-        return ["docker", "process"] if self.settings.docker_host else ["process"]
+        s = self.settings
+        return [
+            *(["docker"] if s.docker_host else []),
+            "process",
+            *(["swarm"] if s.swarm_host else []),
+        ]
 
     async def close(self) -> None:
         for runtime in self._built.values():

@@ -53,6 +53,12 @@ Contract (every backend keeps it; tests/integration/runtime checks it for each):
   command and its children are killed and the result says `timed_out`.
 - Backend errors are raised as `devpush.errors.RuntimeFailure` with a message for people.
 
+A backend that runs a deployment's replicas itself (swarm: the tasks of one service) also has
+`scale(handle, count)` and `endpoints(handle)` (`ReplicatingRuntime`): the platform sets the
+count and routes whichever tasks run; the backend places, restarts and health-checks them. Its
+`status(handle)` reports the whole deployment (running while a task runs) and the address of
+one task in `upstream`, which it learns only once the build is done and a task runs.
+
 The app's instance outlives the worker that started it: killing the worker never kills apps.
 """
 
@@ -63,7 +69,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 ENTRYPOINT = Path(__file__).with_name("entrypoint.sh")
 # The variables that make Python (uv, pip, requests), Node and npm trust the CA bundle a runtime
@@ -147,6 +153,7 @@ class RuntimeSpec:
     labels: dict[str, str] = field(default_factory=dict)
     volumes: tuple[VolumeMount, ...] = ()
     replica: int = 0  # 0 builds; 1.. are made by Runtime.replicate from replica 0's build
+    health_path: str = "/"  # what the backend's own health check asks (swarm)
 
 
 def entrypoint_env(spec: RuntimeSpec, user_env: dict[str, str]) -> dict[str, str]:
@@ -186,6 +193,7 @@ class InstanceStatus:
     phase: Phase | None = None  # the phase running now, or the one it exited in
     exit_code: int | None = None
     error: str | None = None  # backend's own explanation, e.g. "OOM killed"
+    upstream: str | None = None  # where it answers now, for a backend that assigns it late
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,15 @@ ExecOutput = Callable[[str, str], Awaitable[None]]  # (stream "stdout"|"stderr",
 _Toolchains = list[Toolchain]  # aliases: inside Runtime, `list` is a method
 _Ports = list[int]
 _Volumes = list[VolumeUsage]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One running task of a ReplicatingRuntime's deployment and where it answers."""
+
+    task: str
+    slot: int
+    upstream: str
 
 
 class Runtime(Protocol):
@@ -282,3 +299,12 @@ class Runtime(Protocol):
     async def describe(self) -> dict[str, Any]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReplicatingRuntime(Runtime, Protocol):
+    """A backend that runs a deployment's replicas itself (see the module docstring)."""
+
+    async def scale(self, handle: RuntimeHandle, count: int) -> None: ...
+
+    async def endpoints(self, handle: RuntimeHandle) -> list[Endpoint]: ...

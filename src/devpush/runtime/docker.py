@@ -90,8 +90,12 @@ class DockerRuntime:
         ca_bundle: Path | None = None,
         cache_volume: str | None = CACHE_VOLUME,
         isolation: str = "auto",
+        entrypoint_mode: str | None = None,
     ) -> None:
         self.url = url
+        # "build": the container runs install, build and pre-deploy only (the swarm runtime's
+        # build container); None: everything, then the app.
+        self.entrypoint_mode = entrypoint_mode
         # Containers of one runner network could reach each other directly: each one's port
         # on the bridge is isolated after it starts, where the engine is local (netns.py).
         self.isolate_ports, self.isolation_note = netns.container_ports_isolatable(url, isolation)
@@ -153,6 +157,8 @@ class DockerRuntime:
             )
             if self.ca_bundle is not None:
                 config["Env"] += [f"{name}={CA_PATH}" for name in CA_ENV]
+            if self.entrypoint_mode:
+                config["Cmd"].append(self.entrypoint_mode)
             mounts = await docker_volumes.mounts(
                 docker, spec.project_id, spec.volumes, image=image, owner=self.owner
             )

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 from redis.exceptions import RedisError
@@ -49,7 +49,14 @@ from devpush.metrics.sampler import Sampler
 from devpush.notifications import sweep as notification_sweep
 from devpush.platform import Platform
 from devpush.queue import enqueue_fail, enqueue_finalize, enqueue_scale
-from devpush.runtime.base import InstanceState, InstanceStatus, Phase, Runtime, RuntimeHandle
+from devpush.runtime.base import (
+    InstanceState,
+    InstanceStatus,
+    Phase,
+    ReplicatingRuntime,
+    Runtime,
+    RuntimeHandle,
+)
 from devpush.subscribers import delivering_events
 from devpush.workers import liveness
 from devpush.workers.reconcile import reconcile
@@ -130,6 +137,11 @@ class Monitor:
                             (
                                 Deployment.upstream.is_not(None)
                                 & Deployment.status.in_((Status.deploy, Status.completed))
+                            )
+                            # Started, its address learnt once the app runs (swarm).
+                            | (
+                                (Deployment.status == Status.deploy)
+                                & Deployment.timings["runtime_start"].is_not(None)
                             )
                             | (Deployment.instance_health == InstanceHealth.restarting),
                         )
@@ -240,7 +252,6 @@ class Monitor:
         s = self.p.settings
         runtime = self.p.runtimes.get(handle.backend)
         health = deployment.config.get("health_path") or "/"
-        url = f"http://{handle.upstream}{health}"
         interval = s.probe_min_interval
         loop = asyncio.get_running_loop()
         build_timeout = deployment.config.get("build_timeout") or s.build_timeout
@@ -262,11 +273,12 @@ class Monitor:
                     error=exit_message(status.phase, status.exit_code, status.error),
                     build_failed=status.phase in (Phase.build, Phase.pre_deploy),
                 )
+            handle = ports.handle = await self._learnt(deployment.id, handle, status)
             if status.phase == Phase.runtime and status.state == InstanceState.running:
                 if ready_deadline is None:
                     ready_deadline = loop.time() + s.deploy_timeout
                     interval = s.probe_min_interval
-                answer = await probe(self.http, url)
+                answer = await probe(self.http, f"http://{handle.upstream}{health}")
                 if answer is None:
                     return Outcome(ready=True)
                 last_answer = answer
@@ -280,6 +292,17 @@ class Monitor:
                 return Outcome(error=full)
             await pause(s, interval)
             interval = min(interval * 2, s.probe_max_interval)
+
+    async def _learnt(
+        self, deployment_id: str, handle: RuntimeHandle, status: InstanceStatus
+    ) -> RuntimeHandle:
+        """The handle with the address a backend assigns once the app runs (swarm's first
+        task), recorded in the deployment's row."""
+        if not status.upstream or status.upstream == handle.upstream:
+            return handle
+        handle = replace(handle, upstream=status.upstream)
+        await flows.record_upstream(self.p, deployment_id, handle)
+        return handle
 
     async def _concluded(self, deployment_id: str) -> bool:
         row = await deployments.snapshot(self.p.sessions, deployment_id)
@@ -333,6 +356,9 @@ class Monitor:
         scale job replaces them; one is also queued while fewer serve than wanted (a job that
         died, a count changed meanwhile). Queued again after 5 s, doubling up to 5 min while
         the count stays short (an app that keeps crashing is not restarted in a tight loop)."""
+        if isinstance(runtime, ReplicatingRuntime):
+            await replicas.follow_tasks(self.p, row, runtime)
+            return
         for replica in replicas.of(row):
             if not replica.upstream:
                 continue

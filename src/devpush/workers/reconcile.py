@@ -70,7 +70,8 @@ async def reconcile_stale_prepares(p: Platform) -> None:
         if await p.redis.exists(heartbeat_key(row.id)):
             continue
         if row.status == Status.deploy:
-            await flows.fail_deployment(p, row.id, WORKER_DIED)
+            if not _started(row):
+                await flows.fail_deployment(p, row.id, WORKER_DIED)
             continue
         state = await start_job_state(p.redis, row.id)
         if state == "queued":
@@ -79,6 +80,12 @@ async def reconcile_stale_prepares(p: Platform) -> None:
             await enqueue_start(p.redis, row.id)
             continue
         await flows.fail_deployment(p, row.id, WORKER_DIED)
+
+
+def _started(row: Deployment) -> bool:
+    """Whether the worker started the deployment's instance: it has an address, or (a
+    backend that learns it once the app runs, swarm) its start was recorded."""
+    return bool(row.upstream) or "runtime_start" in (row.timings or {})
 
 
 async def reconcile_stuck_finalize(p: Platform) -> None:
@@ -109,7 +116,7 @@ async def reconcile_dead_jobs(p: Platform) -> None:
             if await p.redis.exists(heartbeat_key(deployment_id)):
                 continue
             row = await deployments.snapshot(p.sessions, deployment_id)
-            if row is None or row.status == Status.completed or row.upstream:
+            if row is None or row.status == Status.completed or _started(row):
                 await discard_start_job(p.redis, deployment_id)
         elif await release_stale_job(p.redis, job_id, timeouts=timeouts, mark_seconds=mark_seconds):
             log.warning("released a job its dead worker left running", extra={"job": job_id})
