@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.apps.corpus import APPS_DIR
 from tests.e2e.apps import git, push_app
 from tests.e2e.conftest import DOCKER, SWARM_REGISTRY
 from tests.e2e.test_replicas import APP, RATE, Live, Load, _count, deploy_three, scale_cli
@@ -181,3 +182,36 @@ def test_a_build_that_fails_is_reported_and_leaves_no_service(
 def _gone(name: str) -> None:
     found = docker("service", "ls", "-q", "--filter", f"name={name}").split()
     assert not found, found
+
+
+def test_another_projects_task_is_out_of_reach(
+    live: Live, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Tenants on one swarm: a project's tasks are on its own overlay network only, and can't
+    reach another project's task through the port its node published for Traefik."""
+    api = live.api
+    repo = push_app(APPS_DIR / "static-site", tmp_path_factory.mktemp("other") / "app")
+    other = deploy(api, new_project(api, repo, "swarm-other")["id"])
+    (other_task,) = task_containers(other["id"])
+    ports = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Ports}}", other_task))
+    published = next(iter(ports.values()))[0]["HostPort"]
+    gateway = docker(
+        "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", "docker_gwbridge"
+    ).strip()
+    # The route's way in answers (Traefik's, from the host)...
+    assert httpx.get(f"http://127.0.0.1:{published}/", timeout=10).status_code == 200
+    own = task_containers(live.deployment["id"])[0]
+    networks = json.loads(docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", own))
+    assert f"devpush-p-{live.project['id']}" in networks
+    assert f"devpush-p-{other['project_id']}" not in networks
+    # ...but not from another project's task.
+    probe = (
+        "import sys, urllib.request\n"
+        "try:\n"
+        "    urllib.request.urlopen(sys.argv[1], timeout=3)\n"
+        "    print('reached')\n"
+        "except Exception as exc:\n"
+        "    print('refused', type(exc).__name__)\n"
+    )
+    answer = docker("exec", own, "python3", "-c", probe, f"http://{gateway}:{published}/")
+    assert answer.startswith("refused"), answer

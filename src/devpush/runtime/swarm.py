@@ -54,9 +54,7 @@ from devpush.runtime.docker_container import (
     LABEL_PROJECT,
 )
 from devpush.runtime.docker_engine import engine_errors
-from devpush.runtime.docker_exec import run_exec
 from devpush.runtime.docker_logs import LOG_TIMEOUT, LogParser, log_frames
-from devpush.runtime.docker_stats import parse_stats
 from devpush.runtime.swarm_service import (
     BUILD_NETWORK,
     LABEL_BUILD,
@@ -399,30 +397,20 @@ class SwarmRuntime:
         timeout: float,
         output: ExecOutput,
     ) -> ExecResult:
-        """An Engine API exec in a running task's container (on this node)."""
+        """An Engine API exec in a running task's container (on this node), as the docker
+        runtime makes one."""
         container = await self._task_container(handle)
         if container is None:
             return ExecResult(None, error=f"no task of {handle.id} runs on this node")
-        with self._errors(f"running a command in {handle.id}"):
-            return await run_exec(
-                self._docker(), container, spec, command, timeout=timeout, output=output
-            )
+        on = replace(self._build_handle(handle), id=container)
+        return await self.builder.exec(on, spec, command, timeout=timeout, output=output)
 
     async def stats(self, handle: RuntimeHandle) -> InstanceStats | None:
+        """A running task's container's (on this node), as the docker runtime reads them."""
         container = await self._task_container(handle)
         if container is None:
             return None
-        try:
-            answers = (
-                await self._docker().containers.container(container).stats(stream=False, timeout=15)
-            )
-        except DockerError as exc:
-            if exc.status in (404, 409):
-                return None
-            raise RuntimeFailure(f"reading the stats of {handle.id}: {exc.message}") from exc
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise RuntimeFailure(f"reading the stats of {handle.id}: {exc!r}") from exc
-        return parse_stats(answers[0]) if answers else None
+        return await self.builder.stats(replace(self._build_handle(handle), id=container))
 
     async def listening(self, handle: RuntimeHandle) -> _Ports:
         return []
