@@ -349,3 +349,28 @@ async def test_the_plan_of_a_branch_without_deploying(
     assert await count(platform, Deployment) == before  # planning deploys nothing
     stranger = await make_account(platform, "plan-stranger@example.com")
     assert (await client.get(url, headers=stranger.headers)).status_code == 404
+
+
+async def test_a_runtime_the_platform_is_not_set_up_for_is_refused(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
+    """The swarm runtime needs DEVPUSH_SWARM_HOST: asking for it elsewhere says so, and neither
+    a new project nor a changed one takes it (its deployments would only fail)."""
+    assert platform.settings.swarm_host is None
+    refused = await client.post(
+        f"/api/v1/teams/{alice.team_slug}/projects",
+        json={**VALID, "runtime": "swarm"},
+        headers=alice.headers,
+    )
+    assert refused.status_code == 422, refused.text
+    assert "DEVPUSH_SWARM_HOST" in refused.json()["error"]["message"]
+    assert await count(platform, Project) == 0
+
+    project = await create_project(client, alice)
+    patched = await client.patch(
+        f"/api/v1/projects/{project['id']}", json={"runtime": "swarm"}, headers=alice.headers
+    )
+    assert patched.status_code == 422, patched.text
+    async with session_scope(platform.sessions) as session:
+        row = await session.get(Project, project["id"])
+        assert row is not None and "runtime" not in row.config

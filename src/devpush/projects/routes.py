@@ -71,6 +71,8 @@ async def create_project(
     row = await load_team(session=session, principal=principal, team_ref=team, action=Action.manage)
     if body.repo_url:
         check_local_url(platform.settings, body.repo_url, admin=principal.is_admin)
+    if body.runtime:
+        platform.runtimes.check(body.runtime)
     project = await service.create_project(session=session, team_id=row.id, body=body)
     await record(
         session=session,
@@ -120,6 +122,8 @@ async def update_project(
     )
     if body.repo_url:
         check_local_url(platform.settings, body.repo_url, admin=principal.is_admin)
+    if body.runtime:
+        platform.runtimes.check(body.runtime)
     await service.update_project(session=session, project=project, body=body)
     await record(
         session=session,

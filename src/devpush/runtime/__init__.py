@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devpush.errors import ConfigError
+from devpush.errors import ConfigError, Invalid
 from devpush.settings import Settings
 
 if TYPE_CHECKING:
@@ -101,6 +101,17 @@ class Runtimes:
                 uid_range=(s.sandbox_uid_base, s.sandbox_uid_count),
             )
         raise ConfigError(f"unknown runtime {name!r}; use docker, process or swarm")
+
+    def check(self, name: str) -> None:
+        """Refuse a project's runtime this platform is not set up for, saying what sets it up."""
+        if name in self.available():
+            return
+        needs = {"docker": "DEVPUSH_DOCKER_HOST", "swarm": "DEVPUSH_SWARM_HOST"}.get(name)
+        hint = f": its administrator sets {needs} to enable it" if needs else ""
+        raise Invalid(
+            f"this platform has no {name} runtime{hint}; "
+            f"choose one of {', '.join(self.available())}"
+        )
 
     def available(self) -> list[str]:
         s = self.settings

@@ -230,6 +230,8 @@ async def save_section(
             check_local_url(
                 platform_of(request).settings, body.repo_url, admin=viewer.principal.is_admin
             )
+        if body.runtime:
+            platform_of(request).runtimes.check(body.runtime)
         async with session.begin_nested():
             await projects.update_project(session=session, project=project, body=body)
     except ValidationError as exc:
