@@ -96,11 +96,12 @@ class Load:
     def failures(self) -> list[str]:
         return [message for _, _, message in self.failed]
 
-    def lost_beyond(self, killed_at: float) -> list[str]:
-        """The failures besides the one request that was in flight on the instance killed at
-        `killed_at`: Traefik retries a request only until it was sent, so no proxy of this
-        kind (nor Render's or Heroku's) saves the request a SIGKILLed app was answering."""
-        spared = [f for f in self.failed if f[0] <= killed_at <= f[1]][:1]
+    def lost_beyond(self, kill: tuple[float, float]) -> list[str]:
+        """The failures besides the one request in flight on the instance when it was killed
+        (somewhere in `kill`, the start and end of the kill command): Traefik retries a request
+        only until it was sent, so no proxy of this kind (nor Render's or Heroku's) saves the
+        request a SIGKILLed app was answering."""
+        spared = [f for f in self.failed if f[0] <= kill[1] and f[1] >= kill[0]][:1]
         return [f[2] for f in self.failed if f not in spared]
 
     def __enter__(self) -> Load:
@@ -189,10 +190,11 @@ def test_a_killed_replica_loses_no_request_and_is_replaced(live: Live) -> None:
     assert len(before) == 3
     with Load(live) as load:
         time.sleep(2)
-        killed_at = time.monotonic()
+        kill_started = time.monotonic()
         kill_replica(live, 1)
+        kill = (kill_started, time.monotonic())
         time.sleep(8)
-    assert load.lost_beyond(killed_at) == [], load.failures[:5]
+    assert load.lost_beyond(kill) == [], load.failures[:5]
     assert len(load.answers) >= 2 * RATE, len(load.answers)  # the load ran throughout
     # Replaced: three serve again, one of them new (a new port, or a new container).
     after = until(lambda: _three(live), "the killed replica's replacement serving", timeout=120)
