@@ -66,7 +66,7 @@ from devpush.runtime.docker_engine import (
     update_memory,
 )
 from devpush.runtime.docker_exec import run_exec
-from devpush.runtime.docker_logs import LOG_TIMEOUT, LogParser, log_frames
+from devpush.runtime.docker_logs import engine_logs
 from devpush.runtime.docker_stats import parse_stats
 
 CACHE_VOLUME = "devpush-build-cache"  # package caches shared by builds, at /devpush/cache
@@ -288,24 +288,15 @@ class DockerRuntime:
         self._app_limited.add(container_id)
 
     async def logs(self, handle: RuntimeHandle, *, follow: bool) -> AsyncIterator[LogRecord]:
-        params = {"stdout": True, "stderr": True, "follow": follow, "timestamps": True}
-        parser = LogParser()
         with self._errors(f"reading logs of container {handle.id[:12]}"):
             try:
-                # The raw multiplexed stream: aiodocker's log() merges stdout and stderr.
-                query = self._docker()._query(
-                    f"containers/{handle.id}/logs", params=params, timeout=LOG_TIMEOUT
-                )
-                async with query as response:
-                    async for stream, payload in log_frames(response.content):
-                        for record in parser.feed(stream, payload):
-                            yield record
+                path = f"containers/{handle.id}/logs"
+                async for record in engine_logs(self._docker(), path, follow=follow):
+                    yield record
             except DockerError as exc:
                 if exc.status == 404:
                     raise RuntimeFailure(f"container {handle.id[:12]} is missing") from exc
                 raise
-        for record in parser.flush():
-            yield record
 
     async def stop(self, handle: RuntimeHandle, *, timeout: float = 5.0) -> None:
         """SIGTERM to the container's init (the entrypoint, which passes it on to the app),

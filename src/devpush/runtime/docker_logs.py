@@ -10,6 +10,7 @@ import struct
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
+import aiodocker
 import aiohttp
 
 from devpush.runtime.base import PHASE_MARKER, LogRecord, Phase
@@ -90,3 +91,19 @@ def split_timestamp(payload: bytes) -> tuple[datetime, bytes]:
     text = base.decode() + "." + (fraction or b"0").decode()[:6].ljust(6, "0")
     text += "+00:00" if zone == b"Z" else zone.decode()
     return datetime.fromisoformat(text).astimezone(UTC), payload[match.end() :]
+
+
+async def engine_logs(
+    docker: aiodocker.Docker, path: str, *, follow: bool
+) -> AsyncIterator[LogRecord]:
+    """The records of an engine log endpoint (`containers/{id}/logs`, `services/{id}/logs`),
+    from the beginning: the raw multiplexed stream (aiodocker's log() merges stdout and
+    stderr), split into lines that follow the entrypoint's phase markers. Raises DockerError."""
+    params = {"stdout": True, "stderr": True, "follow": follow, "timestamps": True}
+    parser = LogParser()
+    async with docker._query(path, params=params, timeout=LOG_TIMEOUT) as response:
+        async for stream, payload in log_frames(response.content):
+            for record in parser.feed(stream, payload):
+                yield record
+    for record in parser.flush():
+        yield record

@@ -54,7 +54,7 @@ from devpush.runtime.docker_container import (
     LABEL_PROJECT,
 )
 from devpush.runtime.docker_engine import engine_errors
-from devpush.runtime.docker_logs import LOG_TIMEOUT, LogParser, log_frames
+from devpush.runtime.docker_logs import engine_logs
 from devpush.runtime.swarm_service import (
     BUILD_NETWORK,
     LABEL_BUILD,
@@ -302,22 +302,14 @@ class SwarmRuntime:
                 await asyncio.sleep(0.5)
         elif (service := await self._service(handle)) is None or not _built(service):
             return
-        params = {"stdout": True, "stderr": True, "follow": follow, "timestamps": True}
-        parser = LogParser()
         with self._errors(f"reading the logs of {handle.id}"):
             try:
-                query = self._docker()._query(
-                    f"services/{handle.id}/logs", params=params, timeout=LOG_TIMEOUT
-                )
-                async with query as response:
-                    async for stream, payload in log_frames(response.content):
-                        for record in parser.feed(stream, payload):
-                            yield record
+                path = f"services/{handle.id}/logs"
+                async for record in engine_logs(self._docker(), path, follow=follow):
+                    yield record
             except DockerError as exc:
                 if exc.status != 404:
                     raise
-        for record in parser.flush():
-            yield record
 
     async def stop(self, handle: RuntimeHandle, *, timeout: float = 5.0) -> None:
         """No task runs any more: each gets SIGTERM and the service's grace period (the
