@@ -201,6 +201,10 @@ async def test_the_route_balances_over_routed_replicas_with_health_checks(
     router = http["routers"][traefik.router_name(slug, live)]
     assert router["middlewares"] == [traefik.RETRY]
     assert http["middlewares"][traefik.RETRY]["retry"]["attempts"] >= 2
+    # A dead replica's dial fails fast, so the retry reaches another before the client gives up.
+    assert service["serversTransport"] == traefik.TRANSPORT
+    transport = http["serversTransports"][traefik.TRANSPORT]
+    assert transport["forwardingTimeouts"]["dialTimeout"] == traefik.DIAL_TIMEOUT
 
     # Replica 0 pulled (its app exited): the others go on serving the hostnames.
     async with session_scope(platform.sessions) as session:

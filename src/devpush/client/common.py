@@ -66,7 +66,15 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    t = Table(*columns)
+    """Rows as a table; the `id` column is never cut short, however narrow the terminal, since
+    ids are what the other commands take."""
+    t = Table()
+    for column in columns:
+        if column == "id":
+            width = max((len(str(row.get(column) or "")) for row in rows), default=2)
+            t.add_column(column, no_wrap=True, min_width=width)
+        else:
+            t.add_column(column)
     for row in rows:
         t.add_row(*(escape(str(row[c])) if row.get(c) is not None else "-" for c in columns))
     out.print(t)

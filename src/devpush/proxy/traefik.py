@@ -28,6 +28,11 @@ _NAME = re.compile(r"[^a-z0-9-]")
 RETRY = "replicas-retry"  # a project file's middleware retrying a request on another replica
 HEALTH_INTERVAL = "1s"
 HEALTH_TIMEOUT = "1s"
+# A project file's transport to replicas. A killed container's address stops answering ARP,
+# so a dial there hangs (30 s by Traefik's default) rather than being refused; a short dial
+# timeout turns it into an error the retry middleware sends on to another replica.
+TRANSPORT = "replicas-transport"
+DIAL_TIMEOUT = "1s"
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ def render_project(project: ProjectRoutes, settings: Settings) -> dict[str, Any]
     routers: dict[str, Any] = {}
     services: dict[str, Any] = {}
     middlewares: dict[str, Any] = {}
+    transports: dict[str, Any] = {}
     tls = _tls(settings)
     for route in project.routes:
         if not route.hostnames:
@@ -110,6 +116,8 @@ def render_project(project: ProjectRoutes, settings: Settings) -> dict[str, Any]
                 "interval": HEALTH_INTERVAL,
                 "timeout": HEALTH_TIMEOUT,
             }
+            balancer["serversTransport"] = TRANSPORT
+            transports[TRANSPORT] = {"forwardingTimeouts": {"dialTimeout": DIAL_TIMEOUT}}
             middlewares[RETRY] = {"retry": {"attempts": 3, "initialInterval": "50ms"}}
             router["middlewares"] = [RETRY]
         routers[name] = router
@@ -141,6 +149,8 @@ def render_project(project: ProjectRoutes, settings: Settings) -> dict[str, Any]
         http["services"] = services
     if middlewares:
         http["middlewares"] = middlewares
+    if transports:
+        http["serversTransports"] = transports
     return {"http": http} if http else {}
 
 
