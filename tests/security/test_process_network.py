@@ -382,6 +382,27 @@ async def test_a_host_service_given_to_apps_is_the_only_one_they_reach(
         runtimes()._network.ensure()  # type: ignore[union-attr]  # the table without it
 
 
+async def test_another_root_applying_the_table_keeps_this_ones_services_open(
+    runtimes: Callable[..., ProcessRuntime], source: Path, tmp_path: Path
+) -> None:
+    """Two installs (or two test platforms) on one machine share the nftables table: one that
+    applies it keeps the host services the other gave its apps."""
+    given = Greeter("0.0.0.0", "databases")
+    try:
+        handle = await deploy(runtimes(host_services=[("", given.port)]), source)
+        other = ProcessRuntime(
+            root=tmp_path / "other" / "runtime" / "process",
+            protected_paths=[tmp_path / "other"],
+            allow_unsandboxed=False,
+        )
+        await other.list()  # applies the table, with no service of its own
+        seen = await probe(handle, f"{GATEWAY}:{given.port}")
+        assert seen[f"{GATEWAY}:{given.port}"].startswith("ok:databases"), seen
+    finally:
+        given.close()
+        runtimes()._network.ensure()  # type: ignore[union-attr]  # the table without it
+
+
 async def test_instances_cannot_reach_each_other(runtime: ProcessRuntime, source: Path) -> None:
     first, second = await asyncio.gather(
         deploy(runtime, source, env={"BODY": "first"}),

@@ -16,7 +16,8 @@ What devpush owns on the host (nothing else is touched):
   never bridge to bridge; masquerade for the subnet leaving through any other interface.
 
 The owner tag (from the runtime's root) keeps two runtime roots on one machine (tests) from
-sweeping each other's namespaces. Every command is an argv list with a timeout.
+sweeping each other's namespaces, and `netns_services` from closing the host services another
+root gave its apps. Every command is an argv list with a timeout.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from devpush.errors import RuntimeFailure
+from devpush.runtime import netns_services
 
 log = logging.getLogger("devpush.runtime")
 BRIDGE = "devpush0"
@@ -79,7 +81,7 @@ def choose(
         return None, "host network (DEVPUSH_NETWORK_ISOLATION=off)", None
     found, missing = find_tools(ip, nft)
     if not missing:
-        network = Network(subnet=subnet, owner=owner_tag(root), tools=found, services=services)
+        network = Network(subnet=subnet, root=root, tools=found, services=services)
         return network, network.describe(), None
     why = f"network isolation needs {', '.join(missing)}; {INSTALL_HINT}"
     if mode == "on":
@@ -193,7 +195,7 @@ class Network:
         self,
         *,
         subnet: str,
-        owner: str,
+        root: Path,
         tools: dict[str, str],
         services: Iterable[tuple[str, int]] = (),
     ) -> None:
@@ -205,7 +207,8 @@ class Network:
             raise RuntimeFailure(f"DEVPUSH_INSTANCE_SUBNET {subnet} is too small")
         self.gateway = self.subnet.network_address + 1
         self.services = list(services)
-        self.owner = owner
+        self.root = root
+        self.owner = owner_tag(root)
         self.resolv_conf = instance_resolv_conf()
         self._ip, self._nft, self._nsenter = tools["ip"], tools["nft"], tools["nsenter"]
         self._ensured = False
@@ -250,14 +253,15 @@ class Network:
                 f"cannot turn on net.ipv4.ip_forward ({exc}); instances need it to reach the "
                 "internet: run `sysctl -w net.ipv4.ip_forward=1` as root"
             ) from exc
-        script = render_table(
-            bridge=BRIDGE,
-            subnet=str(self.subnet),
-            resolvers=resolvers(self.resolv_conf),
-            gateway=str(self.gateway),
-            services=self.services,
-        )
-        result = self._run([self._nft, "-f", "-"], stdin=script)
+        with netns_services.registered(self.root, self.owner, self.services) as services:
+            script = render_table(
+                bridge=BRIDGE,
+                subnet=str(self.subnet),
+                resolvers=resolvers(self.resolv_conf),
+                gateway=str(self.gateway),
+                services=services,  # every root's on this machine: the table is shared
+            )
+            result = self._run([self._nft, "-f", "-"], stdin=script)
         if result.returncode != 0:
             raise self._failure("load the nftables table inet devpush", result)
         self._ensured = True
