@@ -17,16 +17,20 @@ up: install
 # scripts/test-setup.sh; then the suite runs in five steps: fast tests, end-to-end, the
 # sample-app corpus built on both runtimes, chaos, and the production stack (compose, TLS,
 # update, backup).
+# Steps 1-3 run in two pytest processes (pytest-xdist): each has its own PostgreSQL, Redis and
+# platforms, and a module's tests (which share a platform) stay in one process. Chaos and ops
+# measure a platform under faults and run alone.
 SLOW := e2e or corpus or chaos or ops
+PARALLEL ?= -n 2 --dist loadscope
 
 test: install
 	bash scripts/test-setup.sh
 	@echo "==> step 1/5: unit and integration tests"
-	$(BIN)/pytest -m "not ($(SLOW))" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not ($(SLOW))" $(PARALLEL) $(PYTEST_ARGS)
 	@echo "==> step 2/5: end-to-end tests (real platform processes, Traefik, Podman)"
-	$(BIN)/pytest -m e2e --timeout 900 $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e --timeout 900 $(PARALLEL) $(PYTEST_ARGS)
 	@echo "==> step 3/5: sample apps (Flask, Django, FastAPI, Next.js, Vite, ...) on both runtimes"
-	$(BIN)/pytest -m corpus --timeout 1200 $(PYTEST_ARGS)
+	$(BIN)/pytest -m corpus --timeout 1200 $(PARALLEL) $(PYTEST_ARGS)
 	@echo "==> step 4/5: chaos scenarios (faults injected into a real platform)"
 	$(BIN)/pytest -m chaos --timeout 900 $(PYTEST_ARGS)
 	@echo "==> step 5/5: production operations (compose stack, TLS, update, backup/restore)"
@@ -34,15 +38,15 @@ test: install
 
 test-fast: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m "not ($(SLOW))" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not ($(SLOW))" $(PARALLEL) $(PYTEST_ARGS)
 
 test-e2e: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m e2e --timeout 900 $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e --timeout 900 $(PARALLEL) $(PYTEST_ARGS)
 
 test-corpus: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m corpus --timeout 1200 $(PYTEST_ARGS)
+	$(BIN)/pytest -m corpus --timeout 1200 $(PARALLEL) $(PYTEST_ARGS)
 
 test-chaos: install
 	bash scripts/test-setup.sh
