@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from types import SimpleNamespace
 
+import httpx
 import pytest
+import respx
 
 from devpush.errors import Invalid
 from devpush.notifications import targets
-from devpush.notifications.delivery import request_for, signature, summary
+from devpush.notifications.delivery import request_for, send, signature, summary
 from devpush.notifications.service import Target
 
 
@@ -112,3 +115,37 @@ def test_chat_text_is_shown_never_acted_on() -> None:
     long = {**BODY, "deployment": {**BODY["deployment"], "error": "x" * 5000}}
     discord = json.loads(request_for(Target("discord", "https://x", None, None), long)[0])
     assert len(discord["content"]) == 2000 and discord["allowed_mentions"] == {"parse": []}
+
+
+def test_a_request_is_pinned_to_a_checked_address_ipv4_first() -> None:
+    url, host, extensions = targets.pinned(
+        "https://hooks.example.com:8443/x?y=1", ["2606:4700::1111", "93.184.216.34"]
+    )
+    assert str(url) == "https://93.184.216.34:8443/x?y=1"
+    assert host == {"Host": "hooks.example.com:8443"}
+    assert extensions == {"sni_hostname": "hooks.example.com"}  # SNI and the certificate's name
+    assert targets.pinned("http://10.0.0.5/x", []) == (httpx.URL("http://10.0.0.5/x"), {}, {})
+
+
+async def test_a_delivery_connects_to_the_address_it_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: the name is checked, then a second lookup (the HTTP client's own) could
+    answer 127.0.0.1. The delivery never looks again: it connects to the address checked."""
+    lookups: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["93.184.216.34"] if len(lookups) == 1 else ["127.0.0.1"]
+
+    monkeypatch.setattr(targets, "resolve", resolve)
+    settings = SimpleNamespace(notifications_allow_private=False)
+    target = Target(kind="webhook", url="https://hooks.example.com/in", email=None, secret="s")
+    with respx.mock() as mock:  # nothing leaves the machine: any other request fails the test
+        route = mock.post("https://93.184.216.34/in").respond(204)
+        outcome = await send(settings, target, {"event": "deployment.live", "delivery": "d1"})  # type: ignore[arg-type]
+    assert outcome.error is None and outcome.response_code == 204
+    [call] = route.calls
+    assert call.request.headers["Host"] == "hooks.example.com"
+    assert call.request.extensions["sni_hostname"] == "hooks.example.com"
+    assert lookups == ["hooks.example.com"]

@@ -178,13 +178,18 @@ async def send(settings: Settings, target: Target, body: dict[str, Any]) -> Outc
         return await _send_mail(settings, target, body)
     assert target.url is not None
     try:  # again now: the name may resolve elsewhere than when the channel was saved
-        await targets.check_url(target.url, allow_private=settings.notifications_allow_private)
+        checked = await targets.check_url(
+            target.url, allow_private=settings.notifications_allow_private
+        )
     except Invalid as exc:
         return Outcome(error=exc.message)
     content, headers = request_for(target, body)
+    url, host, extensions = targets.pinned(target.url, checked)
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
-            response = await client.post(target.url, content=content, headers=headers)
+            response = await client.post(
+                url, content=content, headers=headers | host, extensions=extensions
+            )
     except httpx.TimeoutException:
         return Outcome(error=f"the receiver did not answer within {TIMEOUT.read:.0f}s")
     except httpx.HTTPError as exc:

@@ -1,7 +1,9 @@
 """Where a notification may be sent: http(s) URLs whose host resolves to public addresses only
 (unless DEVPUSH_NOTIFICATIONS_ALLOW_PRIVATE), so that a team cannot make the platform call its
 own services, its network's or the cloud's metadata endpoint. Checked when a channel is saved
-and again before each delivery, since DNS answers change."""
+and again before each delivery, since DNS answers change; a delivery then connects to the very
+address it checked (`pinned`), so a name that resolves elsewhere a moment later (DNS
+rebinding) can't redirect it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import asyncio
 import ipaddress
 import socket
 from urllib.parse import urlsplit
+
+import httpx
 
 from devpush.errors import Invalid
 
@@ -50,18 +54,31 @@ async def resolve(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-async def check_url(url: str, *, allow_private: bool) -> None:
+async def check_url(url: str, *, allow_private: bool) -> list[str]:
     """Invalid unless `url` is http(s) and (unless `allow_private`) every address its host
-    resolves to is public."""
+    resolves to is public. Returns the addresses checked (none when `allow_private`)."""
     host, port = parse(url)
     if allow_private:
-        return
+        return []
     addresses = await resolve(host, port)
     if not all(is_public(a) for a in addresses):
         raise Invalid(
             f"the URL's host {host!r} is a loopback, private or link-local address; "
             "notifications go to public addresses only"
         )
+    return addresses
+
+
+def pinned(url: str, addresses: list[str]) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
+    """The request for `url` sent to one of the `addresses` checked (IPv4 first), with its
+    Host header and TLS server name (for SNI and the certificate check) still the URL's host;
+    `url` as it is when nothing was checked. Returns the URL, headers and httpx extensions."""
+    target = httpx.URL(url)
+    if not addresses:
+        return target, {}, {}
+    address = min(addresses, key=lambda a: (ipaddress.ip_address(a.split("%", 1)[0]).version, a))
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return target.copy_with(host=address), {"Host": target.netloc.decode()}, extensions
 
 
 def masked(url: str) -> str:
