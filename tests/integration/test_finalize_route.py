@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from devpush.db import session_scope
-from devpush.deployments import finalize, traefik_wait
+from devpush.db import session_scope, utcnow
+from devpush.deployments import actions, finalize, switches, traefik_wait
 from devpush.deployments import service as deployments
-from devpush.deployments.models import Alias, Conclusion, Deployment, Status
+from devpush.deployments.models import Alias, AliasSwitch, Conclusion, Deployment, Status
 from devpush.outbox.models import DomainEvent
 from devpush.platform import Platform
 from devpush.projects.models import Project
@@ -25,6 +25,7 @@ from devpush.proxy import traefik
 from devpush.runtime.base import RuntimeHandle
 from devpush.settings import Settings
 from devpush.signing import traefik_api_auth
+from devpush.workers.reconcile import reconcile
 from tests.factories.auth import Account
 
 
@@ -294,3 +295,76 @@ async def test_a_rollback_and_a_promote_are_events_once_traefik_serves_them(
         assert event is not None and event.team_id == alice.team_id
         assert event.data["environment"] == "production"
         assert f"{(await state(platform, project_id))[0].slug}" in event.data["aliases"]
+
+
+class Died(BaseException):
+    """The request's process stopping while Traefik loads the route: no handler catches it."""
+
+
+async def die(*args: object) -> bool:
+    raise Died
+
+
+async def switch_rows(platform: Platform) -> list[AliasSwitch]:
+    async with session_scope(platform.sessions) as session:
+        return list(await session.scalars(select(AliasSwitch)))
+
+
+async def rollback_that_dies(platform: Platform, project_id: str, deployment_id: str) -> None:
+    """A rollback whose process stops once the aliases moved, before Traefik answered; its
+    pending switch then looks as old as the monitor waits for."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(traefik_wait, "wait_route_live", die)
+        async with session_scope(platform.sessions) as session:
+            row = await deployments.get(session=session, deployment_id=deployment_id)
+            project = await session.get(Project, project_id)
+            assert project is not None
+            with pytest.raises(Died):
+                await actions.rollback(platform, session, row, project)
+    [pending] = await switch_rows(platform)
+    assert await switches.reconcile_orphaned(platform) == 0  # its request may still be waiting
+    async with session_scope(platform.sessions) as session:
+        await session.execute(
+            update(AliasSwitch).values(created_at=utcnow() - switches.ORPHANED_AFTER)
+        )
+
+
+async def test_a_rollback_whose_request_died_gets_its_event_from_the_monitor_once(
+    client: httpx.AsyncClient, platform: Platform, alice: Account
+) -> None:
+    project_id = await new_project(client, alice)
+    first = await ready_deployment(client, platform, alice, project_id, 9001, handle=True)
+    await finalize.finalize_deployment(platform, first)
+    second = await ready_deployment(client, platform, alice, project_id, 9002, handle=True)
+    await finalize.finalize_deployment(platform, second)
+
+    await rollback_that_dies(platform, project_id, second)
+    assert await alias_events(platform, project_id) == []  # not yet known to be served
+
+    await reconcile(platform)  # the monitor's pass: Traefik serves it, so the event is written
+    await reconcile(platform)
+    assert await alias_events(platform, project_id) == [("deployment.rolled_back", first)]
+    assert await switch_rows(platform) == []
+    project, aliases = await state(platform, project_id)
+    assert aliases[project.slug].deployment_id == first
+
+
+async def test_a_rollback_whose_request_died_and_traefik_never_loaded_is_undone(
+    client: httpx.AsyncClient, platform: Platform, alice: Account, traefik_api: FakeTraefikApi
+) -> None:
+    project_id = await new_project(client, alice)
+    first = await ready_deployment(client, platform, alice, project_id, 9001, handle=True)
+    await finalize.finalize_deployment(platform, first)
+    second = await ready_deployment(client, platform, alice, project_id, 9002, handle=True)
+    await finalize.finalize_deployment(platform, second)
+    traefik_api.loads = False
+
+    await rollback_that_dies(platform, project_id, second)
+    await reconcile(platform)
+
+    assert await alias_events(platform, project_id) == []
+    assert await switch_rows(platform) == []
+    project, aliases = await state(platform, project_id)
+    env = aliases[project.slug]
+    assert (env.deployment_id, env.previous_deployment_id) == (second, first)
+    assert traefik.router_name(project.slug, second) in routed(platform, project)

@@ -6,14 +6,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devpush.auth.service import Principal
-from devpush.deployments import routing, traefik_wait
+from devpush.deployments import routing, switches, traefik_wait
 from devpush.deployments import service as deployments
 from devpush.deployments.domain_events import status_payload
-from devpush.deployments.finalize import Pointed, earlier_previous, not_loaded, restore_aliases
+from devpush.deployments.finalize import Pointed, earlier_previous, not_loaded
 from devpush.deployments.flows import system_log
 from devpush.deployments.models import Conclusion, Deployment, InstanceHealth
 from devpush.errors import Conflict, Invalid, ServiceUnavailable
-from devpush.outbox.emit import emit
 from devpush.platform import Platform
 from devpush.projects import volumes
 from devpush.projects.models import Environment, Project
@@ -90,7 +89,8 @@ async def _switch_environment(
     kind: str,
 ) -> None:
     """Point the environment's aliases at `target`, confirm Traefik serves it, then record
-    `kind` (deployment.rolled_back or deployment.promoted)."""
+    `kind` (deployment.rolled_back or deployment.promoted); see `switches` for a process that
+    dies in between."""
     if target.instance_health is not None:  # its app exited: its route is pulled
         raise Conflict(crash_conflict(target))
     running = target.runtime_handle and target.upstream  # no upstream: retiring
@@ -111,27 +111,29 @@ async def _switch_environment(
         session=session, project_id=project.id, specs=specs, deployment_id=target.id
     )
     await routing.sync_project(session=session, settings=p.settings, project_id=project.id)
-    await session.commit()  # the aliases' locks go with it: Traefik is awaited without them
-    if not await traefik_wait.wait_route_live(
-        p, pointed.router, pointed.hostname, traefik_wait.ROUTE_TIMEOUT
-    ):
-        kept = await restore_aliases(p, session, project.id, target.id, pointed)
-        await session.commit()
-        raise ServiceUnavailable(not_loaded(pointed, kept))
-    await emit(
+    data = {
+        **status_payload(target),
+        "environment_id": environment.id,
+        "environment": environment.name,
+        "aliases": [s.value for s in specs],
+    }
+    switch_id = switches.record(
         session,
-        kind,
-        team_id=project.team_id,
         project_id=project.id,
         deployment_id=target.id,
-        data={
-            **status_payload(target),
-            "environment_id": environment.id,
-            "environment": environment.name,
-            "aliases": [s.value for s in specs],
-        },
+        kind=kind,
+        pointed=pointed,
+        data=data,
+    ).id
+    await session.commit()  # the aliases' locks go with it: Traefik is awaited without them
+    served = await traefik_wait.wait_route_live(
+        p, pointed.router, pointed.hostname, traefik_wait.ROUTE_TIMEOUT
     )
+    switch = await switches.take(session, switch_id)
+    kept = switch is not None and await switches.conclude(p, session, switch, served)
     await session.commit()
+    if switch is not None and not served:
+        raise ServiceUnavailable(not_loaded(pointed, kept))
 
 
 def crash_conflict(target: Deployment) -> str:

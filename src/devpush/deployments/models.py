@@ -122,3 +122,22 @@ class Alias(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class AliasSwitch(Base):
+    """A rollback or promote whose aliases moved, waiting for Traefik to serve it. Whoever
+    takes the row (deletes it) concludes the switch: its event once the route is served, or
+    the aliases back where they were. The request that made it does, or the monitor, should
+    that process die while it waited."""
+
+    __tablename__ = "alias_switches"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))  # deployment.rolled_back | deployment.promoted
+    router: Mapped[str] = mapped_column(String(255))
+    hostname: Mapped[str] = mapped_column(String(255))
+    aliases: Mapped[list[str]] = mapped_column(JSON)
+    earlier: Mapped[dict[str, str | None]] = mapped_column(JSON)  # each alias's previous before
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # the event's
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

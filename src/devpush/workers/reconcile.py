@@ -1,5 +1,6 @@
 """The monitor's reconciliation, run at its start and periodically: deployments whose worker
-died are concluded or enqueued again, jobs a dead worker left running are released, runtime
+died are concluded or enqueued again, so are rollbacks and promotes whose request died while
+Traefik loaded them, jobs a dead worker left running are released, runtime
 instances with no live deployment are removed, and certificates are checked."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from devpush.db import session_scope, utcnow
-from devpush.deployments import flows
+from devpush.deployments import flows, switches
 from devpush.deployments import service as deployments
 from devpush.deployments.models import Deployment, Status
 from devpush.domains import certificates
@@ -39,6 +40,7 @@ async def reconcile(p: Platform) -> None:
     try:
         await reconcile_stale_prepares(p)
         await reconcile_stuck_finalize(p)
+        await switches.reconcile_orphaned(p)
         await reconcile_dead_jobs(p)
         await reconcile_orphans(p)
         async with session_scope(p.sessions) as session:
