@@ -142,21 +142,32 @@ async def in_progress_jobs(redis: ArqRedis) -> list[str]:
     ]
 
 
+async def job_running_for(redis: ArqRedis, job_id: str, mark_seconds: float) -> float:
+    """Seconds since a worker marked the job as running (arq sets the mark to expire after
+    `mark_seconds`); -1 when it is not marked."""
+    ttl_ms = await redis.pttl(in_progress_key_prefix + job_id)
+    return -1.0 if ttl_ms < 0 else mark_seconds - ttl_ms / 1000
+
+
+async def release_job(redis: ArqRedis, job_id: str) -> None:
+    """Remove a dead worker's mark of the job as running, so that a live worker runs it again
+    (it is still queued; jobs are idempotent)."""
+    await redis.delete(in_progress_key_prefix + job_id)
+
+
 async def release_stale_job(
     redis: ArqRedis, job_id: str, *, timeouts: dict[str, float], mark_seconds: float
 ) -> bool:
     """A job marked running for longer than its own timeout cannot be running (arq cancels it
-    at the timeout and removes the mark): its worker died. Remove the mark so that a live
-    worker runs the job again (jobs are idempotent). True when released."""
-    key = in_progress_key_prefix + job_id
-    ttl_ms = await redis.pttl(key)
-    if ttl_ms < 0:
+    at the timeout and removes the mark): its worker died. Release it. True when released."""
+    running_for = await job_running_for(redis, job_id, mark_seconds)
+    if running_for < 0:
         return False
     info = await Job(job_id, redis, _deserializer=redis.job_deserializer).info()
     timeout = timeouts.get(info.function) if info else None
-    if timeout is None or mark_seconds - ttl_ms / 1000 <= timeout + 10:
+    if timeout is None or running_for <= timeout + 10:
         return False
-    await redis.delete(key)
+    await release_job(redis, job_id)
     return True
 
 

@@ -15,7 +15,7 @@ from devpush.deployments.models import Deployment
 from devpush.platform import Platform
 from devpush.queue import enqueue_finalize, start_job_state
 from devpush.runtime.base import RuntimeHandle
-from devpush.workers.jobs import heartbeat_key, job_timeouts
+from devpush.workers.jobs import finalizing_key, heartbeat_key, job_timeouts
 from devpush.workers.reconcile import reconcile, reconcile_orphans
 from tests.factories.auth import Account
 
@@ -133,6 +133,30 @@ async def test_jobs_a_dead_worker_left_running_are_released(
     assert await start_job_state(platform.redis, stale) == "missing"
     queued = {j.decode() for j in await platform.redis.zrange(default_queue_name, 0, -1)}
     assert queued == {f"finalize:{stale}", f"finalize:{fresh}"}  # still there, to run again
+
+
+async def test_a_finalize_whose_worker_died_runs_again_without_waiting_out_its_timeout(
+    platform: Platform,
+) -> None:
+    """Finalize starts replicas, so its timeout is minutes; its heartbeat tells a dead worker
+    within seconds. A mark half a minute old without a heartbeat is released; one with a live
+    heartbeat, or only a moment old, is left to its worker."""
+    _, mark_seconds = job_timeouts(platform.settings)
+    dead, alive, starting = "d" * 20, "a" * 20, "s" * 20
+    for deployment_id, age in ((dead, 30), (alive, 30), (starting, 1)):
+        await enqueue_finalize(platform.redis, deployment_id)
+        await platform.redis.set(
+            in_progress_key_prefix + f"finalize:{deployment_id}",
+            b"1",
+            px=int((mark_seconds - age) * 1000),
+        )
+    await platform.redis.set(finalizing_key(alive), "1", px=6000)
+    await reconcile(platform)
+    assert not await platform.redis.exists(in_progress_key_prefix + f"finalize:{dead}")
+    assert await platform.redis.exists(in_progress_key_prefix + f"finalize:{alive}")
+    assert await platform.redis.exists(in_progress_key_prefix + f"finalize:{starting}")
+    queued = {j.decode() for j in await platform.redis.zrange(default_queue_name, 0, -1)}
+    assert f"finalize:{dead}" in queued  # still queued: a live worker runs it again
 
 
 class ListingRuntime:

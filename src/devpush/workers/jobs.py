@@ -47,11 +47,15 @@ def heartbeat_key(deployment_id: str) -> str:
     return f"devpush:preparing:{deployment_id}"
 
 
+def finalizing_key(deployment_id: str) -> str:
+    return f"devpush:finalizing:{deployment_id}"
+
+
 @contextlib.asynccontextmanager
-async def heartbeat(p: Platform, deployment_id: str) -> AsyncIterator[None]:
-    """While a worker prepares a deployment, it keeps a short-lived key alive; the monitor
-    concludes deployments whose key is gone (the worker died)."""
-    key = heartbeat_key(deployment_id)
+async def heartbeat(p: Platform, key: str) -> AsyncIterator[None]:
+    """While a worker prepares or finalizes a deployment, it keeps a short-lived key alive;
+    the monitor concludes (prepare) or runs again (finalize) the deployments whose key is gone
+    (the worker died)."""
 
     async def beat() -> None:
         while True:
@@ -74,12 +78,16 @@ async def heartbeat(p: Platform, deployment_id: str) -> AsyncIterator[None]:
 
 async def start_deployment(ctx: dict[str, Any], deployment_id: str) -> None:
     p = platform_of(ctx)
-    async with heartbeat(p, deployment_id):
+    async with heartbeat(p, heartbeat_key(deployment_id)):
         await flows.start_deployment(p, deployment_id)
 
 
 async def finalize_deployment(ctx: dict[str, Any], deployment_id: str) -> None:
-    await finalize.finalize_deployment(platform_of(ctx), deployment_id)
+    p = platform_of(ctx)
+    # Starting replicas can take minutes: a dead worker's finalize is run again as soon as
+    # its heartbeat stops, not once arq's mark of it as running runs out.
+    async with heartbeat(p, finalizing_key(deployment_id)):
+        await finalize.finalize_deployment(p, deployment_id)
 
 
 async def fail_deployment(ctx: dict[str, Any], deployment_id: str, error: str) -> None:

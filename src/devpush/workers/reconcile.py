@@ -24,10 +24,12 @@ from devpush.queue import (
     enqueue_finalize,
     enqueue_start,
     in_progress_jobs,
+    job_running_for,
+    release_job,
     release_stale_job,
     start_job_state,
 )
-from devpush.workers.jobs import heartbeat_key, job_timeouts
+from devpush.workers.jobs import HEARTBEAT_TTL_MS, finalizing_key, heartbeat_key, job_timeouts
 
 log = logging.getLogger("devpush.monitor")
 STALE_PREPARE_S = 8.0
@@ -120,8 +122,21 @@ async def reconcile_dead_jobs(p: Platform) -> None:
             row = await deployments.snapshot(p.sessions, deployment_id)
             if row is None or row.status == Status.completed or _started(row):
                 await discard_start_job(p.redis, deployment_id)
+        elif job_id.startswith("finalize:") and await _finalize_stopped(p, job_id, mark_seconds):
+            await release_job(p.redis, job_id)
+            log.warning(
+                "released a finalize job its dead worker left running", extra={"job": job_id}
+            )
         elif await release_stale_job(p.redis, job_id, timeouts=timeouts, mark_seconds=mark_seconds):
             log.warning("released a job its dead worker left running", extra={"job": job_id})
+
+
+async def _finalize_stopped(p: Platform, job_id: str, mark_seconds: float) -> bool:
+    """A finalize job marked running, without its heartbeat, for longer than a worker takes
+    to start beating (a few seconds): its worker died."""
+    if await p.redis.exists(finalizing_key(job_id.removeprefix("finalize:"))):
+        return False
+    return await job_running_for(p.redis, job_id, mark_seconds) > 2 * HEARTBEAT_TTL_MS / 1000
 
 
 async def reconcile_orphans(p: Platform) -> None:
