@@ -122,6 +122,18 @@ async def ready_deployment(
     return deployment_id
 
 
+async def two_live_deployments(
+    client: httpx.AsyncClient, platform: Platform, account: Account
+) -> tuple[str, str, str]:
+    """A project with two finalized deployments, the second serving: (project, first, second)."""
+    project_id = await new_project(client, account)
+    first = await ready_deployment(client, platform, account, project_id, 9001, handle=True)
+    await finalize.finalize_deployment(platform, first)
+    second = await ready_deployment(client, platform, account, project_id, 9002, handle=True)
+    await finalize.finalize_deployment(platform, second)
+    return project_id, first, second
+
+
 async def state(platform: Platform, project_id: str) -> tuple[Project, dict[str, Alias]]:
     async with session_scope(platform.sessions) as session:
         project = await session.get(Project, project_id)
@@ -216,11 +228,7 @@ async def test_no_row_lock_is_held_while_traefik_is_awaited(
 async def test_a_rollback_traefik_never_loads_leaves_the_current_deployment(
     client: httpx.AsyncClient, platform: Platform, alice: Account, traefik_api: FakeTraefikApi
 ) -> None:
-    project_id = await new_project(client, alice)
-    first = await ready_deployment(client, platform, alice, project_id, 9001, handle=True)
-    await finalize.finalize_deployment(platform, first)
-    second = await ready_deployment(client, platform, alice, project_id, 9002, handle=True)
-    await finalize.finalize_deployment(platform, second)
+    project_id, first, second = await two_live_deployments(client, platform, alice)
     assert (await row_of(platform, second)).conclusion == Conclusion.succeeded
     traefik_api.loads = False
 
@@ -269,11 +277,7 @@ async def test_a_rollback_and_a_promote_are_events_once_traefik_serves_them(
 ) -> None:
     """`deployment.rolled_back` and `deployment.promoted` are written once the switch is served,
     one each, naming the deployment now serving; a switch Traefik never loads writes none."""
-    project_id = await new_project(client, alice)
-    first = await ready_deployment(client, platform, alice, project_id, 9001, handle=True)
-    await finalize.finalize_deployment(platform, first)
-    second = await ready_deployment(client, platform, alice, project_id, 9002, handle=True)
-    await finalize.finalize_deployment(platform, second)
+    project_id, first, second = await two_live_deployments(client, platform, alice)
     traefik_api.loads = False
     refused = await client.post(f"/api/v1/deployments/{second}/rollback", headers=alice.headers)
     assert refused.status_code == 503, refused.text
@@ -332,11 +336,7 @@ async def rollback_that_dies(platform: Platform, project_id: str, deployment_id:
 async def test_a_rollback_whose_request_died_gets_its_event_from_the_monitor_once(
     client: httpx.AsyncClient, platform: Platform, alice: Account
 ) -> None:
-    project_id = await new_project(client, alice)
-    first = await ready_deployment(client, platform, alice, project_id, 9001, handle=True)
-    await finalize.finalize_deployment(platform, first)
-    second = await ready_deployment(client, platform, alice, project_id, 9002, handle=True)
-    await finalize.finalize_deployment(platform, second)
+    project_id, first, second = await two_live_deployments(client, platform, alice)
 
     await rollback_that_dies(platform, project_id, second)
     assert await alias_events(platform, project_id) == []  # not yet known to be served
@@ -352,11 +352,7 @@ async def test_a_rollback_whose_request_died_gets_its_event_from_the_monitor_onc
 async def test_a_rollback_whose_request_died_and_traefik_never_loaded_is_undone(
     client: httpx.AsyncClient, platform: Platform, alice: Account, traefik_api: FakeTraefikApi
 ) -> None:
-    project_id = await new_project(client, alice)
-    first = await ready_deployment(client, platform, alice, project_id, 9001, handle=True)
-    await finalize.finalize_deployment(platform, first)
-    second = await ready_deployment(client, platform, alice, project_id, 9002, handle=True)
-    await finalize.finalize_deployment(platform, second)
+    project_id, first, second = await two_live_deployments(client, platform, alice)
     traefik_api.loads = False
 
     await rollback_that_dies(platform, project_id, second)
