@@ -44,12 +44,14 @@ def hostile_urls(repo: Path, tmp_path: Path) -> dict[str, str]:
     link = tmp_path / "innocent"
     link.symlink_to(repo)
     encoded = "".join(f"%{b:02X}" for b in str(repo)[1:].encode())
+    depth = len(tmp_path.parts) - 1  # as many `..` as lead from tmp_path up to /
+    up, encoded_up = "/".join([".."] * depth), "/".join(["%2E%2E"] * depth)
     return {
         "plain": f"file://{repo}",
         "percent-encoded": f"file:///{encoded}",
         "encoded slashes": f"file:///{quote(str(repo)[1:], safe='')}",
-        "dot-dot": f"file://{tmp_path}/../../../..{repo}",
-        "encoded dot-dot": f"file://{tmp_path}/%2E%2E/%2E%2E/%2E%2E/%2E%2E{repo}",
+        "dot-dot": f"file://{tmp_path}/{up}{repo}",
+        "encoded dot-dot": f"file://{tmp_path}/{encoded_up}{repo}",
         "symlink": f"file://{link}",
         "double slash": f"file:///{repo}",
     }
