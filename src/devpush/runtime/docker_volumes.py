@@ -12,6 +12,7 @@ reported as not enforced.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiodocker
@@ -99,7 +100,7 @@ async def mounts(
 async def usage(docker: aiodocker.Docker, project_id: str) -> list[VolumeUsage]:
     """The project's volumes with the bytes used, as the engine counts them."""
     prefix = f"{PREFIX}{project_id.lower()}-"
-    df = await docker._query_json("system/df")
+    df = await disk_usage(docker)
     found = []
     for entry in df.get("Volumes") or []:
         name = str(entry.get("Name") or "")
@@ -117,6 +118,21 @@ async def usage(docker: aiodocker.Docker, project_id: str) -> list[VolumeUsage]:
             )
         )
     return sorted(found, key=lambda v: (v.environment_id, v.name))
+
+
+async def disk_usage(docker: aiodocker.Docker, attempts: int = 3) -> dict[str, Any]:
+    """The engine's `system/df`. Podman fails it (500, "lstat …: no such file or directory")
+    when any volume, another project's too, is removed while it counts: counted again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            df: dict[str, Any] = await docker._query_json("system/df")
+            return df
+        except DockerError as exc:
+            vanished = exc.status == 500 and "no such file or directory" in str(exc.message)
+            if not vanished or attempt == attempts:
+                raise
+            await asyncio.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 async def delete(docker: aiodocker.Docker, project_id: str) -> None:

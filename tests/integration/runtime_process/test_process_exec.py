@@ -5,6 +5,7 @@ is kept, and a timeout kills it with everything it started."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -73,15 +74,21 @@ async def test_a_timeout_kills_the_command_and_its_children(
 ) -> None:
     handle, spec = await live(runtime, source)
     started = time.monotonic()
+    # Durations no other test uses: the leftovers are looked for among every process here.
+    first, second = (f"{300 + secrets.randbelow(10_000)}.{n}" for n in (1, 2))
     result, seen = await run(
-        runtime, handle, spec, "echo started; sleep 300 & sleep 301; echo never", timeout=2
+        runtime,
+        handle,
+        spec,
+        f"echo started; sleep {first} & sleep {second}; echo never",
+        timeout=2,
     )
     assert result.timed_out and result.exit_code is None, result
     assert time.monotonic() - started < 10
     assert seen == [("stdout", "started")]
     leftovers = [
-        p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[:1] == ["sleep"]
-        and (p.info["cmdline"] or [])[1:] in (["300"], ["301"])
+        p for p in psutil.process_iter(["cmdline"])
+        if (p.info["cmdline"] or []) in (["sleep", first], ["sleep", second])
     ]  # fmt: skip
     assert leftovers == []
     instance = runtime._root / handle.id
