@@ -22,41 +22,41 @@ up: install
 # measure a platform under faults and run alone.
 SLOW := e2e or corpus or chaos or ops
 PARALLEL ?= -n 2 --dist loadscope
-# Short temp paths (each step its own, emptied when it starts): unix sockets live under them.
+# Short temp paths, one per step (emptied when it starts): unix sockets live under them.
 TEST_TMP ?= /tmp/devpush-tests
 
 test: install
 	bash scripts/test-setup.sh
 	@echo "==> step 1/5: unit and integration tests"
-	$(BIN)/pytest -m "not ($(SLOW))" $(PARALLEL) --basetemp=$(TEST_TMP)/fast $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not ($(SLOW))" $(PARALLEL) --basetemp=$(TEST_TMP)-fast $(PYTEST_ARGS)
 	@echo "==> step 2/5: end-to-end tests (real platform processes, Traefik, Podman)"
-	$(BIN)/pytest -m e2e --timeout 900 $(PARALLEL) --basetemp=$(TEST_TMP)/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e --timeout 900 $(PARALLEL) --basetemp=$(TEST_TMP)-e2e $(PYTEST_ARGS)
 	@echo "==> step 3/5: sample apps (Flask, Django, FastAPI, Next.js, Vite, ...) on both runtimes"
-	$(BIN)/pytest -m corpus --timeout 1200 $(PARALLEL) --basetemp=$(TEST_TMP)/corpus $(PYTEST_ARGS)
+	$(BIN)/pytest -m corpus --timeout 1200 $(PARALLEL) --basetemp=$(TEST_TMP)-corpus $(PYTEST_ARGS)
 	@echo "==> step 4/5: chaos scenarios (faults injected into a real platform)"
-	$(BIN)/pytest -m chaos --timeout 900 --basetemp=$(TEST_TMP)/chaos $(PYTEST_ARGS)
+	$(BIN)/pytest -m chaos --timeout 900 --basetemp=$(TEST_TMP)-chaos $(PYTEST_ARGS)
 	@echo "==> step 5/5: production operations (compose stack, TLS, update, backup/restore)"
-	$(BIN)/pytest -m ops --timeout 1200 --basetemp=$(TEST_TMP)/ops $(PYTEST_ARGS)
+	$(BIN)/pytest -m ops --timeout 1200 --basetemp=$(TEST_TMP)-ops $(PYTEST_ARGS)
 
 test-fast: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m "not ($(SLOW))" $(PARALLEL) --basetemp=$(TEST_TMP)/fast $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not ($(SLOW))" $(PARALLEL) --basetemp=$(TEST_TMP)-fast $(PYTEST_ARGS)
 
 test-e2e: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m e2e --timeout 900 $(PARALLEL) --basetemp=$(TEST_TMP)/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e --timeout 900 $(PARALLEL) --basetemp=$(TEST_TMP)-e2e $(PYTEST_ARGS)
 
 test-corpus: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m corpus --timeout 1200 $(PARALLEL) --basetemp=$(TEST_TMP)/corpus $(PYTEST_ARGS)
+	$(BIN)/pytest -m corpus --timeout 1200 $(PARALLEL) --basetemp=$(TEST_TMP)-corpus $(PYTEST_ARGS)
 
 test-chaos: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m chaos --timeout 900 --basetemp=$(TEST_TMP)/chaos $(PYTEST_ARGS)
+	$(BIN)/pytest -m chaos --timeout 900 --basetemp=$(TEST_TMP)-chaos $(PYTEST_ARGS)
 
 test-ops: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m ops --timeout 1200 --basetemp=$(TEST_TMP)/ops $(PYTEST_ARGS)
+	$(BIN)/pytest -m ops --timeout 1200 --basetemp=$(TEST_TMP)-ops $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
