@@ -17,9 +17,9 @@ up: install
 # scripts/test-setup.sh; then the suite runs in five steps: fast tests, end-to-end, the
 # sample-app corpus built on both runtimes, chaos, and the production stack (compose, TLS,
 # update, backup).
-# Steps 1-3 run in two pytest processes (pytest-xdist): each has its own PostgreSQL, Redis and
-# platforms, and a module's tests (which share a platform) stay in one process. Chaos and ops
-# measure a platform under faults and run alone.
+# Step 1 runs in two pytest processes (pytest-xdist): each has its own PostgreSQL, Redis and
+# platforms, and a module's tests stay in one process. The steps that run whole platforms
+# (end-to-end, corpus, chaos, ops) run one test at a time: they time drains, kills and faults.
 SLOW := e2e or corpus or chaos or ops
 PARALLEL ?= -n 2 --dist loadscope
 # Short temp paths, one per step (emptied when it starts): unix sockets live under them.
@@ -30,9 +30,9 @@ test: install
 	@echo "==> step 1/5: unit and integration tests"
 	$(BIN)/pytest -m "not ($(SLOW))" $(PARALLEL) --basetemp=$(TEST_TMP)-fast $(PYTEST_ARGS)
 	@echo "==> step 2/5: end-to-end tests (real platform processes, Traefik, Podman)"
-	$(BIN)/pytest -m e2e --timeout 900 $(PARALLEL) --basetemp=$(TEST_TMP)-e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e --timeout 900 --basetemp=$(TEST_TMP)-e2e $(PYTEST_ARGS)
 	@echo "==> step 3/5: sample apps (Flask, Django, FastAPI, Next.js, Vite, ...) on both runtimes"
-	$(BIN)/pytest -m corpus --timeout 1200 $(PARALLEL) --basetemp=$(TEST_TMP)-corpus $(PYTEST_ARGS)
+	$(BIN)/pytest -m corpus --timeout 1200 --basetemp=$(TEST_TMP)-corpus $(PYTEST_ARGS)
 	@echo "==> step 4/5: chaos scenarios (faults injected into a real platform)"
 	$(BIN)/pytest -m chaos --timeout 900 --basetemp=$(TEST_TMP)-chaos $(PYTEST_ARGS)
 	@echo "==> step 5/5: production operations (compose stack, TLS, update, backup/restore)"
@@ -44,11 +44,11 @@ test-fast: install
 
 test-e2e: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m e2e --timeout 900 $(PARALLEL) --basetemp=$(TEST_TMP)-e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e --timeout 900 --basetemp=$(TEST_TMP)-e2e $(PYTEST_ARGS)
 
 test-corpus: install
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -m corpus --timeout 1200 $(PARALLEL) --basetemp=$(TEST_TMP)-corpus $(PYTEST_ARGS)
+	$(BIN)/pytest -m corpus --timeout 1200 --basetemp=$(TEST_TMP)-corpus $(PYTEST_ARGS)
 
 test-chaos: install
 	bash scripts/test-setup.sh
