@@ -123,16 +123,14 @@ async def usage(docker: aiodocker.Docker, project_id: str) -> list[VolumeUsage]:
 async def disk_usage(docker: aiodocker.Docker, attempts: int = 3) -> dict[str, Any]:
     """The engine's `system/df`. Podman fails it (500, "lstat …: no such file or directory")
     when any volume, another project's too, is removed while it counts: counted again."""
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, attempts):
         try:
-            df: dict[str, Any] = await docker._query_json("system/df")
-            return df
+            return dict(await docker._query_json("system/df"))
         except DockerError as exc:
-            vanished = exc.status == 500 and "no such file or directory" in str(exc.message)
-            if not vanished or attempt == attempts:
+            if exc.status != 500 or "no such file or directory" not in str(exc.message):
                 raise
-            await asyncio.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
+        await asyncio.sleep(0.2 * attempt)
+    return dict(await docker._query_json("system/df"))  # the last attempt's error is raised
 
 
 async def delete(docker: aiodocker.Docker, project_id: str) -> None:

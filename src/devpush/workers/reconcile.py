@@ -1,7 +1,7 @@
 """The monitor's reconciliation, run at its start and periodically: deployments whose worker
 died are concluded or enqueued again, so are rollbacks and promotes whose request died while
-Traefik loaded them, jobs a dead worker left running are released, runtime
-instances with no live deployment are removed, and certificates are checked."""
+Traefik loaded them, jobs a dead worker left running are released, runtime instances with no
+live deployment are removed, and certificates are checked."""
 
 from __future__ import annotations
 
