@@ -22,12 +22,13 @@ def run_app() -> None:
     """Run the web app (API, pages, webhooks, SSE)."""
     import uvicorn
 
+    from devpush.appserver import serve
     from devpush.embedded.private import set_private_umask
     from devpush.settings import get_settings
 
     set_private_umask()
     settings = get_settings()
-    uvicorn.run(
+    config = uvicorn.Config(
         "devpush.app:create_app",
         factory=True,
         host=settings.app_host,
@@ -42,6 +43,7 @@ def run_app() -> None:
         log_level="warning",
         access_log=False,
     )
+    serve(config)  # several workers: each on a socket of its own (appserver.py)
 
 
 def run_worker() -> None:

@@ -185,7 +185,10 @@ async def list_with_environments(
     )
     columns = len(LISTED_COLUMNS)
     page = []
-    for row in await session.execute(stmt, params):
+    # On the session's connection, not through the ORM: plain rows need none of its
+    # per-statement work (a third of the query's client time).
+    connection = await session.connection()
+    for row in await connection.execute(stmt, params):
         values = list(row[:columns])
         for i in _STORED_AT:
             values[i] = stored_json(values[i])

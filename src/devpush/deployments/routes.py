@@ -24,7 +24,7 @@ from devpush.deployments.schemas import (
     PlanRead,
 )
 from devpush.platform import Platform
-from devpush.projects.access import load_project
+from devpush.projects.access import load_project, project_ref
 from devpush.projects.models import Environment, Project
 from devpush.teams.access import Action
 
@@ -46,7 +46,10 @@ def read_with_environment(
 
 
 def read_fields(
-    p: Platform, d: service.Listed, project: Project, environment: service.EnvironmentLike | None
+    p: Platform,
+    d: service.Listed,
+    project: service.Slugged,
+    environment: service.EnvironmentLike | None,
 ) -> dict[str, Any]:
     """DeploymentRead's fields as plain data. The list encodes these with orjson (no model
     per item to build, validate and dump again); tests/integration/test_deployment_list.py
@@ -118,7 +121,7 @@ async def list_deployments(
     environment_id: Annotated[str | None, Query(max_length=32)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
-    project = await load_project(
+    project = await project_ref(
         session=session, principal=principal, project_id=project_id, action=Action.read
     )
     rows, next_cursor = await listing.list_with_environments(

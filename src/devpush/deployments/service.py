@@ -49,6 +49,13 @@ class EnvironmentLike(Protocol):
     def is_production(self) -> bool: ...
 
 
+class Slugged(Protocol):
+    """What an alias needs of a project: a Project, or a ProjectRef."""
+
+    @property
+    def slug(self) -> str: ...
+
+
 # A deployment as the API shows it: the ORM object, or a ListedDeployment.
 Listed = Deployment | Any
 
@@ -203,7 +210,7 @@ async def active_ids(*, session: AsyncSession, status: Status | None = None) -> 
 
 # ---- aliases ---------------------------------------------------------------------------
 def alias_specs(
-    project: Project, deployment: Listed, environment: EnvironmentLike | None
+    project: Slugged, deployment: Listed, environment: EnvironmentLike | None
 ) -> list[AliasSpec]:
     """Every hostname label a deployment is served under (DESIGN.md's table)."""
     slug = project.slug
