@@ -85,6 +85,15 @@ def ping_when_idle(engine: AsyncEngine, seconds: float) -> None:
             raise exc.InvalidatePoolError(f"an idle connection failed its ping: {error}") from error
 
 
+async def reads_only(session: AsyncSession) -> None:
+    """From here on, run the session's statements each on its own, outside a transaction
+    (autocommit): a request that only reads saves the BEGIN and COMMIT round trips, and
+    under READ COMMITTED each statement reads its own snapshot either way. A session already
+    in a transaction (a token read or touched on this request) stays in it, as correct."""
+    if not session.in_transaction():
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 _RETURNED = "devpush_returned_at"  # a connection record's info: when it was last checked in
 
 

@@ -13,6 +13,7 @@ from devpush.api.responses import json_response
 from devpush.audit.service import record
 from devpush.auth.deps import PrincipalDep
 from devpush.auth.service import Principal
+from devpush.db import reads_only
 from devpush.deployments import actions, listing, plans, service
 from devpush.deployments.access import load_deployment
 from devpush.deployments.models import Deployment
@@ -121,6 +122,7 @@ async def list_deployments(
     environment_id: Annotated[str | None, Query(max_length=32)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
+    await reads_only(session)
     project = await project_ref(
         session=session, principal=principal, project_id=project_id, action=Action.read
     )
