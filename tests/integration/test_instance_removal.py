@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import delete
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import Connection, delete, select, text
 
+import devpush
 from devpush.db import session_scope
 from devpush.deployments import retire, routing
 from devpush.deployments import service as deployments
@@ -249,3 +254,57 @@ async def test_retiring_instances_shut_down_side_by_side(
     assert sorted(runtime.calls) == sorted(
         ["remove", "remove", f"stopped {first}", f"stopped {second}"]
     )
+
+
+async def test_a_removed_instance_leaves_no_handle_for_cleanup_to_visit_again(
+    client: httpx.AsyncClient,
+    platform: Platform,
+    alice: Account,
+    bob: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handle of a removed instance is SQL NULL, so the ten-minute cleanup (and every
+    other query for deployments with an instance) no longer reads each retired deployment
+    again; migration 0015 turns the JSON nulls earlier removals left into SQL NULL."""
+    removed = await serving_deployment(client, platform, alice)
+    old = await serving_deployment(client, platform, bob)
+    monkeypatch.setattr(platform.runtimes, "get", lambda name: RecordingRuntime(platform))
+    assert sorted(await retire.cleanup_inactive(platform)) == sorted([removed, old])
+    async with session_scope(platform.sessions) as session:
+        # `old` as an earlier version stored it: JSON null
+        await session.execute(
+            text("UPDATE deployments SET runtime_handle = 'null'::json WHERE id = :id"),
+            {"id": old},
+        )
+
+    async def handle_is_sql_null(deployment_id: str) -> bool:
+        async with session_scope(platform.sessions) as session:
+            stmt = select(Deployment.runtime_handle.is_(None)).where(Deployment.id == deployment_id)
+            return bool(await session.scalar(stmt))
+
+    assert await handle_is_sql_null(removed)
+    assert not await handle_is_sql_null(old)
+    async with platform.engine.begin() as conn:
+        await conn.run_sync(_run_migration, "0015_runtime_handle_sql_null.py")
+    assert await handle_is_sql_null(old)
+
+    visited: list[str] = []
+    unroute = retire._unroute
+
+    async def counted(p: Platform, deployment_id: str, **kwargs: bool) -> object:
+        visited.append(deployment_id)
+        return await unroute(p, deployment_id, **kwargs)
+
+    monkeypatch.setattr(retire, "_unroute", counted)
+    assert await retire.cleanup_inactive(platform) == []
+    assert visited == []
+
+
+def _run_migration(connection: Connection, filename: str) -> None:
+    path = Path(devpush.__file__).parent / "migrations" / "versions" / filename
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with Operations.context(MigrationContext.configure(connection)):
+        module.upgrade()

@@ -73,7 +73,9 @@ class Deployment(Base):
     env_enc: Mapped[str] = mapped_column(Text)  # Fernet(JSON of {key: value}) snapshot
     secret_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
     runtime: Mapped[str] = mapped_column(String(32))
-    runtime_handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # None is SQL NULL, not JSON null: "has an instance" is `runtime_handle IS NOT NULL`
+    # (migration 0015 turned the JSON nulls left by earlier removals into SQL NULL).
+    runtime_handle: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     upstream: Mapped[str | None] = mapped_column(String(255))
     # Replicas 1..N-1 (runtime_handle and upstream are replica 0, which ran the build): each
     # {"replica": k, "handle": {...}, "upstream": "host:port" | None (not routed)}.
