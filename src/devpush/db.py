@@ -89,7 +89,7 @@ async def reads_only(session: AsyncSession) -> None:
     """From here on, run the session's statements each on its own, outside a transaction
     (autocommit): a request that only reads saves the BEGIN and COMMIT round trips, and
     under READ COMMITTED each statement reads its own snapshot either way. A session already
-    in a transaction (a token read or touched on this request) stays in it, as correct."""
+    in a transaction (a token read or touched on this request) stays in it, just as correct."""
     if not session.in_transaction():
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
