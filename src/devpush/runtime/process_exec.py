@@ -29,7 +29,13 @@ from devpush.runtime.base import (
     RuntimeSpec,
 )
 from devpush.runtime.process_files import Instance, check_id
-from devpush.runtime.process_limits import Cgroups, Limits, cgroup_kill, cgroup_remove
+from devpush.runtime.process_limits import (
+    Cgroups,
+    Limits,
+    cgroup_kill,
+    cgroup_remove,
+    stop_all,
+)
 from devpush.runtime.process_sandbox import _CA_PATH, _DRIVER, _app_env
 from devpush.runtime.process_tree import root_process
 
@@ -208,15 +214,20 @@ def _kill(pid: int, cgroup_dirs: dict[str, str]) -> None:
     if cgroup_dirs:
         with contextlib.suppress(RuntimeFailure, OSError):
             cgroup_kill(cgroup_dirs)
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        procs = []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGKILL)
+    for each in stop_all(lambda: _tree(pid)):  # stopped first: none runs on as others die
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _tree(pid: int) -> set[int]:
+    """A process and its descendants (none if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(child.pid for child in root.children(recursive=True))}
+    except psutil.Error:
+        return set()
 
 
 def _cleanup(exec_dir: Path, cgroup_dirs: dict[str, str]) -> None:

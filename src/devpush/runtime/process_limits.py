@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,11 +143,29 @@ def cgroup_members(dirs: dict[str, str]) -> set[int]:
     return pids
 
 
+def stop_all(members: Callable[[], set[int]]) -> set[int]:
+    """SIGSTOP every process `members()` names, and again until it names none not stopped
+    yet (a stopped process can't fork, so this ends). Killed one by one afterwards, none of
+    them runs again in between: a shell whose child died first can't go on to its next
+    command. Returns the pids stopped."""
+    stopped: set[int] = set()
+    for _ in range(100):
+        fresh = members() - stopped
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= fresh
+    return stopped
+
+
 def cgroup_kill(dirs: dict[str, str]) -> None:
     for directory in set(dirs.values()):
         kill = Path(directory) / "cgroup.kill"  # v2, Linux 5.14+: kills the whole group at once
         if kill.exists():
             _write(kill, "1")
+    stop_all(lambda: cgroup_members(dirs))  # without cgroup.kill: all stopped, then killed
     for _ in range(100):
         pids = cgroup_members(dirs)
         if not pids:
