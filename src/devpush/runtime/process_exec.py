@@ -37,7 +37,7 @@ from devpush.runtime.process_limits import (
     stop_all,
 )
 from devpush.runtime.process_sandbox import _CA_PATH, _DRIVER, _app_env
-from devpush.runtime.process_tree import root_process
+from devpush.runtime.process_tree import instance_processes, root_process
 
 MAX_LINE_BYTES = 16 * 1024
 _COMMANDS = (
@@ -214,20 +214,16 @@ def _kill(pid: int, cgroup_dirs: dict[str, str]) -> None:
     if cgroup_dirs:
         with contextlib.suppress(RuntimeFailure, OSError):
             cgroup_kill(cgroup_dirs)
-    for each in stop_all(lambda: _tree(pid)):  # stopped first: none runs on as others die
+    try:
+        root: psutil.Process | None = psutil.Process(pid)
+    except psutil.Error:
+        root = None
+    # stopped first, so that none runs on while the others die
+    for each in stop_all(lambda: {p.pid for p in instance_processes(root, cgroup_dirs)}):
         with contextlib.suppress(ProcessLookupError):
             os.kill(each, signal.SIGKILL)
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
-
-
-def _tree(pid: int) -> set[int]:
-    """A process and its descendants (none if it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        return {pid, *(child.pid for child in root.children(recursive=True))}
-    except psutil.Error:
-        return set()
 
 
 def _cleanup(exec_dir: Path, cgroup_dirs: dict[str, str]) -> None:
